@@ -494,3 +494,15 @@ def chunks(buffer, size=CHUNK_SIZE):
     view = memoryview(buffer)
     for start in range(0, len(view), size):
         yield view[start : start + size]
+
+
+def restream(message, stream):
+    """
+    The encoded frame ``message`` with its stream id replaced (for relays).
+    """
+    buffer = bytearray(message)
+    _STREAM_FIELD.pack_into(buffer, 6, stream)
+    return bytes(buffer)
+
+
+_STREAM_FIELD = struct.Struct("!I")

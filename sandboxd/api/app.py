@@ -1,0 +1,146 @@
+"""
+The HTTP routes of the daemon (docs/api.md).
+"""
+
+import json
+
+from autobahn.twisted.resource import WebSocketResource
+from klein import Klein
+from twisted.logger import Logger
+
+from sandboxd import __version__
+from sandboxd.api.errors import ApiError, error_body
+from sandboxd.api.requests import parse_create, parse_label_filter, read_json_object
+from sandboxd.api.session import SessionFactory
+from sandboxd.manager import AtCapacity, UnknownProfile
+from sandboxd.runtimes.interface import RuntimeFailure
+
+
+def _json(request, obj, status=200):
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    return json.dumps(obj).encode()
+
+
+class SandboxAPI:
+    """
+    Klein routes over a SandboxManager.
+    """
+
+    app = Klein()
+    log = Logger()
+
+    def __init__(self, manager, config, clock):
+        self._manager = manager
+        self._config = config
+        self._clock = clock
+        self._sessions = WebSocketResource(SessionFactory(manager))
+
+    def resource(self):
+        return self.app.resource()
+
+    @app.handle_errors(ApiError)
+    def _apiError(self, request, failure):
+        error = failure.value
+        for name, value in error.headers.items():
+            request.setHeader(name, value)
+        request.setResponseCode(error.status)
+        request.setHeader(b"Content-Type", b"application/json")
+        return error.body()
+
+    @app.handle_errors
+    def _unexpected(self, request, failure):
+        from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+        request.setHeader(b"Content-Type", b"application/json")
+        if failure.check(NotFound):
+            request.setResponseCode(404)
+            return error_body("NOT_FOUND", f"no route for {request.path.decode()}")
+        if failure.check(MethodNotAllowed):
+            request.setResponseCode(405)
+            return error_body(
+                "METHOD_NOT_ALLOWED",
+                f"{request.method.decode()} is not allowed on {request.path.decode()}",
+            )
+        self.log.failure("unhandled error in {path}", failure, path=request.path)
+        request.setResponseCode(500)
+        return error_body("INTERNAL", "internal error; see the daemon log")
+
+    # Sandboxes
+
+    @app.route("/sandboxes", methods=["POST"])
+    async def create(self, request):
+        body = read_json_object(request)
+        wanted = parse_create(body, self._config.limits)
+        try:
+            sandbox = await self._manager.create(
+                profile=wanted.profile,
+                memory=wanted.memory,
+                cpu=wanted.cpu,
+                storage=wanted.storage,
+                ttl=wanted.ttl,
+                labels=wanted.labels,
+            )
+        except UnknownProfile as e:
+            raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {e.args[0]!r}")
+        except AtCapacity as e:
+            raise ApiError(503, "AT_CAPACITY", str(e), headers={"Retry-After": "1"})
+        except RuntimeFailure as e:
+            raise ApiError(502, "RUNTIME_ERROR", str(e))
+        return _json(request, sandbox.toJSON(), 201)
+
+    @app.route("/sandboxes", methods=["GET"])
+    def list(self, request):
+        wanted = parse_label_filter(request.args.get(b"label", []))
+        return _json(request, [s.toJSON() for s in self._manager.list(wanted)])
+
+    def _sandbox(self, sandbox_id):
+        sandbox = self._manager.get(sandbox_id)
+        if sandbox is None:
+            raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
+        return sandbox
+
+    @app.route("/sandboxes/<sandbox_id>", methods=["GET"])
+    def get(self, request, sandbox_id):
+        return _json(request, self._sandbox(sandbox_id).toJSON())
+
+    @app.route("/sandboxes/<sandbox_id>", methods=["DELETE"])
+    def destroy(self, request, sandbox_id):
+        if not self._manager.destroy(sandbox_id):
+            raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
+        request.setResponseCode(204)
+        return b""
+
+    @app.route("/sandboxes/<sandbox_id>/ws", methods=["GET"])
+    def session(self, request, sandbox_id):
+        self._sandbox(sandbox_id)
+        return self._sessions
+
+    # Profiles and health
+
+    @app.route("/profiles", methods=["GET"])
+    def profiles(self, request):
+        return _json(
+            request,
+            [
+                {
+                    "name": p.name,
+                    "image": p.image,
+                    "memory": p.memory,
+                    "cpu": p.cpu,
+                    "storage": p.storage,
+                    "runtime": p.runtime,
+                }
+                for p in self._manager.profiles.values()
+            ],
+        )
+
+    @app.route("/health", methods=["GET"])
+    def health(self, request):
+        status = self._manager.health()
+        status.update(
+            status="ok",
+            version=__version__,
+            uptime_seconds=round(self._clock.seconds() - self._manager.started, 3),
+        )
+        return _json(request, status)

@@ -1,0 +1,141 @@
+"""
+Parsing and checking request bodies.
+"""
+
+import json
+
+import attr
+
+from sandboxd.api.errors import ApiError, invalid_field, limit_exceeded
+from sandboxd.config import parse_size
+
+MAX_BODY = 1 << 20
+MAX_LABELS = 64
+MAX_LABEL_KEY = 128
+MAX_LABEL_VALUE = 256
+
+_CREATE_FIELDS = frozenset(
+    {"profile", "template", "memory", "cpu", "storage", "ttl", "labels"}
+)
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class CreateRequest:
+    profile: str = None
+    template: str = None
+    memory: int = None
+    cpu: float = None
+    storage: int = None
+    ttl: int = 0
+    labels: dict = attr.ib(factory=dict)
+
+
+def read_json_object(request):
+    """
+    The request body as a dict; an empty body is {}.
+    """
+    raw = request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, "BODY_TOO_LARGE", f"the body exceeds {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ApiError(400, "INVALID_BODY", f"the body is not valid JSON: {e}")
+    if not isinstance(body, dict):
+        raise ApiError(400, "INVALID_BODY", "the body must be a JSON object")
+    return body
+
+
+def parse_create(body, limits):
+    """
+    A CreateRequest from a POST /sandboxes body, checked against limits.
+    """
+    unknown = sorted(set(body) - _CREATE_FIELDS)
+    if unknown:
+        raise invalid_field(unknown[0], "unknown field")
+    profile = _optional_string(body, "profile")
+    template = _optional_string(body, "template")
+    if template is not None:
+        raise invalid_field("template", "templates are not available yet")
+    memory = _optional_size(body, "memory")
+    if memory is not None and memory > limits.max_memory:
+        raise limit_exceeded("memory", body["memory"], limits.max_memory, "max_memory")
+    storage = _optional_size(body, "storage")
+    cpu = body.get("cpu")
+    if cpu is not None:
+        if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or cpu <= 0:
+            raise invalid_field("cpu", "must be a positive number of CPUs")
+        cpu = float(cpu)
+        if cpu > limits.max_cpu:
+            raise limit_exceeded("cpu", cpu, limits.max_cpu, "max_cpu")
+    ttl = body.get("ttl")
+    if ttl is None:
+        ttl = 0
+    elif isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
+        raise invalid_field("ttl", "must be a whole number of seconds >= 0")
+    elif ttl > limits.max_ttl:
+        raise limit_exceeded("ttl", ttl, limits.max_ttl, "max_ttl")
+    return CreateRequest(
+        profile=profile,
+        template=template,
+        memory=memory,
+        cpu=cpu,
+        storage=storage,
+        ttl=ttl,
+        labels=_labels(body.get("labels")),
+    )
+
+
+def parse_label_filter(values):
+    """
+    ``?label=k:v`` query values into a dict.
+    """
+    wanted = {}
+    for value in values:
+        text = value.decode("utf-8", "replace")
+        key, sep, label = text.partition(":")
+        if not sep or not key:
+            raise invalid_field("label", f"{text!r} is not key:value")
+        wanted[key] = label
+    return wanted
+
+
+def _optional_string(body, name):
+    value = body.get(name)
+    if value is not None and (not isinstance(value, str) or not value):
+        raise invalid_field(name, "must be a non-empty string")
+    return value
+
+
+def _optional_size(body, name):
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise invalid_field(name, "must be a size like '512m' or a number of bytes")
+    try:
+        size = parse_size(str(value))
+    except ValueError as e:
+        raise invalid_field(name, str(e))
+    if size <= 0:
+        raise invalid_field(name, "must be positive")
+    return size
+
+
+def _labels(labels):
+    if labels is None:
+        return {}
+    if not isinstance(labels, dict):
+        raise invalid_field("labels", "must be an object of strings")
+    if len(labels) > MAX_LABELS:
+        raise invalid_field("labels", f"at most {MAX_LABELS} labels")
+    for key, value in labels.items():
+        if not key or len(key) > MAX_LABEL_KEY:
+            raise invalid_field("labels", f"keys take 1 to {MAX_LABEL_KEY} characters")
+        if not isinstance(value, str) or len(value) > MAX_LABEL_VALUE:
+            raise invalid_field(
+                f"labels.{key}", f"must be a string of at most {MAX_LABEL_VALUE} characters"
+            )
+    return dict(labels)

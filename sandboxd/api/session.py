@@ -1,0 +1,210 @@
+"""
+WebSocket sessions: a client's frames relayed to a sandbox's agent and back.
+
+Each binary message is one wire frame.  The session maps the client's stream
+ids to fresh ids on the sandbox's shared agent connection, so any number of
+sessions share it.  Flow control is end to end (WINDOW frames pass through),
+so the daemon holds at most a window per stream.
+"""
+
+from autobahn.exception import Disconnected
+from autobahn.twisted.websocket import (
+    ConnectionDeny,
+    WebSocketServerFactory,
+    WebSocketServerProtocol,
+)
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from agent import wire
+from sandboxd.protocols.agent import IStreamHandler
+
+_FT = wire.FrameType
+_RELAYED = frozenset({_FT.DATA, _FT.END, _FT.CANCEL, _FT.WINDOW})
+
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_AGENT_LOST = 1011
+
+
+def sandbox_id_from_path(path):
+    """
+    ``/sandboxes/{id}/ws`` -> id, else None.
+    """
+    parts = path.strip("/").split("/")
+    if len(parts) == 3 and parts[0] == "sandboxes" and parts[2] == "ws":
+        return parts[1]
+    return None
+
+
+@implementer(IStreamHandler)
+class SandboxSession(WebSocketServerProtocol):
+    """
+    One client's session with one sandbox.
+    """
+
+    log = Logger()
+
+    def onConnect(self, request):
+        sandbox_id = sandbox_id_from_path(request.path)
+        sandbox = self.factory.manager.get(sandbox_id) if sandbox_id else None
+        if sandbox is None or sandbox.connection is None:
+            raise ConnectionDeny(404, f"sandbox {sandbox_id} not found")
+        self.sandbox = sandbox
+        self._connection = sandbox.connection
+        self._to_agent = {}
+        self._to_client = {}
+        self._closing = False
+        return None
+
+    def onOpen(self):
+        self.sandbox.sessions.add(self)
+        if not self._connection.connected:
+            self._closeWith(CLOSE_AGENT_LOST, "the sandbox's agent is unavailable")
+            return
+        self._connection.whenLost().addCallback(self._connectionLost)
+
+    def onMessage(self, payload, isBinary):
+        if not isBinary:
+            self._protocolError(wire.Code.BAD_PAYLOAD, "messages must be binary frames")
+            return
+        try:
+            frame = wire.decode_one(payload)
+        except wire.ProtocolError as e:
+            self._protocolError(e.code, e.message)
+            return
+        frame_type = frame.type
+        if frame_type is _FT.REQUEST:
+            self._open(frame, payload)
+        elif frame_type in _RELAYED:
+            stream = self._to_agent.get(frame.stream)
+            if stream is not None:
+                self._connection.send(wire.restream(payload, stream))
+        elif frame_type is _FT.PING:
+            self.sendMessage(wire.pong(frame.payload), isBinary=True)
+        elif frame_type is _FT.PONG:
+            pass
+        else:
+            self._protocolError(
+                wire.Code.UNEXPECTED_FRAME, f"clients may not send {frame_type.name}"
+            )
+
+    def _open(self, frame, payload):
+        client_stream = frame.stream
+        if client_stream in self._to_agent:
+            self._sendToClient(
+                wire.error(client_stream, wire.Code.STREAM_IN_USE, "stream is open")
+            )
+            return
+        if len(self._to_agent) >= wire.MAX_STREAMS:
+            self._sendToClient(
+                wire.error(
+                    client_stream,
+                    wire.Code.TOO_MANY_STREAMS,
+                    f"at most {wire.MAX_STREAMS} streams at once",
+                )
+            )
+            return
+        if not self._connection.connected:
+            self._sendToClient(
+                wire.error(
+                    client_stream,
+                    wire.Code.SANDBOX_UNAVAILABLE,
+                    "the sandbox's agent is unavailable",
+                )
+            )
+            return
+        stream = self._connection.openStream(self)
+        self._to_agent[client_stream] = stream
+        self._to_client[stream] = client_stream
+        self._connection.send(wire.restream(payload, stream))
+
+    # IStreamHandler: frames from the agent
+
+    def frameReceived(self, frame):
+        client_stream = self._to_client.get(frame.stream)
+        if client_stream is None:
+            return
+        if frame.type in wire.FINAL_TYPES:
+            self._forget(frame.stream)
+        self._sendToClient(
+            wire.encode(frame.type, client_stream, frame.payload, frame.flags)
+        )
+
+    def agentLost(self, stream, failure):
+        client_stream = self._to_client.get(stream)
+        self._forget(stream)
+        if client_stream is not None:
+            self._sendToClient(
+                wire.error(client_stream, failure.code, failure.message)
+            )
+
+    def _connectionLost(self, lost):
+        self._closeWith(CLOSE_AGENT_LOST, lost.message)
+
+    def sandboxDestroyed(self):
+        """
+        The sandbox is going away: fail what is open and close.
+        """
+        for stream, client_stream in list(self._to_client.items()):
+            self._forget(stream)
+            self._sendToClient(
+                wire.error(
+                    client_stream,
+                    wire.Code.SANDBOX_UNAVAILABLE,
+                    "the sandbox was destroyed",
+                )
+            )
+        self._closeWith(CLOSE_NORMAL, "the sandbox was destroyed")
+
+    # Closing
+
+    def onClose(self, wasClean, code, reason):
+        sandbox = getattr(self, "sandbox", None)
+        if sandbox is None:
+            return
+        sandbox.sessions.discard(self)
+        for stream in list(self._to_client):
+            self._forget(stream)
+            if self._connection.connected:
+                self._connection.send(wire.cancel(stream))
+
+    def _forget(self, stream):
+        client_stream = self._to_client.pop(stream, None)
+        if client_stream is not None:
+            self._to_agent.pop(client_stream, None)
+        self._connection.closeStream(stream)
+
+    def _protocolError(self, code, message):
+        self._sendToClient(wire.error(0, code, message))
+        self._closeWith(CLOSE_PROTOCOL_ERROR, code)
+
+    def _closeWith(self, code, reason):
+        if not self._closing:
+            self._closing = True
+            self.sendClose(code, reason[:120])
+
+    def _sendToClient(self, data):
+        try:
+            self.sendMessage(data, isBinary=True)
+        except Disconnected:
+            pass
+
+
+class SessionFactory(WebSocketServerFactory):
+    """
+    Builds SandboxSessions for the sandboxes ``manager`` knows.
+    """
+
+    protocol = SandboxSession
+
+    def __init__(self, manager):
+        super().__init__()
+        self.manager = manager
+        self.setProtocolOptions(
+            maxFramePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,
+            maxMessagePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,
+            autoFragmentSize=0,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=2,
+        )

@@ -1,0 +1,146 @@
+"""
+The warm pool: per profile, sandboxes already started and authenticated,
+handed out without touching the container engine.
+"""
+
+from collections import deque
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+
+class WarmPool:
+    """
+    Ready sandboxes of one profile.
+
+    ``claim()`` pops a ready sandbox (O(1), no I/O) and starts a refill; the
+    refill boots sandboxes in the background through ``boot`` (a callable
+    returning a Deferred of a ready Sandbox), at most ``parallel`` at a time.
+    A boot that fails backs off before the next try so a broken engine or a
+    missing image is not hammered.
+    """
+
+    log = Logger()
+
+    def __init__(self, profile, boot, discard, clock, target, parallel=2):
+        self.profile = profile
+        self.target = target
+        self._boot = boot
+        self._discard = discard
+        self._clock = clock
+        self._parallel = parallel
+        self._ready = deque()
+        self._starting = 0
+        self._stopped = True
+        self._backoff = 0.0
+        self._retry = None
+        self.hits = 0
+        self.misses = 0
+        self.failures = 0
+        self.last_error = None
+
+    @property
+    def ready(self):
+        return len(self._ready)
+
+    @property
+    def starting(self):
+        return self._starting
+
+    def start(self):
+        self._stopped = False
+        self.refill()
+
+    def stop(self):
+        """
+        Stop refilling; return the ready sandboxes for the caller to destroy.
+        """
+        self._stopped = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        ready, self._ready = list(self._ready), deque()
+        return ready
+
+    def claim(self):
+        """
+        A ready sandbox with a live agent connection, or None (a miss).
+        """
+        while self._ready:
+            sandbox = self._ready.popleft()
+            if sandbox.connection is not None and sandbox.connection.connected:
+                self.hits += 1
+                self.refill()
+                return sandbox
+            self._discard(sandbox)
+        self.misses += 1
+        self.refill()
+        return None
+
+    def resize(self, target):
+        self.target = target
+        while len(self._ready) > target:
+            self._discard(self._ready.pop())
+        self.refill()
+
+    def remove(self, sandbox):
+        """
+        Forget a warm sandbox that died while waiting.
+        """
+        try:
+            self._ready.remove(sandbox)
+        except ValueError:
+            return False
+        self.refill()
+        return True
+
+    def refill(self):
+        if self._stopped or (self._retry is not None and self._retry.active()):
+            return
+        while (
+            len(self._ready) + self._starting < self.target
+            and self._starting < self._parallel
+        ):
+            self._starting += 1
+            booting = Deferred.fromCoroutine(self._bootOne())
+            booting.addErrback(
+                lambda f: self.log.failure("warm pool refill crashed", f)
+            )
+
+    async def _bootOne(self):
+        try:
+            sandbox = await self._boot(self.profile)
+        except Exception as e:
+            self._starting -= 1
+            self.failures += 1
+            self.last_error = str(e)
+            self._backoff = min(max(self._backoff * 2, 0.5), 30.0)
+            self.log.error(
+                "warm pool {profile}: boot failed ({error}); retrying in {delay}s",
+                profile=self.profile.name,
+                error=e,
+                delay=self._backoff,
+            )
+            if not self._stopped:
+                self._retry = self._clock.callLater(self._backoff, self.refill)
+            return
+        self._starting -= 1
+        self._backoff = 0.0
+        self.last_error = None
+        if self._stopped or len(self._ready) >= self.target:
+            self._discard(sandbox)
+        else:
+            self._ready.append(sandbox)
+        self.refill()
+
+    def status(self):
+        total = self.hits + self.misses
+        return {
+            "target": self.target,
+            "ready": len(self._ready),
+            "starting": self._starting,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": (self.hits / total) if total else None,
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }

@@ -1,0 +1,80 @@
+"""
+The seam between the daemon and whatever runs sandboxes.
+"""
+
+import attr
+from zope.interface import Attribute, Interface
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class SandboxSpec:
+    """
+    Everything a runtime needs to start one sandbox.
+    """
+
+    sandbox_id: str
+    image: str
+    runtime: str  # "docker" or "docker+gvisor"
+    memory: int  # bytes
+    cpu: float  # CPUs
+    storage: int  # bytes of /root
+    secret: str  # the agent's per-sandbox secret
+    profile: str = "default"
+    labels: dict = attr.ib(factory=dict)
+    owner: str = ""  # which daemon made it (its data_dir): label sandboxd.owner
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Started:
+    """
+    A running sandbox: where its agent listens.
+    """
+
+    sandbox_id: str
+    container_id: str
+    host: str
+    port: int
+
+
+class IRuntime(Interface):
+    """
+    Starts and removes sandboxes.  Every method returns a Deferred and never
+    blocks the reactor.
+    """
+
+    name = Attribute("The runtime's config name, e.g. 'docker'.")
+
+    def prepare(runtimes):
+        """
+        Make the runtime ready (network, checks) for profiles using the given
+        runtime names; fail with RuntimeUnavailable naming what is missing.
+        """
+
+    def start(spec):
+        """
+        Start a sandbox for SandboxSpec; fire with Started.  On failure,
+        nothing is left behind and the Deferred fails with RuntimeFailure.
+        """
+
+    def destroy(container_id):
+        """
+        Remove a sandbox's container; succeeds if it is already gone.
+        """
+
+    def list_owned():
+        """
+        Fire with a list of (container_id, labels dict) of every container
+        this daemon family created (labelled sandboxd.managed=1).
+        """
+
+
+class RuntimeFailure(Exception):
+    """
+    The engine failed to do what was asked; the message says what.
+    """
+
+
+class RuntimeUnavailable(RuntimeFailure):
+    """
+    The engine, an image or a runtime a profile needs is missing.
+    """

@@ -1,0 +1,60 @@
+"""
+``twistd -n sandboxd``: options and service wiring.
+"""
+
+import os
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.python import usage
+from twisted.web.server import Site
+
+from sandboxd.api.app import SandboxAPI
+from sandboxd.config import ConfigError, load_config
+from sandboxd.manager import SandboxManager
+from sandboxd.runtimes.docker import DockerRuntime
+from sandboxd.service import ManagerService
+
+
+class QuietSite(Site):
+    """
+    A Site without per-request access logging (it costs more than a warm
+    create does).
+    """
+
+    def log(self, request):
+        pass
+
+
+class Options(usage.Options):
+    synopsis = "[--config PATH]"
+    optParameters = [
+        ["config", "c", None, "TOML configuration file (default: built-in defaults)"],
+    ]
+
+    def postOptions(self):
+        try:
+            self["loaded"] = load_config(self["config"])
+        except ConfigError as e:
+            raise usage.UsageError(str(e))
+
+
+def makeService(options, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    config = options["loaded"]
+    for directory in (config.server.data_dir, os.path.dirname(config.server.socket)):
+        if directory:
+            os.makedirs(directory, mode=0o750, exist_ok=True)
+    runtime = DockerRuntime(reactor, bridge_name=config.network.bridge_name)
+    manager = SandboxManager(
+        reactor, runtime, config, owner=os.path.abspath(config.server.data_dir)
+    )
+    api = SandboxAPI(manager, config, reactor)
+    site = QuietSite(api.resource())
+    site.displayTracebacks = False
+    top = MultiService()
+    ManagerService(manager, reactor).setServiceParent(top)
+    for description in config.endpoint_strings():
+        strports.service(description, site).setServiceParent(top)
+    return top

@@ -1,0 +1,147 @@
+"""
+A real sandboxd, started as ``twistd -n sandboxd`` in a subprocess on a
+temporary socket, for integration tests.
+"""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from tests.dockerutil import require_docker
+
+TWISTD = "from twisted.scripts.twistd import run; run()"
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """
+    http.client over a Unix socket.
+    """
+
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """
+    One daemon process with its own socket, data dir and TCP port.
+    """
+
+    def __init__(self, min_base=1, extra_config=""):
+        self.dir = tempfile.mkdtemp(prefix="sandboxd-test-")
+        self.socket = os.path.join(self.dir, "sandboxd.sock")
+        self.port = free_port()
+        self.config = os.path.join(self.dir, "sandboxd.toml")
+        self.min_base = min_base
+        with open(self.config, "w") as f:
+            f.write(
+                f'[server]\nsocket = "{self.socket}"\n'
+                f'data_dir = "{self.dir}/data"\n'
+                f'tcp = "127.0.0.1:{self.port}"\n'
+                f"[pool]\nmin_base = {min_base}\n"
+                f'[pool.base.default]\nmemory = "256m"\n' + extra_config
+            )
+        self.process = None
+        self.log = os.path.join(self.dir, "sandboxd.log")
+
+    @property
+    def endpoint(self):
+        return f"unix://{self.socket}"
+
+    @property
+    def env(self):
+        env = dict(os.environ)
+        env["SANDBOX_ENDPOINT"] = self.endpoint
+        return env
+
+    def start(self, timeout=90):
+        """
+        Start the daemon; return when its warm pool is full.
+        """
+        require_docker()
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "sandboxd",
+                 "--config", self.config],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.dir,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"sandboxd exited early:\n{self.logTail()}")
+            try:
+                status, health = self.request("GET", "/health")
+            except OSError:
+                time.sleep(0.1)
+                continue
+            pools = health.get("pool", {})
+            if all(p["ready"] >= self.min_base for p in pools.values()):
+                return health
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"sandboxd not ready in {timeout}s:\n{self.logTail()}")
+
+    def request(self, method, path, body=None, headers=None):
+        """
+        One HTTP request over the Unix socket: (status, parsed JSON or None).
+        """
+        connection = UnixHTTPConnection(self.socket)
+        try:
+            data = json.dumps(body).encode() if body is not None else None
+            connection.request(method, path, body=data, headers=headers or {})
+            response = connection.getresponse()
+            raw = response.read()
+            self.last_headers = dict(response.getheaders())
+            return response.status, json.loads(raw) if raw else None
+        finally:
+            connection.close()
+
+    def tcpRequest(self, method, path):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            connection.request(method, path)
+            response = connection.getresponse()
+            raw = response.read()
+            return response.status, json.loads(raw) if raw else None
+        finally:
+            connection.close()
+
+    def stop(self, timeout=60):
+        """
+        SIGTERM and wait; return the exit code.
+        """
+        if self.process is None or self.process.poll() is not None:
+            return self.process and self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise RuntimeError(f"sandboxd ignored SIGTERM:\n{self.logTail()}")
+
+    def logTail(self, lines=60):
+        try:
+            with open(self.log, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return ""
