@@ -1,0 +1,232 @@
+"""
+Unit tests of the HTTP routes (sandboxd/api/app.py) over a fake manager.
+
+The routes' logic (validation, status codes, error shapes) is tested here
+with treq's StubTreq; tests/test_e2e.py drives the same routes through a real
+daemon and real containers.
+"""
+
+import json
+
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from sandboxd.api.app import SandboxAPI
+from sandboxd.config import parse_config
+from sandboxd.manager import AtCapacity, UnknownProfile
+from sandboxd.runtimes.interface import RuntimeFailure
+from sandboxd.sandbox import Sandbox, State
+
+
+class FakeManager:
+    """
+    Records create calls and answers from a dict of sandboxes.
+    """
+
+    def __init__(self, config):
+        self.profiles = dict(config.profiles)
+        self.sandboxes = {}
+        self.created = []
+        self.fail_with = None
+        self.started = 0.0
+
+    async def create(self, **kwargs):
+        self.created.append(kwargs)
+        if self.fail_with is not None:
+            raise self.fail_with
+        profile = self.profiles[kwargs["profile"] or "default"]
+        sandbox = Sandbox(
+            id=f"sbx-{len(self.created):08x}",
+            profile=profile.name,
+            image=profile.image,
+            runtime=profile.runtime,
+            memory=kwargs["memory"] or profile.memory,
+            cpu=kwargs["cpu"] or profile.cpu,
+            storage=kwargs["storage"] or profile.storage,
+            secret="s",
+            ttl=kwargs["ttl"],
+            labels=kwargs["labels"],
+            created=float(len(self.created)),
+            state=State.RUNNING,
+            method="warm",
+        )
+        self.sandboxes[sandbox.id] = sandbox
+        return sandbox
+
+    def get(self, sandbox_id):
+        return self.sandboxes.get(sandbox_id)
+
+    def list(self, labels=None):
+        wanted = labels or {}
+        return [
+            s
+            for s in self.sandboxes.values()
+            if all(s.labels.get(k) == v for k, v in wanted.items())
+        ]
+
+    def destroy(self, sandbox_id):
+        return self.sandboxes.pop(sandbox_id, None) is not None
+
+    def health(self):
+        return {"sandboxes": len(self.sandboxes), "pool": {}}
+
+
+class APITests(TestCase):
+    """
+    The routes of docs/api.md.
+    """
+
+    def setUp(self):
+        self.config = parse_config(
+            '[limits]\nmax_memory = "1g"\nmax_cpu = 2.0\nmax_ttl = 600\n'
+        )
+        self.manager = FakeManager(self.config)
+        self.clock = Clock()
+        api = SandboxAPI(self.manager, self.config, self.clock)
+        self.treq = StubTreq(api.resource())
+
+    async def call(self, method, path, body=None, raw=None):
+        data = raw if raw is not None else (
+            json.dumps(body).encode() if body is not None else None
+        )
+        response = await self.treq.request(method, "http://sandboxd" + path, data=data)
+        content = await response.content()
+        return response, json.loads(content) if content else None
+
+    async def assertError(self, method, path, body, status, code, raw=None):
+        response, parsed = await self.call(method, path, body, raw)
+        self.assertEqual(response.code, status, parsed)
+        self.assertEqual(parsed["error"]["code"], code)
+        self.assertTrue(parsed["error"]["message"])
+        return response, parsed
+
+    async def test_create_returns_201_with_the_sandbox(self):
+        """
+        POST /sandboxes answers 201 with the documented fields and passes the
+        parsed options to the manager.
+        """
+        response, body = await self.call(
+            "POST", "/sandboxes",
+            {"memory": "512m", "cpu": 1.5, "ttl": 30, "labels": {"team": "a"}},
+        )
+        self.assertEqual(response.code, 201)
+        for field in ("id", "profile", "template", "image", "runtime", "state",
+                      "created", "ttl", "labels"):
+            self.assertIn(field, body)
+        self.assertEqual(body["state"], "running")
+        self.assertTrue(body["created"].endswith("Z"))
+        self.assertEqual(
+            self.manager.created[0],
+            {"profile": None, "memory": 512 << 20, "cpu": 1.5, "storage": None,
+             "ttl": 30, "labels": {"team": "a"}},
+        )
+
+    async def test_create_with_empty_body(self):
+        """
+        An empty body means every default.
+        """
+        response, body = await self.call("POST", "/sandboxes")
+        self.assertEqual(response.code, 201)
+        self.assertEqual(body["profile"], "default")
+
+    async def test_bad_bodies(self):
+        """
+        Invalid JSON, a non-object, unknown and mistyped fields are 400s with
+        named codes, and the manager is never asked.
+        """
+        await self.assertError("POST", "/sandboxes", None, 400, "INVALID_BODY", raw=b"{")
+        await self.assertError("POST", "/sandboxes", [1], 400, "INVALID_BODY")
+        cases = [
+            {"colour": "red"},
+            {"memory": "12x"},
+            {"memory": True},
+            {"cpu": "two"},
+            {"cpu": -1},
+            {"ttl": -5},
+            {"ttl": 1.5},
+            {"labels": ["a"]},
+            {"labels": {"k": 5}},
+            {"labels": {f"k{i}": "v" for i in range(65)}},
+            {"labels": {"k" * 129: "v"}},
+            {"profile": ""},
+            {"template": "tpl-00000000"},
+        ]
+        for body in cases:
+            _, parsed = await self.assertError(
+                "POST", "/sandboxes", body, 400, "INVALID_FIELD"
+            )
+        self.assertEqual(self.manager.created, [])
+
+    async def test_limits_are_named(self):
+        """
+        Memory, cpu and ttl above the configured limits are refused with
+        LIMIT_EXCEEDED naming the limit.
+        """
+        for body, limit in [
+            ({"memory": "2g"}, "limits.max_memory"),
+            ({"cpu": 3}, "limits.max_cpu"),
+            ({"ttl": 601}, "limits.max_ttl"),
+        ]:
+            _, parsed = await self.assertError(
+                "POST", "/sandboxes", body, 400, "LIMIT_EXCEEDED"
+            )
+            self.assertIn(limit, parsed["error"]["message"])
+
+    async def test_manager_failures_map_to_statuses(self):
+        """
+        Unknown profile is 404, capacity 503 with Retry-After, engine trouble
+        502.
+        """
+        self.manager.fail_with = UnknownProfile("gpu")
+        await self.assertError("POST", "/sandboxes", {"profile": "gpu"}, 404, "UNKNOWN_PROFILE")
+        self.manager.fail_with = AtCapacity("full")
+        response, _ = await self.assertError("POST", "/sandboxes", {}, 503, "AT_CAPACITY")
+        self.assertEqual(response.headers.getRawHeaders("Retry-After"), ["1"])
+        self.manager.fail_with = RuntimeFailure("engine down")
+        await self.assertError("POST", "/sandboxes", {}, 502, "RUNTIME_ERROR")
+
+    async def test_get_list_delete(self):
+        """
+        A created sandbox is listed, fetched, filtered by label and deleted;
+        afterwards it is 404.
+        """
+        _, a = await self.call("POST", "/sandboxes", {"labels": {"env": "prod"}})
+        _, b = await self.call("POST", "/sandboxes", {"labels": {"env": "dev"}})
+        response, listed = await self.call("GET", "/sandboxes")
+        self.assertEqual([s["id"] for s in listed], [a["id"], b["id"]])
+        _, filtered = await self.call("GET", "/sandboxes?label=env:dev")
+        self.assertEqual([s["id"] for s in filtered], [b["id"]])
+        await self.assertError("GET", "/sandboxes?label=nocolon", None, 400, "INVALID_FIELD")
+        response, got = await self.call("GET", f"/sandboxes/{a['id']}")
+        self.assertEqual(got["id"], a["id"])
+        response, _ = await self.call("DELETE", f"/sandboxes/{a['id']}")
+        self.assertEqual(response.code, 204)
+        await self.assertError("GET", f"/sandboxes/{a['id']}", None, 404, "SANDBOX_NOT_FOUND")
+        await self.assertError("DELETE", f"/sandboxes/{a['id']}", None, 404, "SANDBOX_NOT_FOUND")
+        await self.assertError("GET", "/sandboxes/sbx-nope/ws", None, 404, "SANDBOX_NOT_FOUND")
+
+    async def test_unknown_routes_and_methods(self):
+        """
+        Unknown paths are 404 NOT_FOUND and wrong methods 405, both as JSON.
+        """
+        await self.assertError("GET", "/nowhere", None, 404, "NOT_FOUND")
+        await self.assertError("PUT", "/sandboxes", None, 405, "METHOD_NOT_ALLOWED")
+
+    async def test_profiles_and_health(self):
+        """
+        /profiles lists the configured profiles; /health says ok with the
+        version and the manager's figures.
+        """
+        _, profiles = await self.call("GET", "/profiles")
+        self.assertEqual(
+            profiles,
+            [{"name": "default", "image": "sandbox-base:latest", "memory": 512 << 20,
+              "cpu": 1.0, "storage": 500 << 20, "runtime": "docker"}],
+        )
+        self.clock.advance(5)
+        _, health = await self.call("GET", "/health")
+        self.assertEqual(health["status"], "ok")
+        self.assertEqual(health["uptime_seconds"], 5.0)
+        self.assertIn("version", health)
+        self.assertEqual(health["sandboxes"], 0)
