@@ -1,0 +1,35 @@
+# sandboxd developer and CI entry points. Every target installs what it needs
+# first (scripts/setup.sh is idempotent and fast when nothing changed).
+#   make test                    all tests (CI=true turns Docker skips into failures)
+#   make test TESTS=tests.test_config
+#   make run CONFIG=config/sandboxd.toml
+SHELL := /bin/bash
+VENV := .venv
+TESTS ?= tests
+TRIALFLAGS ?=
+CONFIG ?=
+BENCHFLAGS ?=
+
+.PHONY: setup dockerd images run test bench clean
+
+setup:
+	bash scripts/setup.sh
+
+# dockerd comes from the docker.io package that setup installs.
+dockerd: setup
+	bash scripts/start-dockerd.sh
+
+images: setup dockerd
+	bash scripts/build-images.sh
+
+run: setup dockerd images
+	exec $(VENV)/bin/twistd --pidfile= -n sandboxd $(if $(CONFIG),--config $(CONFIG))
+
+test: setup dockerd images
+	$(VENV)/bin/trial $(TRIALFLAGS) $(TESTS)
+
+bench: setup dockerd images
+	$(VENV)/bin/python bench/run.py $(BENCHFLAGS)
+
+clean:
+	rm -rf $(VENV) _trial_temp* twisted/plugins/dropin.cache

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Install everything sandboxd needs on a Debian bookworm machine (run as root).
+# Idempotent and fast when everything is already there:
+#   - Debian packages: docker.io (dockerd, containerd, runc), mmdebstrap, iptables
+#   - .venv with the project installed in editable mode, plus the test extra
+#   - Twisted's plugin cache (twisted/plugins/dropin.cache)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# --- Debian packages: `apt-get update` only when something is missing. ---
+packages=(docker.io mmdebstrap iptables)
+missing=()
+for pkg in "${packages[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    [[ $status == "install ok installed" ]] || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q "${missing[@]}" </dev/null
+fi
+
+# --- Python virtualenv. ---
+venv=.venv
+if [[ ! -x $venv/bin/python ]]; then
+    echo "setup: creating $venv"
+    python3 -m venv "$venv"
+fi
+
+# Reinstall only when the packaging metadata changed since the last install.
+# editable_mode=compat puts the repo root on sys.path through a .pth file, so
+# Twisted finds twisted/plugins/sandboxd_plugin.py (a strict editable install
+# would hide the non-package `twisted/plugins` directory from the plugin scan).
+stamp=$venv/.sandboxd-setup-stamp
+want=$(cat setup.cfg pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    echo "setup: installing the project into $venv"
+    # (The grep drops pip's warnings about this machine's missing file:// index dirs.)
+    "$venv/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=compat \
+        2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+    echo "$want" >"$stamp"
+fi
+
+# --- Regenerate Twisted's plugin cache (dropin.cache) for our plugin. ---
+"$venv/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
