@@ -317,7 +317,7 @@ class StartTests(DockerTestCase):
         agent port; the container is named, labelled and configured for the
         agent, with no published ports.
         """
-        spec = self.spec(profile="small", labels={"team": "qa", "job": "7"})
+        spec = self.spec(profile="small", labels={"team": "qa", "job": "7"}, owner="/var/lib/x")
         started = await self.start(spec)
         info = self.docker.api.inspect_container(started.container_id)
         self.assertIsInstance(started, Started)
@@ -333,6 +333,7 @@ class StartTests(DockerTestCase):
         self.assertEqual("1", labels["sandboxd.managed"])
         self.assertEqual(spec.sandbox_id, labels["sandboxd.id"])
         self.assertEqual("small", labels["sandboxd.profile"])
+        self.assertEqual("/var/lib/x", labels["sandboxd.owner"])
         self.assertEqual("qa", labels["sandboxd.label.team"])
         self.assertEqual("7", labels["sandboxd.label.job"])
         self.assertFalse(info["HostConfig"]["PortBindings"])

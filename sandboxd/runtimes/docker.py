@@ -177,6 +177,7 @@ class DockerRuntime:
             MANAGED_LABEL: "1",
             "sandboxd.id": spec.sandbox_id,
             "sandboxd.profile": spec.profile,
+            "sandboxd.owner": spec.owner,
         }
         labels.update({f"sandboxd.label.{k}": str(v) for k, v in spec.labels.items()})
         host_config = api.create_host_config(
