@@ -184,7 +184,8 @@ class DockerRuntime:
             read_only=True,
             tmpfs={
                 "/tmp": TMP_TMPFS,
-                "/root": f"rw,nosuid,nodev,size={spec.storage},mode=0700",
+                # exec: users run what they build or install under /root.
+                "/root": f"rw,exec,nosuid,nodev,size={spec.storage},mode=0700",
             },
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
@@ -196,6 +197,8 @@ class DockerRuntime:
             runtime=OCI_RUNTIMES[spec.runtime],
             init=False,
             auto_remove=False,
+            # What a sandbox prints on its console must not fill the host.
+            log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
         )
         try:
             created = api.create_container(
