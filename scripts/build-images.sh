@@ -83,7 +83,7 @@ cp images/base/Dockerfile "$tmp/context/Dockerfile"
 tar -C . --exclude=__pycache__ --exclude='*.py[co]' -cf - agent | tar -C "$tmp/context" -xf -
 # (The grep drops the newer docker CLI's notice that it fell back to the legacy
 # builder: this daemon has no BuildKit, and the legacy builder is what we want.)
-docker build --quiet -t "$base_image" "$tmp/context" >/dev/null \
+docker build --quiet --force-rm -t "$base_image" "$tmp/context" >/dev/null \
     2> >(grep -v -e 'legacy builder is deprecated' -e 'buildx component' -e 'docs.docker.com/go/buildx' -e '^[[:space:]]*$' >&2)
 # Drop the untagged base images that earlier agent versions left behind
 # (prune keeps any that a container still uses).

@@ -17,8 +17,14 @@ done
 if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q
-    apt-get install -y -q "${missing[@]}" </dev/null
+    # apt prints hundreds of lines: keep them in a log, show its end on failure.
+    aptlog=$(mktemp /tmp/sandboxd-apt.XXXXXX.log)
+    if ! { apt-get update -q && apt-get install -y -q "${missing[@]}"; } >"$aptlog" 2>&1 </dev/null; then
+        tail -n 40 "$aptlog" >&2
+        echo "setup: apt-get failed (full log: $aptlog)" >&2
+        exit 1
+    fi
+    rm -f "$aptlog"
 fi
 
 # --- Python virtualenv. ---
@@ -37,7 +43,7 @@ want=$(cat setup.cfg pyproject.toml 2>/dev/null | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     echo "setup: installing the project into $venv"
     # (The grep drops pip's warnings about this machine's missing file:// index dirs.)
-    "$venv/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=compat \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$venv/bin/python" -m pip install -q -e '.[test]' --config-settings editable_mode=compat \
         2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
     echo "$want" >"$stamp"
 fi
