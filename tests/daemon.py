@@ -73,9 +73,14 @@ class Daemon:
 
     def start(self, timeout=90):
         """
-        Start the daemon; return when its warm pool is full.
+        Start the daemon (unless running); return when its warm pool is full.
         """
         require_docker()
+        if self.process is None:
+            self.spawn()
+        return self.waitReady(timeout)
+
+    def spawn(self):
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "sandboxd",
@@ -84,6 +89,11 @@ class Daemon:
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
             )
+
+    def waitReady(self, timeout):
+        """
+        Wait until every pool holds min_base ready sandboxes.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

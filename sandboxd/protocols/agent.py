@@ -324,6 +324,8 @@ class AgentConnectionFactory(Factory):
     Builds one AgentConnection for one sandbox.
     """
 
+    noisy = False
+
     def __init__(self, secret, clock, label=""):
         self._secret = secret
         self._clock = clock

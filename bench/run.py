@@ -1,0 +1,209 @@
+"""
+sandboxd benchmarks, side by side with docker run / docker exec on the same
+image, in one run.  Usage: ``make bench`` or ``.venv/bin/python bench/run.py
+[--iterations N] [--json PATH]``.
+
+It starts its own daemon (twistd -n sandboxd) on a temporary socket, so it
+needs Docker and the sandbox-base image (``make images``), nothing else.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from sandbox import create_sandbox  # noqa: E402
+from tests.daemon import Daemon, UnixHTTPConnection  # noqa: E402
+
+IMAGE = "sandbox-base:latest"
+
+
+def summary(samples):
+    """
+    p50/p90/p99/max in milliseconds of a list of seconds.
+    """
+    ordered = sorted(samples)
+
+    def pick(q):
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    return {
+        "n": len(ordered),
+        "p50_ms": round(statistics.median(ordered) * 1000, 3),
+        "p90_ms": round(pick(0.90), 3),
+        "p99_ms": round(pick(0.99), 3),
+        "max_ms": round(ordered[-1] * 1000, 3),
+    }
+
+
+def wait_warm(daemon, timeout=30):
+    """
+    Block until the default pool holds a ready sandbox.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, health = daemon.request("GET", "/health")
+        if health["pool"]["default"]["ready"] >= 1:
+            return
+        time.sleep(0.01)
+    raise RuntimeError("the warm pool did not refill")
+
+
+def bench_warm_create(daemon, n):
+    """
+    POST /sandboxes over a kept-alive Unix socket connection, pool warm.
+    """
+    samples, methods = [], []
+    connection = UnixHTTPConnection(daemon.socket)
+    for _ in range(n):
+        wait_warm(daemon)
+        start = time.perf_counter()
+        connection.request("POST", "/sandboxes", body=b"{}",
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        samples.append(time.perf_counter() - start)
+        methods.append(body["method"])
+        connection.request("DELETE", f"/sandboxes/{body['id']}")
+        connection.getresponse().read()
+    connection.close()
+    return samples, methods.count("warm") / len(methods)
+
+
+async def bench_create_echo_destroy(daemon, n):
+    samples, methods = [], []
+    for _ in range(n):
+        await asyncio.to_thread(wait_warm, daemon)
+        start = time.perf_counter()
+        sbx = await create_sandbox(endpoint=daemon.endpoint)
+        result = await sbx.process.exec_("echo hello")
+        await sbx.destroy()
+        samples.append(time.perf_counter() - start)
+        assert result.stdout == "hello\n", result
+        methods.append(sbx.info["method"])
+    return samples, methods.count("warm") / len(methods)
+
+
+async def bench_exec_rtt(daemon, n):
+    sbx = await create_sandbox(endpoint=daemon.endpoint)
+    try:
+        for _ in range(20):
+            await sbx.process.exec_("echo hello")
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            result = await sbx.process.exec_("echo hello")
+            samples.append(time.perf_counter() - start)
+            assert result.exit_code == 0
+        return samples, sbx.id
+    finally:
+        await sbx.destroy()
+
+
+def timed_command(argv, n):
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def bench_docker_run(n):
+    return timed_command(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "echo",
+         IMAGE, "hello"], n,
+    )
+
+
+def bench_docker_exec(n):
+    container = subprocess.run(
+        ["docker", "run", "-d", "--rm", "--network", "none", "--entrypoint",
+         "sleep", IMAGE, "infinity"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    try:
+        timed_command(["docker", "exec", container, "echo", "hello"], 3)
+        return timed_command(["docker", "exec", container, "echo", "hello"], n)
+    finally:
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+
+
+def table(rows):
+    lines = [
+        f"{'scenario':44} {'n':>5} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}  vs peer (p50)"
+    ]
+    for name, stats, ratio in rows:
+        lines.append(
+            f"{name:44} {stats['n']:5d} {stats['p50_ms']:9.2f} {stats['p99_ms']:9.2f}"
+            f" {stats['max_ms']:9.2f}  {ratio}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--iterations", type=int, default=200,
+                        help="iterations of the cheap scenarios (default 200)")
+    parser.add_argument("--docker-iterations", type=int, default=30,
+                        help="iterations of docker run (default 30; ~0.3 s each)")
+    parser.add_argument("--json", default="bench/results/latest.json")
+    options = parser.parse_args(argv)
+    n = options.iterations
+
+    daemon = Daemon(min_base=2)
+    daemon.start()
+    try:
+        warm, warm_hits = bench_warm_create(daemon, n)
+        ced, ced_hits = asyncio.run(bench_create_echo_destroy(daemon, n))
+        rtt, _ = asyncio.run(bench_exec_rtt(daemon, n * 2))
+    finally:
+        daemon.stop()
+    docker_run = bench_docker_run(options.docker_iterations)
+    docker_exec = bench_docker_exec(n)
+
+    results = {
+        "warm_create": summary(warm),
+        "create_echo_destroy": summary(ced),
+        "exec_rtt": summary(rtt),
+        "docker_run": summary(docker_run),
+        "docker_exec": summary(docker_exec),
+    }
+    results["warm_create"]["pool_hit_rate"] = warm_hits
+    results["create_echo_destroy"]["pool_hit_rate"] = ced_hits
+
+    def ratio(ours, peer, label):
+        return f"{results[peer]['p50_ms'] / results[ours]['p50_ms']:.0f}x faster than {label}"
+
+    rows = [
+        ("warm create (POST /sandboxes, unix socket)", results["warm_create"],
+         ratio("warm_create", "docker_run", "docker run")),
+        ("create -> echo -> destroy (Python SDK)", results["create_echo_destroy"],
+         ratio("create_echo_destroy", "docker_run", "docker run")),
+        ("exec round trip, open session (SDK)", results["exec_rtt"],
+         ratio("exec_rtt", "docker_exec", "docker exec")),
+        ("docker run --rm IMAGE echo hello", results["docker_run"], ""),
+        ("docker exec CONTAINER echo hello", results["docker_exec"], ""),
+    ]
+    print(table(rows))
+    print(f"pool hit rate: warm create {warm_hits:.0%}, create-echo-destroy {ced_hits:.0%}")
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+    os.makedirs(os.path.dirname(options.json) or ".", exist_ok=True)
+    with open(options.json, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"results written to {options.json}")
+
+
+if __name__ == "__main__":
+    main()
