@@ -93,11 +93,18 @@ class WarmPool:
         self.refill()
         return True
 
+    def _backingOff(self):
+        return self._retry is not None and self._retry.active()
+
     def refill(self):
-        if self._stopped or (self._retry is not None and self._retry.active()):
-            return
+        """
+        Boot sandboxes until ready + starting reaches the target, at most
+        ``parallel`` at once, unless stopped or backing off after a failure.
+        """
         while (
-            len(self._ready) + self._starting < self.target
+            not self._stopped
+            and not self._backingOff()
+            and len(self._ready) + self._starting < self.target
             and self._starting < self._parallel
         ):
             self._starting += 1
