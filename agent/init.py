@@ -1,0 +1,124 @@
+"""
+Start-up: take the configuration out of the environment, protect the
+process, and when the agent is PID 1 run a tiny init beside it.
+"""
+
+import os
+import re
+import signal
+import sys
+import traceback
+
+from .reaper import exit_code
+
+ENV_PREFIX = "SANDBOX_AGENT_"
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 7070
+_PR_SET_DUMPABLE = 4
+_SECRET = re.compile(r"[0-9a-fA-F]{64}")
+_FORWARDED = (signal.SIGTERM, signal.SIGINT)
+
+
+class ConfigError(Exception):
+    """
+    The environment does not let the agent start.
+    """
+
+
+class Config:
+    """
+    The agent's settings, from SANDBOX_AGENT_* variables.
+    """
+
+    __slots__ = ("secret", "host", "port", "cwd", "use_pidfd")
+
+    def __init__(self, secret, host, port, cwd, use_pidfd):
+        self.secret = secret
+        self.host = host
+        self.port = port
+        self.cwd = cwd
+        self.use_pidfd = use_pidfd
+
+
+def take_config(environ=os.environ):
+    """
+    Remove every SANDBOX_AGENT_* variable from ``environ``; the Config.
+
+    SECRET (64 hex characters) is required; HOST, PORT, CWD (the default
+    working directory of processes, else /root when it exists) and PIDFD ("0"
+    forces the SIGCHLD reaper) are optional.
+    """
+    values = {
+        name[len(ENV_PREFIX) :]: environ.pop(name)
+        for name in list(environ)
+        if name.startswith(ENV_PREFIX)
+    }
+    secret = values.get("SECRET")
+    if not secret:
+        raise ConfigError(f"{ENV_PREFIX}SECRET is not set")
+    if not _SECRET.fullmatch(secret):
+        raise ConfigError(f"{ENV_PREFIX}SECRET must be 64 hex characters")
+    try:
+        port = int(values.get("PORT", DEFAULT_PORT))
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{ENV_PREFIX}PORT must be a port number")
+    cwd = values.get("CWD") or ("/root" if os.path.isdir("/root") else os.getcwd())
+    return Config(
+        secret,
+        values.get("HOST") or DEFAULT_HOST,
+        port,
+        cwd,
+        values.get("PIDFD") != "0",
+    )
+
+
+def set_non_dumpable():
+    """
+    prctl(PR_SET_DUMPABLE, 0): other processes of the sandbox can read
+    neither our memory nor /proc/<pid>/environ.  A no-op off Linux.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (ImportError, OSError, AttributeError):
+        pass
+
+
+def run_as_init(child_main):
+    """
+    Fork: the child runs ``child_main()`` (its return value is the exit
+    status); this process, PID 1, reaps every orphan, forwards SIGTERM and
+    SIGINT to the child, and returns the child's status when it exits.
+    """
+    child = os.fork()
+    if child == 0:
+        status = 1
+        try:
+            status = child_main()
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stderr.flush()
+            os._exit(status)
+    return _supervise(child)
+
+
+def _supervise(child):
+    def forward(signum, frame):
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    for signum in _FORWARDED:
+        signal.signal(signum, forward)
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 1
+        if pid == child:
+            return exit_code(status)

@@ -1,0 +1,36 @@
+"""
+The request methods the agent serves, with their parameter specs.
+"""
+
+from . import files, process
+
+
+class Method:
+    """
+    A method: ``run(agent, stream, args)`` is a coroutine run as the stream's
+    task, or, when ``inline``, a plain ``run(agent, args)`` answered on the
+    spot.  ``takes_body``: the client sends DATA and END on the stream.
+    """
+
+    __slots__ = ("spec", "run", "inline", "takes_body")
+
+    def __init__(self, spec, run, inline=False, takes_body=False):
+        self.spec = spec
+        self.run = run
+        self.inline = inline
+        self.takes_body = takes_body
+
+
+def ping(agent, args):
+    return {}
+
+
+METHODS = {
+    "ping": Method({}, ping, inline=True),
+    "process.exec": Method(process.EXEC_SPEC, process.run_exec),
+    "process.stream": Method(process.STREAM_SPEC, process.run_stream),
+    "fs.read": Method(files.READ_SPEC, files.read),
+    "fs.write": Method(files.WRITE_SPEC, files.write, takes_body=True),
+    "fs.list": Method(files.PATH_SPEC, files.list_dir),
+    "fs.stat": Method(files.PATH_SPEC, files.stat_path, inline=True),
+}
