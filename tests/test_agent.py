@@ -491,6 +491,23 @@ class FileTests(AgentTestCase):
         reply = self.client.collect(sid)
         self.assertEqual(reply.result, {"size": 5 * MiB})
 
+    def test_transport_backpressure(self):
+        """
+        With credit to spare but a client that does not read its socket, the
+        agent stops reading the file instead of buffering it.
+        """
+        with open(self.path("f"), "wb") as f:
+            for _ in range(64):
+                f.write(os.urandom(MiB))
+        before = _rss(self.agent.pid)
+        sid = self.client.request("fs.read", {"path": self.path("f")})
+        self.client.send(wire.window(sid, 1 << 30))
+        time.sleep(1)
+        grown = _rss(self.agent.pid) - before
+        self.assertLess(grown, 24 * MiB)
+        reply = self.client.collect(sid, grant=False)
+        self.assertEqual(reply.result, {"size": 64 * MiB})
+
     def test_read_range(self):
         """
         offset and length select a slice.
@@ -761,3 +778,14 @@ def _zombies_under(pid):
             zombies.append(int(name))
     return zombies
 
+
+
+def _rss(pid):
+    """
+    The resident set size of ``pid`` in bytes.
+    """
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
