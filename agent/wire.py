@@ -210,7 +210,7 @@ def decode_json(payload, stream=0):
     """
     try:
         obj = json.loads(bytes(payload))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ProtocolError(Code.BAD_PAYLOAD, f"invalid JSON: {e}", stream)
     if not isinstance(obj, dict):
         raise ProtocolError(Code.BAD_PAYLOAD, "JSON payload must be an object", stream)
@@ -339,7 +339,7 @@ class Framer:
                 raise ProtocolError(
                     Code.BAD_STREAM, f"{frame_type.name} belongs on stream 0", stream
                 )
-        elif stream == 0:
+        elif stream == 0 and frame_type is not FrameType.ERROR:
             raise ProtocolError(
                 Code.BAD_STREAM, f"{frame_type.name} needs a stream id above 0"
             )
@@ -410,7 +410,7 @@ def auth_mac(secret, nonce):
 
 
 def check_mac(secret, nonce, mac):
-    if not isinstance(mac, str):
+    if not isinstance(mac, str) or not mac.isascii():
         return False
     return hmac.compare_digest(auth_mac(secret, nonce), mac)
 
