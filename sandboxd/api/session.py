@@ -13,6 +13,7 @@ from autobahn.twisted.websocket import (
     WebSocketServerFactory,
     WebSocketServerProtocol,
 )
+from autobahn.util import encode_truncate
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -62,7 +63,7 @@ class SandboxSession(WebSocketServerProtocol):
         if not self._connection.connected:
             self._closeWith(CLOSE_AGENT_LOST, "the sandbox's agent is unavailable")
             return
-        self._connection.whenLost().addCallback(self._connectionLost)
+        self._connection.whenLost().addCallback(self._agentConnectionLost)
 
     def onMessage(self, payload, isBinary):
         if not isBinary:
@@ -139,7 +140,8 @@ class SandboxSession(WebSocketServerProtocol):
                 wire.error(client_stream, failure.code, failure.message)
             )
 
-    def _connectionLost(self, lost):
+    def _agentConnectionLost(self, lost):
+        # Not _connectionLost: autobahn's own method of that name must run.
         self._closeWith(CLOSE_AGENT_LOST, lost.message)
 
     def sandboxDestroyed(self):
@@ -182,7 +184,8 @@ class SandboxSession(WebSocketServerProtocol):
     def _closeWith(self, code, reason):
         if not self._closing:
             self._closing = True
-            self.sendClose(code, reason[:120])
+            # sendClose refuses 1002 and 1011 from applications; the frame is valid.
+            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123))
 
     def _sendToClient(self, data):
         try:

@@ -107,11 +107,12 @@ class _CallHandler:
 
     def frameReceived(self, frame):
         if frame.type is wire.FrameType.RESULT:
+            result = frame.json()
             self._connection.closeStream(frame.stream)
-            self.done.callback(frame.json())
+            self.done.callback(result)
         elif frame.type is wire.FrameType.ERROR:
-            self._connection.closeStream(frame.stream)
             body = frame.json()
+            self._connection.closeStream(frame.stream)
             self.done.errback(
                 AgentCallError(
                     body.pop("code", wire.Code.INTERNAL), body.pop("message", ""), body
@@ -199,6 +200,8 @@ class AgentConnection(Protocol):
     # Frames
 
     def _frameReceived(self, frame):
+        if self._lost is not None:
+            return
         if not self._ready:
             self._handshake(frame)
             return
