@@ -1,0 +1,796 @@
+"""
+Tests for L{sandboxd.api.session}: the WebSocket session relaying a client's
+frames to a sandbox's shared agent connection and back.
+
+Most tests drive the relay logic of a L{SandboxSession} directly, with a fake
+agent connection and the WebSocket output recorded at the close-frame level
+(C{sendCloseFrame}, so the close codes autobahn would refuse to send are
+caught).  L{EndToEndTests} run a real autobahn client against the session
+over L{twisted.test.iosim}, with time on a L{Clock}.
+"""
+
+import itertools
+
+from autobahn.twisted.websocket import (
+    ConnectionDeny,
+    WebSocketClientFactory,
+    WebSocketClientProtocol,
+)
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.test import iosim
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from agent import wire
+from agent.wire import Code, FrameType
+from sandboxd.api.session import (
+    CLOSE_AGENT_LOST,
+    CLOSE_NORMAL,
+    CLOSE_PROTOCOL_ERROR,
+    SandboxSession,
+    SessionFactory,
+    sandbox_id_from_path,
+)
+from sandboxd.protocols.agent import AgentLost, IAgentConnection, IStreamHandler
+
+
+@implementer(IAgentConnection)
+class FakeAgentConnection:
+    """
+    An agent connection that records what the session does with it.
+    """
+
+    def __init__(self):
+        self.connected = True
+        self.sent = []
+        self.streams = {}
+        self.closed = []
+        self.lostWaiters = []
+        self._ids = itertools.count(101)
+
+    def openStream(self, handler):
+        stream = next(self._ids)
+        self.streams[stream] = handler
+        return stream
+
+    def closeStream(self, stream):
+        self.closed.append(stream)
+        self.streams.pop(stream, None)
+
+    def send(self, data):
+        self.sent.append(bytes(data))
+
+    def call(self, method, params=None):
+        return Deferred()
+
+    def ping(self, timeout):
+        return succeed(self.connected)
+
+    def disconnect(self):
+        self.connected = False
+
+    def whenLost(self):
+        waiter = Deferred()
+        self.lostWaiters.append(waiter)
+        return waiter
+
+    def lose(self, lost):
+        """
+        The agent connection goes away: tell every open stream, then
+        C{whenLost} waiters, as AgentConnection does.
+        """
+        self.connected = False
+        streams, self.streams = self.streams, {}
+        for stream, handler in streams.items():
+            handler.agentLost(stream, lost)
+        waiters, self.lostWaiters = self.lostWaiters, []
+        for waiter in waiters:
+            waiter.callback(lost)
+
+
+class FakeSandbox:
+    def __init__(self, connection):
+        self.connection = connection
+        self.sessions = set()
+
+
+class FakeManager:
+    def __init__(self, sandboxes):
+        self.sandboxes = sandboxes
+
+    def get(self, sandbox_id):
+        return self.sandboxes.get(sandbox_id)
+
+
+class FakeRequest:
+    def __init__(self, path):
+        self.path = path
+
+
+class SessionTestCase(TestCase):
+    def setUp(self):
+        self.connection = FakeAgentConnection()
+        self.sandbox = FakeSandbox(self.connection)
+        self.session = SandboxSession()
+        self.session.sandbox = self.sandbox
+        self.session._connection = self.connection
+        self.session._to_agent = {}
+        self.session._to_client = {}
+        self.session._closing = False
+        self.messages = []
+        self.closes = []
+        self.session.sendMessage = self.recordMessage
+        self.session.sendCloseFrame = self.recordClose
+        self.agentFramer = wire.Framer()
+
+    def recordMessage(self, payload, isBinary=False, **kwargs):
+        self.messages.append((bytes(payload), isBinary))
+
+    def recordClose(self, code=None, reasonUtf8=None, isReply=False):
+        self.closes.append(code)
+
+    def fromClient(self, message, isBinary=True):
+        self.session.onMessage(message, isBinary)
+
+    def fromAgent(self, message):
+        """
+        The agent sends ``message``; the connection routes it to the session
+        as AgentConnection would.
+        """
+        frame = wire.decode_one(message)
+        handler = self.connection.streams.get(frame.stream)
+        self.assertIs(handler, self.session)
+        handler.frameReceived(frame)
+
+    def toClient(self):
+        """
+        The frames sent to the client since the last call (each message
+        binary and holding exactly one frame).
+        """
+        messages, self.messages = self.messages, []
+        frames = []
+        for payload, isBinary in messages:
+            self.assertTrue(isBinary)
+            frames.append(wire.decode_one(payload))
+        return frames
+
+    def toAgent(self):
+        """
+        The frames the session sent to the agent since the last call.
+        """
+        sent, self.connection.sent = self.connection.sent, []
+        return [wire.decode_one(message) for message in sent]
+
+    def openStream(self, client_stream, method="process.exec", params=None):
+        """
+        The client opens ``client_stream``; return the agent-side id.
+        """
+        self.fromClient(wire.request(client_stream, method, params or {"cmd": "true"}))
+        (request,) = self.toAgent()
+        self.assertEqual(request.type, FrameType.REQUEST)
+        return request.stream
+
+    def assertProtocolError(self, code):
+        """
+        The client got exactly one ERROR ``code`` on stream 0 and the
+        WebSocket closes with 1002.
+        """
+        (error,) = self.toClient()
+        self.assertEqual((error.type, error.stream), (FrameType.ERROR, 0))
+        self.assertEqual(error.json()["code"], code)
+        self.assertEqual(self.closes, [CLOSE_PROTOCOL_ERROR])
+
+
+class InterfaceTests(SessionTestCase):
+    """
+    The fakes and the session provide the interfaces they stand for.
+    """
+
+    def test_fakeConnection(self):
+        """
+        The fake agent connection provides IAgentConnection.
+        """
+        self.assertTrue(verifyObject(IAgentConnection, self.connection))
+
+    def test_sessionIsStreamHandler(self):
+        """
+        A session provides IStreamHandler, the agent connection's view of it.
+        """
+        self.assertTrue(verifyObject(IStreamHandler, self.session))
+
+
+class ClientToAgentTests(SessionTestCase):
+    """
+    Frames from the client are relayed with the session's stream ids mapped
+    to ids on the agent connection.
+    """
+
+    def test_requestOpensAgentStream(self):
+        """
+        A REQUEST on client stream 5 opens a stream on the agent connection
+        (routed to the session) and is forwarded on it with the payload
+        unchanged.
+        """
+        message = wire.request(5, "fs.read", {"path": "/etc/hostname"})
+        self.fromClient(message)
+        (stream,) = self.connection.streams
+        self.assertIs(self.connection.streams[stream], self.session)
+        self.assertEqual(self.connection.sent, [wire.restream(message, stream)])
+        (request,) = self.toAgent()
+        self.assertEqual((request.type, request.stream), (FrameType.REQUEST, stream))
+        self.assertEqual(request.payload, message[wire.HEADER_SIZE :])
+        self.assertEqual(self.toClient(), [])
+
+    def test_distinctAgentIds(self):
+        """
+        Client streams, even equal ones from different sessions, map to
+        distinct agent streams.
+        """
+        one = self.openStream(1)
+        two = self.openStream(2)
+        self.assertNotEqual(one, two)
+
+    def test_streamFramesForwarded(self):
+        """
+        DATA (any channel), END, CANCEL and WINDOW on an open client stream
+        are forwarded on its agent stream, flags and payload unchanged.
+        """
+        stream = self.openStream(5)
+        messages = [
+            wire.data(5, b"stdin bytes", wire.CHANNEL_BODY),
+            wire.data(5, b"odd", wire.CHANNEL_STDERR),
+            wire.window(5, 65536),
+            wire.end(5),
+            wire.cancel(5),
+        ]
+        for message in messages:
+            self.fromClient(message)
+        self.assertEqual(self.connection.sent, [wire.restream(m, stream) for m in messages])
+        self.assertEqual(self.toClient(), [])
+        self.assertEqual(self.closes, [])
+
+    def test_unknownStreamDropped(self):
+        """
+        DATA, END, CANCEL and WINDOW for a client stream that is not open
+        are dropped silently (they may cross a RESULT).
+        """
+        self.openStream(5)
+        for message in (wire.data(6, b"x"), wire.end(6), wire.cancel(6), wire.window(6, 1)):
+            self.fromClient(message)
+        self.assertEqual(self.toAgent(), [])
+        self.assertEqual(self.toClient(), [])
+        self.assertEqual(self.closes, [])
+
+    def test_streamInUse(self):
+        """
+        A REQUEST on a client stream already open is answered with ERROR
+        STREAM_IN_USE on that stream; the open stream is untouched.
+        """
+        stream = self.openStream(5)
+        self.fromClient(wire.request(5, "ping"))
+        (error,) = self.toClient()
+        self.assertEqual((error.type, error.stream), (FrameType.ERROR, 5))
+        self.assertEqual(error.json()["code"], Code.STREAM_IN_USE)
+        self.assertEqual(self.toAgent(), [])
+        self.fromClient(wire.end(5))
+        self.assertEqual([(f.type, f.stream) for f in self.toAgent()], [(FrameType.END, stream)])
+        self.assertEqual(self.closes, [])
+
+    def test_tooManyStreams(self):
+        """
+        A REQUEST beyond MAX_STREAMS open streams is refused with
+        TOO_MANY_STREAMS on its stream.
+        """
+        for client_stream in range(1, wire.MAX_STREAMS + 1):
+            self.fromClient(wire.request(client_stream, "ping"))
+        self.assertEqual(len(self.toAgent()), wire.MAX_STREAMS)
+        self.fromClient(wire.request(wire.MAX_STREAMS + 1, "ping"))
+        (error,) = self.toClient()
+        self.assertEqual((error.stream, error.json()["code"]),
+                         (wire.MAX_STREAMS + 1, Code.TOO_MANY_STREAMS))
+        self.assertEqual(self.toAgent(), [])
+
+    def test_requestWhileAgentGone(self):
+        """
+        A REQUEST after the agent connection is gone gets ERROR
+        SANDBOX_UNAVAILABLE on its stream and opens nothing.
+        """
+        self.connection.connected = False
+        self.fromClient(wire.request(3, "ping"))
+        (error,) = self.toClient()
+        self.assertEqual((error.stream, error.json()["code"]), (3, Code.SANDBOX_UNAVAILABLE))
+        self.assertEqual(self.connection.streams, {})
+
+    def test_ping(self):
+        """
+        A PING from the client is answered by the daemon with a PONG of the
+        same payload, not relayed; a PONG is ignored.
+        """
+        self.fromClient(wire.ping(b"hello?"))
+        (pong,) = self.toClient()
+        self.assertEqual((pong.type, pong.stream, pong.payload), (FrameType.PONG, 0, b"hello?"))
+        self.fromClient(wire.pong(b"whatever"))
+        self.assertEqual(self.toClient(), [])
+        self.assertEqual(self.toAgent(), [])
+        self.assertEqual(self.closes, [])
+
+
+class ProtocolErrorTests(SessionTestCase):
+    """
+    Clients that break the protocol get ERROR on stream 0 and a 1002 close.
+    """
+
+    def test_textMessage(self):
+        """
+        A text message is BAD_PAYLOAD.
+        """
+        self.fromClient(wire.request(1, "ping").decode("latin-1"), isBinary=False)
+        self.assertProtocolError(Code.BAD_PAYLOAD)
+        self.assertEqual(self.toAgent(), [])
+
+    def test_garbage(self):
+        """
+        A binary message that is not one frame gets the framing error's
+        code.
+        """
+        cases = [
+            (b"\x00\x00\x00\x06\x99\x00\x00\x00\x00\x01", Code.UNKNOWN_FRAME_TYPE),
+            (b"\x00\x00", Code.TRUNCATED),
+            (wire.end(1) + wire.end(2), Code.BAD_PAYLOAD),
+            (wire.HEADER.pack(6, FrameType.DATA, 7, 1), Code.BAD_FLAGS),
+        ]
+        for message, code in cases:
+            self.setUp()
+            self.fromClient(message)
+            self.assertProtocolError(code)
+
+    def test_handshakeFrames(self):
+        """
+        HELLO, AUTH and READY from a client are UNEXPECTED_FRAME: sessions
+        never see the agent handshake.
+        """
+        for message in (wire.hello("ab" * 16), wire.auth("00" * 32, "ab" * 16), wire.ready(1)):
+            self.setUp()
+            self.fromClient(message)
+            self.assertProtocolError(Code.UNEXPECTED_FRAME)
+            self.assertEqual(self.toAgent(), [])
+
+    def test_agentOnlyFrames(self):
+        """
+        RESULT, ERROR and EVENT (agent-to-client frames) from a client are
+        UNEXPECTED_FRAME and are not relayed.
+        """
+        for message in (wire.result(1), wire.error(1, "X", "y"), wire.event(1, {})):
+            self.setUp()
+            self.openStream(1)
+            self.fromClient(message)
+            self.assertProtocolError(Code.UNEXPECTED_FRAME)
+            self.assertEqual(self.toAgent(), [])
+
+    def test_closedOnce(self):
+        """
+        A second protocol error does not close the WebSocket again.
+        """
+        self.fromClient(b"junk")
+        self.fromClient(b"more junk")
+        self.assertEqual(self.closes, [CLOSE_PROTOCOL_ERROR])
+
+
+class AgentToClientTests(SessionTestCase):
+    """
+    Frames from the agent are relayed with the client's stream id.
+    """
+
+    def test_progressForwarded(self):
+        """
+        DATA, EVENT, END and WINDOW from the agent reach the client on its
+        stream id, flags and payload unchanged, and keep the stream open.
+        """
+        stream = self.openStream(5)
+        messages = [
+            wire.data(stream, b"out", wire.CHANNEL_STDOUT),
+            wire.data(stream, b"err", wire.CHANNEL_STDERR),
+            wire.event(stream, {"entries": []}),
+            wire.window(stream, 1234),
+            wire.end(stream),
+        ]
+        for message in messages:
+            self.fromAgent(message)
+        self.assertEqual(
+            [bytes(m) for m, _ in self.messages], [wire.restream(m, 5) for m in messages]
+        )
+        self.assertIn(stream, self.connection.streams)
+        self.assertEqual(self.connection.closed, [])
+
+    def test_resultClosesMapping(self):
+        """
+        A RESULT reaches the client on its stream and ends the mapping: the
+        agent stream is closed, later client frames on it are dropped and
+        the client may reuse the id for a new request.
+        """
+        stream = self.openStream(5)
+        self.fromAgent(wire.result(stream, {"exit_code": 0}))
+        (result,) = self.toClient()
+        self.assertEqual((result.type, result.stream), (FrameType.RESULT, 5))
+        self.assertEqual(result.json(), {"exit_code": 0})
+        self.assertEqual(self.connection.closed, [stream])
+        self.fromClient(wire.data(5, b"late"))
+        self.assertEqual(self.toAgent(), [])
+        again = self.openStream(5)
+        self.assertNotEqual(again, stream)
+
+    def test_errorClosesMapping(self):
+        """
+        An ERROR reaches the client on its stream with its details and ends
+        the mapping.
+        """
+        stream = self.openStream(8)
+        self.fromAgent(wire.error(stream, "ENOENT", "no such file", path="/x"))
+        (error,) = self.toClient()
+        self.assertEqual((error.type, error.stream), (FrameType.ERROR, 8))
+        self.assertEqual(error.json(), {"code": "ENOENT", "message": "no such file", "path": "/x"})
+        self.assertEqual(self.connection.closed, [stream])
+        self.assertEqual(self.session._to_agent, {})
+
+    def test_unmappedAgentStreamDropped(self):
+        """
+        A frame from the agent for a stream the session does not map is
+        dropped.
+        """
+        self.session.frameReceived(wire.decode_one(wire.result(4242, {})))
+        self.assertEqual(self.messages, [])
+
+    def test_streamsIndependent(self):
+        """
+        Answers go to the right client stream when several are open.
+        """
+        a = self.openStream(1)
+        b = self.openStream(2)
+        self.fromAgent(wire.data(b, b"for two"))
+        self.fromAgent(wire.result(a, {}))
+        self.assertEqual(
+            [(f.type, f.stream, f.payload) for f in self.toClient()],
+            [(FrameType.DATA, 2, b"for two"), (FrameType.RESULT, 1, b"{}")],
+        )
+        self.assertIn(b, self.connection.streams)
+
+
+class EndingTests(SessionTestCase):
+    """
+    The agent going away, the client going away, the sandbox destroyed.
+    """
+
+    def test_agentLost(self):
+        """
+        C{agentLost} sends ERROR SANDBOX_UNAVAILABLE on the client stream and
+        forgets the mapping.
+        """
+        one = self.openStream(1)
+        two = self.openStream(2)
+        lost = AgentLost(Code.SANDBOX_UNAVAILABLE, "the sandbox's agent connection closed")
+        self.session.agentLost(one, lost)
+        (error,) = self.toClient()
+        self.assertEqual((error.type, error.stream), (FrameType.ERROR, 1))
+        self.assertEqual(error.json()["code"], Code.SANDBOX_UNAVAILABLE)
+        self.assertEqual(self.session._to_agent, {2: two})
+
+    def test_agentLostUnknownStream(self):
+        """
+        C{agentLost} for a stream the session does not map sends nothing.
+        """
+        self.session.agentLost(999, AgentLost(Code.SANDBOX_UNAVAILABLE, "gone"))
+        self.assertEqual(self.messages, [])
+
+    def test_connectionLostClosesSession(self):
+        """
+        When the agent connection is lost, every open stream gets
+        SANDBOX_UNAVAILABLE and the WebSocket closes with 1011.
+        """
+        self.session.onOpen()
+        self.assertIn(self.session, self.sandbox.sessions)
+        self.openStream(1)
+        self.openStream(2)
+        self.connection.lose(AgentLost(Code.SANDBOX_UNAVAILABLE, "agent went away"))
+        errors = self.toClient()
+        self.assertEqual(
+            sorted((f.type, f.stream, f.json()["code"]) for f in errors),
+            [(FrameType.ERROR, 1, Code.SANDBOX_UNAVAILABLE),
+             (FrameType.ERROR, 2, Code.SANDBOX_UNAVAILABLE)],
+        )
+        self.assertEqual(self.closes, [CLOSE_AGENT_LOST])
+
+    def test_openWithAgentGone(self):
+        """
+        A session opening on a sandbox whose agent is already gone closes
+        with 1011.
+        """
+        self.connection.connected = False
+        self.session.onOpen()
+        self.assertEqual(self.closes, [CLOSE_AGENT_LOST])
+
+    def test_onCloseCancels(self):
+        """
+        When the WebSocket closes, each open stream is cancelled on the
+        agent (CANCEL with the agent's id) and closed, and the session leaves
+        the sandbox.
+        """
+        self.session.onOpen()
+        one = self.openStream(1)
+        two = self.openStream(2)
+        self.fromAgent(wire.result(one, {}))
+        self.connection.closed.clear()
+        self.session.onClose(True, 1000, None)
+        self.assertEqual(
+            [(f.type, f.stream) for f in self.toAgent()], [(FrameType.CANCEL, two)]
+        )
+        self.assertEqual(self.connection.closed, [two])
+        self.assertNotIn(self.session, self.sandbox.sessions)
+        self.assertEqual(self.session._to_agent, {})
+
+    def test_onCloseAgentGone(self):
+        """
+        When the agent connection is already gone, closing sends no CANCEL.
+        """
+        self.openStream(1)
+        self.connection.connected = False
+        self.session.onClose(False, 1006, None)
+        self.assertEqual(self.toAgent(), [])
+
+    def test_onCloseBeforeOpen(self):
+        """
+        A WebSocket refused during the opening handshake (no sandbox) closes
+        without touching any agent connection.
+        """
+        session = SandboxSession()
+        session.onClose(False, 1006, None)
+
+    def test_sandboxDestroyed(self):
+        """
+        C{sandboxDestroyed} fails every open stream with SANDBOX_UNAVAILABLE,
+        closes their agent streams and closes the WebSocket with 1000.
+        """
+        one = self.openStream(1)
+        two = self.openStream(2)
+        self.session.sandboxDestroyed()
+        self.assertEqual(
+            sorted((f.type, f.stream, f.json()["code"]) for f in self.toClient()),
+            [(FrameType.ERROR, 1, Code.SANDBOX_UNAVAILABLE),
+             (FrameType.ERROR, 2, Code.SANDBOX_UNAVAILABLE)],
+        )
+        self.assertEqual(sorted(self.connection.closed), [one, two])
+        self.assertEqual(self.closes, [CLOSE_NORMAL])
+
+
+class ConnectTests(TestCase):
+    """
+    The opening handshake finds the sandbox from the path.
+    """
+
+    def makeSession(self, sandboxes):
+        session = SandboxSession()
+        session.factory = SessionFactory(FakeManager(sandboxes))
+        return session
+
+    def test_sandboxIdFromPath(self):
+        """
+        C{sandbox_id_from_path} takes the id out of C{/sandboxes/{id}/ws}
+        (a trailing slash allowed) and gives None for any other path.
+        """
+        self.assertEqual(sandbox_id_from_path("/sandboxes/sb-123/ws"), "sb-123")
+        self.assertEqual(sandbox_id_from_path("/sandboxes/sb-123/ws/"), "sb-123")
+        for path in ("/", "/sandboxes/sb-123", "/sandboxes/sb-123/exec",
+                     "/sandboxes/a/b/ws", "/other/sb-123/ws", "/sandboxes/ws"):
+            self.assertIsNone(sandbox_id_from_path(path), path)
+
+    def test_unknownSandbox(self):
+        """
+        A path naming no known sandbox (or no sandbox) is refused with 404.
+        """
+        connection = FakeAgentConnection()
+        session = self.makeSession({"sb-1": FakeSandbox(connection)})
+        for path in ("/sandboxes/sb-2/ws", "/sandboxes//ws", "/elsewhere"):
+            e = self.assertRaises(ConnectionDeny, session.onConnect, FakeRequest(path))
+            self.assertEqual(e.code, 404)
+
+    def test_sandboxWithoutConnection(self):
+        """
+        A sandbox with no agent connection (still booting) is refused with
+        404.
+        """
+        session = self.makeSession({"sb-1": FakeSandbox(None)})
+        e = self.assertRaises(
+            ConnectionDeny, session.onConnect, FakeRequest("/sandboxes/sb-1/ws")
+        )
+        self.assertEqual(e.code, 404)
+
+    def test_knownSandbox(self):
+        """
+        A known sandbox is accepted (no subprotocol) and the session uses
+        its agent connection.
+        """
+        connection = FakeAgentConnection()
+        sandbox = FakeSandbox(connection)
+        session = self.makeSession({"sb-1": sandbox})
+        self.assertIsNone(session.onConnect(FakeRequest("/sandboxes/sb-1/ws")))
+        self.assertIs(session.sandbox, sandbox)
+        self.assertIs(session._connection, connection)
+
+    def test_factoryLimits(self):
+        """
+        The factory lets through a message holding the largest frame and
+        does not fragment outgoing ones.
+        """
+        factory = SessionFactory(FakeManager({}))
+        self.assertEqual(factory.maxMessagePayloadSize, wire.MAX_PAYLOAD + wire.HEADER_SIZE)
+        self.assertEqual(factory.maxFramePayloadSize, wire.MAX_PAYLOAD + wire.HEADER_SIZE)
+        self.assertEqual(factory.autoFragmentSize, 0)
+
+
+class ClockTimer:
+    """
+    Stands in for autobahn's batched timer (C{factory._batched_timer}), so
+    handshake timeouts run on the test's Clock, not the global reactor.
+    """
+
+    def __init__(self, clock):
+        self._clock = clock
+
+    def call_later(self, delay, function, *args, **kwargs):
+        return self._clock.callLater(delay, function, *args, **kwargs)
+
+
+class RecordingClient(WebSocketClientProtocol):
+    """
+    A WebSocket client that records what the server sends.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.opened = False
+        self.received = []
+        self.closed = None
+
+    def onOpen(self):
+        self.opened = True
+
+    def onMessage(self, payload, isBinary):
+        self.received.append((payload, isBinary))
+
+    def onClose(self, wasClean, code, reason):
+        self.closed = code
+
+
+class EndToEndTests(TestCase):
+    """
+    A real autobahn client talks to a session over an in-memory connection.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.connection = FakeAgentConnection()
+        self.sandbox = FakeSandbox(self.connection)
+        self.manager = FakeManager({"sb-1": self.sandbox})
+
+    def connect(self, path="/sandboxes/sb-1/ws"):
+        server_factory = SessionFactory(self.manager)
+        server_factory.reactor = self.clock
+        server_factory._batched_timer = ClockTimer(self.clock)
+        client_factory = WebSocketClientFactory("ws://localhost" + path, reactor=self.clock)
+        client_factory.protocol = RecordingClient
+        client_factory.setProtocolOptions(serverConnectionDropTimeout=0)
+        client_factory._batched_timer = ClockTimer(self.clock)
+        address = IPv4Address("TCP", "127.0.0.1", 7522)
+        self.server = server_factory.buildProtocol(address)
+        self.client = client_factory.buildProtocol(address)
+        self.pump = iosim.connect(
+            self.server,
+            iosim.makeFakeServer(self.server),
+            self.client,
+            iosim.makeFakeClient(self.client),
+            clock=self.clock,
+        )
+        self.pump.flush()
+
+    def clientFrames(self):
+        received, self.client.received = self.client.received, []
+        return [wire.decode_one(payload) for payload, isBinary in received if isBinary]
+
+    def test_requestAndResult(self):
+        """
+        A REQUEST sent by a client reaches the agent on an agent stream and
+        the agent's RESULT comes back on the client's stream.
+        """
+        self.connect()
+        self.assertTrue(self.client.opened)
+        self.assertIn(self.server, self.sandbox.sessions)
+        self.client.sendMessage(wire.request(5, "ping"), isBinary=True)
+        self.pump.flush()
+        (request,) = [wire.decode_one(m) for m in self.connection.sent]
+        self.assertEqual(request.json(), {"method": "ping", "params": {}})
+        self.connection.streams[request.stream].frameReceived(
+            wire.decode_one(wire.result(request.stream, {}))
+        )
+        self.pump.flush()
+        (result,) = self.clientFrames()
+        self.assertEqual((result.type, result.stream), (FrameType.RESULT, 5))
+
+    def test_textMessageClose1002(self):
+        """
+        A text message gets ERROR BAD_PAYLOAD on stream 0 and the client
+        sees the WebSocket close with code 1002.
+        """
+        self.connect()
+        self.client.sendMessage(b"hello", isBinary=False)
+        self.pump.flush()
+        (error,) = self.clientFrames()
+        self.assertEqual((error.stream, error.json()["code"]), (0, Code.BAD_PAYLOAD))
+        self.assertEqual(self.client.closed, CLOSE_PROTOCOL_ERROR)
+
+    def test_agentLostClose1011(self):
+        """
+        When the agent connection is lost the client's open stream gets
+        SANDBOX_UNAVAILABLE and the WebSocket closes with code 1011, even
+        with a long non-ASCII reason.
+        """
+        self.connect()
+        self.client.sendMessage(wire.request(1, "process.stream", {"cmd": "yes"}), isBinary=True)
+        self.pump.flush()
+        self.connection.lose(AgentLost(Code.SANDBOX_UNAVAILABLE, "\u00e9" * 200))
+        self.pump.flush()
+        (error,) = self.clientFrames()
+        self.assertEqual((error.stream, error.json()["code"]), (1, Code.SANDBOX_UNAVAILABLE))
+        self.assertEqual(self.client.closed, CLOSE_AGENT_LOST)
+
+    def test_destroyedClose1000(self):
+        """
+        C{sandboxDestroyed} closes the client's WebSocket with code 1000.
+        """
+        self.connect()
+        self.server.sandboxDestroyed()
+        self.pump.flush()
+        self.assertEqual(self.client.closed, CLOSE_NORMAL)
+        self.assertNotIn(self.server, self.sandbox.sessions)
+
+    def test_clientCloseCancels(self):
+        """
+        A client closing its WebSocket cancels its open streams on the agent.
+        """
+        self.connect()
+        self.client.sendMessage(wire.request(1, "process.stream", {"cmd": "yes"}), isBinary=True)
+        self.pump.flush()
+        (request,) = [wire.decode_one(m) for m in self.connection.sent]
+        self.connection.sent.clear()
+        self.client.sendClose(1000)
+        self.pump.flush()
+        (cancel,) = [wire.decode_one(m) for m in self.connection.sent]
+        self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, request.stream))
+        self.assertNotIn(self.server, self.sandbox.sessions)
+
+    def test_unknownSandboxRefused(self):
+        """
+        Connecting to a sandbox the manager does not know never opens a
+        session.
+        """
+        self.connect("/sandboxes/nope/ws")
+        self.assertFalse(self.client.opened)
+        self.assertEqual(self.sandbox.sessions, set())
+
+    def test_transportLostCancels(self):
+        """
+        A connection dropped without a closing handshake still runs the
+        session's close: its open streams are cancelled on the agent and it
+        leaves the sandbox.
+        """
+        self.connect()
+        self.client.sendMessage(wire.request(3, "process.stream", {"cmd": "yes"}), isBinary=True)
+        self.pump.flush()
+        (request,) = [wire.decode_one(m) for m in self.connection.sent]
+        self.connection.sent.clear()
+        self.client.transport.abortConnection()
+        self.pump.flush()
+        (cancel,) = [wire.decode_one(m) for m in self.connection.sent]
+        self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, request.stream))
+        self.assertNotIn(self.server, self.sandbox.sessions)
