@@ -525,6 +525,19 @@ class LossTests(AgentConnectionTestCase):
         self.assertEqual(self.connection.openStreams, 0)
         self.assertIs(self.successResultOf(self.connection.whenLost()), reason)
 
+    def test_cancelledWaiterIsForgotten(self):
+        """
+        Cancelling a C{whenLost()} Deferred (a closing session does) removes
+        it, so waiters do not pile up on a long-lived connection; the others
+        still fire on loss.
+        """
+        kept = self.connection.whenLost()
+        for _ in range(100):
+            self.connection.whenLost().cancel()
+        self.assertEqual(len(self.connection._lost_waiters), 1)
+        self.lose(ConnectionLost)
+        self.assertIsInstance(self.successResultOf(kept), AgentLost)
+
     def test_handlerFailureContained(self):
         """
         A handler raising in C{agentLost} is logged and the other handlers

@@ -179,6 +179,7 @@ class SDKTests(E2ETestCase):
         A default create is served from the warm pool; a create with another
         memory size is a cold start with that limit applied.
         """
+        self.daemon.waitReady(60)
         warm = self.create()
         self.assertEqual(warm["method"], "warm")
         cold = self.create(memory="300m")

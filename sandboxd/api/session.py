@@ -63,7 +63,8 @@ class SandboxSession(WebSocketServerProtocol):
         if not self._connection.connected:
             self._closeWith(CLOSE_AGENT_LOST, "the sandbox's agent is unavailable")
             return
-        self._connection.whenLost().addCallback(self._agentConnectionLost)
+        self._agentGone = self._connection.whenLost()
+        self._agentGone.addCallbacks(self._agentConnectionLost, lambda _: None)
 
     def onMessage(self, payload, isBinary):
         if not isBinary:
@@ -132,12 +133,12 @@ class SandboxSession(WebSocketServerProtocol):
             wire.encode(frame.type, client_stream, frame.payload, frame.flags)
         )
 
-    def agentLost(self, stream, failure):
+    def agentLost(self, stream, lost):
         client_stream = self._to_client.get(stream)
         self._forget(stream)
         if client_stream is not None:
             self._sendToClient(
-                wire.error(client_stream, failure.code, failure.message)
+                wire.error(client_stream, lost.code, lost.message)
             )
 
     def _agentConnectionLost(self, lost):
@@ -166,6 +167,9 @@ class SandboxSession(WebSocketServerProtocol):
         if sandbox is None:
             return
         sandbox.sessions.discard(self)
+        agent_gone = getattr(self, "_agentGone", None)
+        if agent_gone is not None and not agent_gone.called:
+            agent_gone.cancel()
         for stream in list(self._to_client):
             self._forget(stream)
             if self._connection.connected:

@@ -50,10 +50,10 @@ class IStreamHandler(Interface):
         A frame for one of this handler's streams arrived.
         """
 
-    def agentLost(stream, failure):
+    def agentLost(stream, lost):
         """
-        The connection ended with ``stream`` still open; ``failure`` wraps
-        AgentLost.
+        The connection ended with ``stream`` still open; ``lost`` is the
+        AgentLost saying how.
         """
 
 
@@ -263,11 +263,12 @@ class AgentConnection(Protocol):
 
     def whenLost(self):
         """
-        Fire with the AgentLost that ended the connection.
+        Fire with the AgentLost that ended the connection.  Cancelling the
+        Deferred stops waiting.
         """
         if not self.connected and self._lost is not None:
             return succeed(self._lost)
-        waiter = Deferred()
+        waiter = Deferred(lambda d: self._lost_waiters.remove(d))
         self._lost_waiters.append(waiter)
         return waiter
 
