@@ -7,6 +7,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -533,7 +534,9 @@ class LossTests(AgentConnectionTestCase):
         """
         kept = self.connection.whenLost()
         for _ in range(100):
-            self.connection.whenLost().cancel()
+            waiter = self.connection.whenLost()
+            waiter.cancel()
+            self.failureResultOf(waiter, CancelledError)
         self.assertEqual(len(self.connection._lost_waiters), 1)
         self.lose(ConnectionLost)
         self.assertIsInstance(self.successResultOf(kept), AgentLost)
