@@ -1,0 +1,65 @@
+"""
+The Python SDK of sandboxd (asyncio).
+
+    from sandbox import create_sandbox
+
+    async with await create_sandbox() as sbx:
+        await sbx.fs.write("/root/main.py", "print('hello')")
+        result = await sbx.process.exec_("python3 /root/main.py")
+        print(result.stdout)
+
+See docs/sdk.md.
+"""
+
+__version__ = "0.1.0"
+
+from sandbox._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint
+from sandbox._fs import FileInfo, Filesystem
+from sandbox._process import ExecHandle, ExecResult, OutputEvent, Process
+from sandbox._sandbox import Sandbox, connect_sandbox, create_sandbox
+from sandbox.client import Client
+from sandbox.errors import (
+    CapacityError,
+    DaemonUnavailableError,
+    FileError,
+    InvalidEndpointError,
+    InvalidRequestError,
+    NotFoundError,
+    PathNotFoundError,
+    ProtocolError,
+    RequestCancelledError,
+    SandboxError,
+    SandboxTimeoutError,
+    SandboxUnavailableError,
+    ServerError,
+)
+
+__all__ = [
+    "__version__",
+    "create_sandbox",
+    "connect_sandbox",
+    "Sandbox",
+    "Client",
+    "Filesystem",
+    "FileInfo",
+    "Process",
+    "ExecResult",
+    "ExecHandle",
+    "OutputEvent",
+    "Endpoint",
+    "parse_endpoint",
+    "DEFAULT_ENDPOINT",
+    "SandboxError",
+    "InvalidEndpointError",
+    "DaemonUnavailableError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "CapacityError",
+    "ServerError",
+    "SandboxUnavailableError",
+    "FileError",
+    "PathNotFoundError",
+    "ProtocolError",
+    "SandboxTimeoutError",
+    "RequestCancelledError",
+]

@@ -1,0 +1,78 @@
+"""
+Opening the WebSocket session of a sandbox (``GET /sandboxes/{id}/ws``) and
+turning handshake failures into typed errors.
+"""
+
+from urllib.parse import quote
+
+from agent import wire
+from sandbox._http import USER_AGENT, _reason
+from sandbox._session import Session
+from sandbox.errors import (
+    DaemonUnavailableError,
+    NotFoundError,
+    ProtocolError,
+    SandboxTimeoutError,
+    error_from_http,
+)
+
+#: The largest WebSocket message: one frame with the largest payload.
+MAX_MESSAGE = wire.MAX_PAYLOAD + wire.HEADER_SIZE
+
+
+async def open_session(client, sandbox_id, open_timeout=None):
+    """
+    Open the WebSocket of ``sandbox_id`` through ``client`` (a Client).
+    """
+    import websockets
+    from websockets.asyncio.client import connect, unix_connect
+    from websockets.exceptions import InvalidHandshake, InvalidStatus
+
+    endpoint = client.endpoint
+    uri = endpoint.ws_uri(f"/sandboxes/{quote(str(sandbox_id), safe='')}/ws")
+    options = dict(
+        compression=None,
+        max_size=MAX_MESSAGE,
+        write_limit=1 << 20,
+        open_timeout=open_timeout or client.http.timeout,
+        ping_timeout=None,
+        user_agent_header=USER_AGENT,
+    )
+    if client.auth:
+        options["additional_headers"] = {"Authorization": f"Bearer {client.auth}"}
+    if _websockets_version(websockets) >= (15,):
+        options["proxy"] = None
+    try:
+        if endpoint.is_unix:
+            ws = await unix_connect(endpoint.path, uri, **options)
+        else:
+            ssl = client.http.ssl_context if endpoint.tls else None
+            ws = await connect(uri, ssl=ssl, **options)
+    except InvalidStatus as e:
+        response = e.response
+        headers = {k.lower(): v for k, v in response.headers.raw_items()}
+        body = bytes(response.body or b"")
+        error = error_from_http(response.status_code, response.reason_phrase, headers, body)
+        if error.code == "HTTP_404":
+            error = NotFoundError(
+                "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found", 404
+            )
+        raise error from None
+    except InvalidHandshake as e:
+        raise ProtocolError(
+            "HANDSHAKE_FAILED", f"WebSocket handshake with {endpoint} failed: {e}"
+        ) from None
+    except TimeoutError:
+        raise SandboxTimeoutError(
+            "TIMEOUT", f"no WebSocket session from the daemon at {endpoint} in time"
+        ) from None
+    except OSError as e:
+        raise DaemonUnavailableError(endpoint, _reason(e, endpoint)) from None
+    return Session(ws, sandbox_id)
+
+
+def _websockets_version(module):
+    try:
+        return tuple(int(p) for p in module.__version__.split(".")[:2])
+    except ValueError:
+        return (0,)

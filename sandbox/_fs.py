@@ -1,0 +1,212 @@
+"""
+``sbx.fs``: files in the sandbox (``fs.*`` methods of docs/protocol.md).
+
+Transfers are streamed in CHUNK_SIZE pieces under the per-stream windows:
+neither ``read_stream`` nor ``write`` from an iterable or a file holds more
+than a window of the file in memory.
+"""
+
+import posixpath
+from dataclasses import dataclass
+
+from agent import wire
+from agent.wire import FrameType
+from sandbox._session import _json
+
+CHUNK_SIZE = wire.CHUNK_SIZE
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """
+    A directory entry or ``stat`` result.  ``type`` is "file", "dir",
+    "symlink" or "other"; ``mode`` the permission bits; ``mtime`` seconds
+    since the epoch.
+    """
+
+    name: str
+    path: str
+    type: str
+    size: int
+    mode: int
+    mtime: float
+
+    @property
+    def is_file(self):
+        return self.type == "file"
+
+    @property
+    def is_dir(self):
+        return self.type == "dir"
+
+    @property
+    def is_symlink(self):
+        return self.type == "symlink"
+
+    @classmethod
+    def from_json(cls, obj, directory=None):
+        name = obj.get("name", "")
+        path = obj.get("path")
+        if path is None:
+            path = posixpath.join(directory, name) if directory is not None else name
+        return cls(
+            name,
+            path,
+            obj.get("type", "other"),
+            int(obj.get("size", 0)),
+            int(obj.get("mode", 0)),
+            float(obj.get("mtime", 0.0)),
+        )
+
+
+class Filesystem:
+    """
+    File operations; every call may run concurrently with others.
+    """
+
+    def __init__(self, session):
+        self._session = session
+
+    async def write(self, path, data, mode=None, append=False):
+        """
+        Create or replace (``append=True``: extend) the file at ``path``.
+
+        ``data``: str (UTF-8), bytes-like, a file object opened for reading
+        (sync or async ``read``), or a sync/async iterable of bytes or str.
+        ``mode`` sets the permission bits of a new file.  Returns the number
+        of bytes written.  A failed or cancelled write leaves an existing file
+        as it was.
+        """
+        params = {"path": str(path)}
+        if mode is not None:
+            params["mode"] = int(mode)
+        if append:
+            params["append"] = True
+        stream = await self._session.open("fs.write", params)
+        async with stream:
+            async for chunk in _chunks(data):
+                await stream.send_data(chunk)
+            await stream.end()
+            result = await stream.result()
+        return result.get("size")
+
+    async def read(self, path, offset=0, length=None):
+        """
+        The content of the file at ``path`` (or ``length`` bytes from
+        ``offset``) as bytes.
+        """
+        parts = [chunk async for chunk in self.read_stream(path, offset, length)]
+        return b"".join(parts)
+
+    async def read_text(self, path, encoding="utf-8", errors="strict"):
+        """
+        The content of the file at ``path`` decoded as text.
+        """
+        return (await self.read(path)).decode(encoding, errors)
+
+    async def read_stream(self, path, offset=0, length=None):
+        """
+        Async iterator of the file's chunks (bytes, at most CHUNK_SIZE each).
+        Credit is granted back as chunks are taken, so the agent never runs
+        more than a window ahead.  Stopping early cancels the read (wrap in
+        ``contextlib.aclosing`` to cancel at once rather than at collection).
+        """
+        params = {"path": str(path)}
+        if offset:
+            params["offset"] = int(offset)
+        if length is not None:
+            params["length"] = int(length)
+        stream = await self._session.open("fs.read", params)
+        async with stream:
+            while True:
+                frame = await stream.next()
+                if frame.type is FrameType.DATA:
+                    payload = frame.payload
+                    if payload:
+                        yield payload
+                    await stream.consumed(len(payload))
+                elif frame.type is FrameType.RESULT:
+                    return
+
+    async def list(self, path):
+        """
+        The entries of the directory at ``path`` (sorted by name), as FileInfo.
+        """
+        stream = await self._session.open("fs.list", {"path": str(path)})
+        entries = []
+        async with stream:
+            while True:
+                frame = await stream.next()
+                if frame.type is FrameType.EVENT:
+                    for entry in _json(frame).get("entries", ()):
+                        entries.append(FileInfo.from_json(entry, str(path)))
+                elif frame.type is FrameType.RESULT:
+                    return entries
+
+    async def stat(self, path):
+        """
+        FileInfo of ``path`` (symlinks are not followed).
+        """
+        result = await self._session.call("fs.stat", {"path": str(path)})
+        return FileInfo.from_json(result, posixpath.dirname(str(path)))
+
+
+def _encode(item):
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return item
+    raise TypeError(f"cannot write {type(item).__name__}: expected bytes or str")
+
+
+async def _chunks(data):
+    """
+    ``data`` as a sequence of bytes-like pieces, small pieces coalesced up to
+    CHUNK_SIZE, never more than about two chunks held at once.
+    """
+    if isinstance(data, (str, bytes, bytearray, memoryview)):
+        buffer = _encode(data)
+        if not len(buffer):
+            return
+        for piece in wire.chunks(buffer):
+            yield piece
+        return
+    if hasattr(data, "read"):
+        items = _read_file(data)
+    elif hasattr(data, "__aiter__"):
+        items = data
+    elif hasattr(data, "__iter__"):
+        items = _aiter(data)
+    else:
+        raise TypeError(
+            f"cannot write {type(data).__name__}: expected str, bytes, a file "
+            "object or an iterable of bytes"
+        )
+    pending = bytearray()
+    async for item in items:
+        item = _encode(item)
+        if not pending and len(item) >= CHUNK_SIZE:
+            yield item
+            continue
+        pending += item
+        if len(pending) >= CHUNK_SIZE:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
+async def _aiter(iterable):
+    for item in iterable:
+        yield item
+
+
+async def _read_file(file):
+    read = file.read
+    while True:
+        block = read(CHUNK_SIZE)
+        if hasattr(block, "__await__"):
+            block = await block
+        if not block:
+            return
+        yield block

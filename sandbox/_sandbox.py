@@ -1,0 +1,181 @@
+"""
+``Sandbox``: one sandbox and its open session; ``create_sandbox`` and
+``connect_sandbox``.
+"""
+
+from sandbox._fs import Filesystem
+from sandbox._process import Process
+from sandbox._connect import open_session
+from sandbox.client import Client
+
+
+class Sandbox:
+    """
+    A sandbox with an open WebSocket session.  ``id`` and ``info`` (the
+    daemon's JSON object) describe it; ``fs`` and ``process`` act in it.
+    Calls may run concurrently: they share the session.
+    """
+
+    def __init__(self, info, session, client, owns_client=True):
+        self.id = info["id"]
+        self.info = info
+        self.client = client
+        self._session = session
+        self._owns_client = owns_client
+        self.fs = Filesystem(session)
+        self.process = Process(session)
+
+    def __repr__(self):
+        state = "closed" if self.closed else "open"
+        return f"<Sandbox {self.id} {state}>"
+
+    @property
+    def closed(self):
+        """
+        True once the session is gone (closed, destroyed, agent lost).
+        """
+        return self._session.closed
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    async def ping(self):
+        """
+        A round trip through the daemon to the agent's request path.
+        """
+        await self._session.call("ping")
+
+    async def refresh(self):
+        """
+        Fetch the sandbox object again; return and keep it as ``info``.
+        """
+        self.info = await self.client.get(self.id)
+        return self.info
+
+    async def stats(self):
+        """
+        Resource usage (``GET /sandboxes/{id}/stats``).
+        """
+        return await self.client.stats(self.id)
+
+    async def close(self):
+        """
+        Close the session.  The sandbox itself stays for its ttl (a sandbox
+        made with ttl 0 may be destroyed by the daemon when its last session
+        closes).
+        """
+        try:
+            await self._session.close()
+        finally:
+            if self._owns_client:
+                await self.client.close()
+
+    async def destroy(self):
+        """
+        Destroy the sandbox (``DELETE /sandboxes/{id}``), then close.
+        """
+        try:
+            await self.client.destroy(self.id)
+        finally:
+            await self.close()
+
+
+class _Opening:
+    """
+    The awaitable ``create_sandbox``/``connect_sandbox`` return; also an async
+    context manager: ``async with create_sandbox() as sbx:`` closes on exit.
+    """
+
+    def __init__(self, coroutine):
+        self._coroutine = coroutine
+        self._sandbox = None
+
+    def __await__(self):
+        return self._coroutine.__await__()
+
+    async def __aenter__(self):
+        self._sandbox = await self._coroutine
+        return self._sandbox
+
+    async def __aexit__(self, *exc_info):
+        await self._sandbox.close()
+
+
+def create_sandbox(
+    profile=None,
+    template=None,
+    memory=None,
+    cpu=None,
+    storage=None,
+    ttl=None,
+    labels=None,
+    endpoint=None,
+    auth=None,
+    client=None,
+):
+    """
+    Create a sandbox (``POST /sandboxes``) and open its session.
+
+    ``memory``/``storage`` take sizes ("512m", "2g" or bytes), ``cpu`` a
+    number of CPUs, ``ttl`` seconds, ``labels`` a dict.  Unset fields take the
+    daemon's defaults.  ``endpoint``/``auth`` default to ``$SANDBOX_ENDPOINT``
+    and ``$SANDBOX_AUTH``; pass ``client`` (a Client) to share its connections
+    (it is then not closed with the sandbox).  If the session cannot be
+    opened, the new sandbox is destroyed before the error is raised.
+    """
+    fields = dict(
+        profile=profile,
+        template=template,
+        memory=memory,
+        cpu=cpu,
+        storage=storage,
+        ttl=ttl,
+        labels=labels,
+    )
+    return _Opening(_create(fields, endpoint, auth, client))
+
+
+def connect_sandbox(sandbox_id, endpoint=None, auth=None, client=None):
+    """
+    Open a session with the existing sandbox ``sandbox_id``
+    (NotFoundError if there is none).
+    """
+    return _Opening(_connect(sandbox_id, endpoint, auth, client))
+
+
+async def _create(fields, endpoint, auth, client):
+    owns = client is None
+    if owns:
+        client = Client(endpoint, auth)
+    try:
+        info = await client.create(**fields)
+        try:
+            session = await open_session(client, info["id"])
+        except BaseException:
+            try:
+                await client.destroy(info["id"])
+            except Exception:
+                pass
+            raise
+    except BaseException:
+        if owns:
+            await client.close()
+        raise
+    return Sandbox(info, session, client, owns)
+
+
+async def _connect(sandbox_id, endpoint, auth, client):
+    owns = client is None
+    if owns:
+        client = Client(endpoint, auth)
+    try:
+        info = await client.get(sandbox_id)
+        session = await open_session(client, sandbox_id)
+    except BaseException:
+        if owns:
+            await client.close()
+        raise
+    return Sandbox(info, session, client, owns)

@@ -1,0 +1,382 @@
+"""
+A WebSocket session with one sandbox: many concurrent requests multiplexed
+as streams of agent frames (docs/protocol.md) over ``/sandboxes/{id}/ws``.
+
+One reader task dispatches incoming frames to per-stream queues.  Each
+stream keeps both flow-control windows: a caller grants credit back with
+``Stream.consumed`` as it uses DATA, and ``Stream.send_data`` waits for the
+agent's WINDOW frames when its credit runs out.
+"""
+
+import asyncio
+import collections
+
+from agent import wire
+from agent.wire import FrameType
+from sandbox.errors import ProtocolError, SandboxUnavailableError, error_from_payload
+
+_DATA = FrameType.DATA
+_WINDOW = FrameType.WINDOW
+_ERROR = FrameType.ERROR
+_RESULT = FrameType.RESULT
+_FINAL = wire.FINAL_TYPES
+_QUEUED = frozenset({FrameType.DATA, FrameType.EVENT, FrameType.END})
+
+
+def _json(frame):
+    try:
+        return frame.json()
+    except wire.ProtocolError as e:
+        raise ProtocolError(e.code, f"the daemon sent {e.message}") from None
+
+
+def _fresh(error):
+    """
+    A new instance of a session failure (one exception object per raise).
+    """
+    return type(error)(error.code, error.message, error.status, error.details)
+
+
+class Session:
+    """
+    The multiplexed WebSocket session of one sandbox.
+    """
+
+    def __init__(self, ws, sandbox_id):
+        self.sandbox_id = sandbox_id
+        self._ws = ws
+        self._streams = {}
+        self._next_id = 1
+        self._slots = asyncio.Semaphore(wire.MAX_STREAMS)
+        self._failure = None
+        self._closing = False
+        self._connection_error = None
+        self._background = set()
+        self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @property
+    def closed(self):
+        return self._failure is not None
+
+    def _check(self):
+        if self._failure is not None:
+            raise _fresh(self._failure)
+
+    async def send(self, data):
+        """
+        Send one encoded frame; SandboxUnavailableError once the session is gone.
+        """
+        self._check()
+        try:
+            await self._ws.send(data)
+        except Exception as e:
+            if self._failure is not None:
+                raise _fresh(self._failure) from None
+            raise self._closed_error(e) from None
+
+    def send_soon(self, data):
+        """
+        Send a frame in the background (CANCEL, PONG), ignoring failures.
+        """
+        if self._failure is not None:
+            return
+        task = asyncio.get_running_loop().create_task(self._send_quietly(data))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_quietly(self, data):
+        try:
+            await self._ws.send(data)
+        except Exception:
+            pass
+
+    async def open(self, method, params=None):
+        """
+        Open a stream with a REQUEST; return the Stream (use it with ``async
+        with`` so that a caller giving up cancels the request).
+        """
+        self._check()
+        await self._slots.acquire()
+        if self._failure is not None:
+            self._slots.release()
+            raise _fresh(self._failure)
+        stream_id = self._next_id
+        while stream_id in self._streams:
+            stream_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
+        self._next_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
+        stream = Stream(self, stream_id)
+        self._streams[stream_id] = stream
+        try:
+            payload = wire.request(stream_id, method, params)
+        except wire.ProtocolError as e:
+            self._forget(stream)
+            raise ProtocolError(e.code, f"{method}: {e.message}") from None
+        try:
+            await self.send(payload)
+        except BaseException:
+            stream.abandon()
+            raise
+        return stream
+
+    async def call(self, method, params=None):
+        """
+        A request whose answer is one RESULT; return its JSON.
+        """
+        stream = await self.open(method, params)
+        async with stream:
+            return await stream.result()
+
+    def _forget(self, stream):
+        if self._streams.pop(stream.id, None) is not None:
+            self._slots.release()
+
+    async def close(self):
+        """
+        Close the WebSocket; pending calls fail with SandboxUnavailableError.
+        """
+        if self._reader.done():
+            return
+        self._closing = True
+        try:
+            await self._ws.close()
+        finally:
+            try:
+                await self._reader
+            except Exception:
+                pass
+
+    async def _read_loop(self):
+        from websockets.exceptions import ConnectionClosed
+
+        ws = self._ws
+        dispatch = self._dispatch
+        failure = None
+        try:
+            while True:
+                message = await ws.recv()
+                if isinstance(message, str):
+                    continue
+                try:
+                    frame = wire.decode_one(message)
+                except wire.ProtocolError as e:
+                    failure = ProtocolError(
+                        e.code, f"the daemon sent a malformed frame: {e.message}"
+                    )
+                    await ws.close(1002, e.code)
+                    break
+                dispatch(frame)
+        except ConnectionClosed as e:
+            failure = self._closed_error(e)
+        except asyncio.CancelledError:
+            failure = self._closed_error(None)
+            raise
+        except Exception as e:
+            failure = SandboxUnavailableError(
+                "SANDBOX_UNAVAILABLE", f"sandbox {self.sandbox_id}: session failed: {e!r}"
+            )
+            await ws.close(1011)
+        finally:
+            self._fail_all(failure or self._closed_error(None))
+
+    def _dispatch(self, frame):
+        kind = frame.type
+        stream = self._streams.get(frame.stream)
+        if stream is None:
+            if frame.stream == 0:
+                if kind is FrameType.PING:
+                    self.send_soon(wire.pong(frame.payload))
+                elif kind is _ERROR:
+                    self._connection_error = frame.payload
+            return
+        if kind is _DATA:
+            try:
+                stream.recv_window.received(len(frame.payload), frame.stream)
+            except wire.ProtocolError as e:
+                self._forget(stream)
+                stream._fail(ProtocolError(e.code, f"the agent {e.message}"))
+                self.send_soon(wire.cancel(stream.id))
+                return
+            stream._deliver(frame)
+        elif kind is _WINDOW:
+            try:
+                stream.send_window.grant(frame.window())
+            except wire.ProtocolError:
+                return
+            stream._wake()
+        elif kind in _FINAL:
+            self._forget(stream)
+            stream.finished = True
+            stream._deliver(frame)
+        elif kind in _QUEUED:
+            stream._deliver(frame)
+
+    def _closed_error(self, exc):
+        """
+        The SandboxUnavailableError for a WebSocket closed with ``exc``.
+        """
+        close = getattr(exc, "rcvd", None)
+        code = getattr(close, "code", None)
+        reason = getattr(close, "reason", "") or ""
+        if self._closing and code in (None, 1000):
+            why = "the session was closed"
+        elif code == 1000:
+            why = "the daemon closed the session (the sandbox was destroyed)"
+        elif code == 1011:
+            why = "the sandbox's agent was lost"
+        elif code == 1002:
+            why = "the daemon closed the session on a protocol error"
+            if self._connection_error:
+                try:
+                    obj = wire.decode_json(self._connection_error)
+                    why += f": {obj.get('code')}: {obj.get('message')}"
+                except wire.ProtocolError:
+                    pass
+        elif code is not None:
+            why = f"the daemon closed the session (code {code}{': ' + reason if reason else ''})"
+        else:
+            why = "the connection to the daemon was lost"
+        return SandboxUnavailableError(
+            "SANDBOX_UNAVAILABLE", f"sandbox {self.sandbox_id}: {why}"
+        )
+
+    def _fail_all(self, failure):
+        self._failure = failure
+        streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream._fail(failure)
+            self._slots.release()
+
+
+class Stream:
+    """
+    One request on a session, from its REQUEST to its RESULT or ERROR.
+    """
+
+    __slots__ = (
+        "id",
+        "session",
+        "recv_window",
+        "send_window",
+        "finished",
+        "_frames",
+        "_waiters",
+        "_failure",
+    )
+
+    def __init__(self, session, stream_id):
+        self.id = stream_id
+        self.session = session
+        self.recv_window = wire.ReceiveWindow()
+        self.send_window = wire.SendWindow()
+        self.finished = False  # the agent closed the stream, or we gave up
+        self._frames = collections.deque()
+        self._waiters = []
+        self._failure = None
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        self.abandon()
+
+    def _deliver(self, frame):
+        self._frames.append(frame)
+        if self._waiters:
+            self._wake()
+
+    def _fail(self, failure):
+        if self._failure is None:
+            self._failure = failure
+        self.finished = True
+        self._wake()
+
+    def _wake(self):
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self):
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        await waiter
+
+    async def next(self):
+        """
+        The next DATA, EVENT, END or RESULT frame; an ERROR frame or a lost
+        session raises its typed exception.
+        """
+        frames = self._frames
+        while not frames:
+            if self._failure is not None:
+                raise _fresh(self._failure)
+            if self.finished:
+                raise ProtocolError("STREAM_CLOSED", f"stream {self.id} is closed")
+            await self._wait()
+        frame = frames.popleft()
+        if frame.type is _ERROR:
+            raise error_from_payload(_json(frame))
+        return frame
+
+    async def result(self):
+        """
+        Skip to the RESULT and return its JSON (DATA is discarded).
+        """
+        while True:
+            frame = await self.next()
+            if frame.type is _RESULT:
+                return _json(frame)
+            if frame.type is _DATA:
+                await self.consumed(len(frame.payload))
+
+    async def consumed(self, n):
+        """
+        The caller used ``n`` bytes of DATA: grant credit back when due.
+        """
+        grant = self.recv_window.consumed(n)
+        if grant and not self.finished:
+            await self.session.send(wire.window(self.id, grant))
+
+    async def send_data(self, chunk, channel=wire.CHANNEL_BODY):
+        """
+        Send ``chunk`` as DATA within the agent's credit, waiting for WINDOW
+        frames as needed.  An early ERROR from the agent raises here.
+        """
+        view = memoryview(chunk).cast("B")
+        while view:
+            if self.finished:
+                await self._raise_final()
+            credit = self.send_window.credit
+            if credit <= 0:
+                await self._wait()
+                continue
+            n = min(len(view), credit, wire.CHUNK_SIZE)
+            self.send_window.take(n)
+            await self.session.send(wire.data(self.id, view[:n], channel))
+            view = view[n:]
+
+    async def end(self):
+        """
+        No more DATA from us.
+        """
+        if self.finished:
+            await self._raise_final()
+        await self.session.send(wire.end(self.id))
+
+    async def _raise_final(self):
+        while True:
+            frame = await self.next()
+            if frame.type is _RESULT:
+                raise ProtocolError(
+                    "UNEXPECTED_FRAME", f"stream {self.id} ended before its body was sent"
+                )
+
+    def abandon(self):
+        """
+        The caller gives up before the end: CANCEL the request and forget it.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        self.session._forget(self)
+        self.session.send_soon(wire.cancel(self.id))

@@ -1,0 +1,159 @@
+"""
+The REST side of the API (docs/api.md): sandboxes, profiles, health.
+
+``Client`` is shared by the SDK (``create_sandbox``, ``Sandbox.destroy``) and
+the ``sbx`` CLI.  Sandbox and profile objects are returned as the daemon's
+JSON (dicts).
+"""
+
+import json
+from urllib.parse import quote, urlencode
+
+from sandbox._endpoint import parse_endpoint, resolve_auth
+from sandbox._http import HTTPClient
+from sandbox.errors import ProtocolError, error_from_http
+
+_CREATE_FIELDS = ("profile", "template", "memory", "cpu", "storage", "ttl", "labels")
+
+
+class Client:
+    """
+    A connection to the daemon's HTTP API.
+
+    ``endpoint`` defaults to ``$SANDBOX_ENDPOINT``, then the default Unix
+    socket; ``auth`` to ``$SANDBOX_AUTH`` (sent as a bearer token).
+    ``timeout`` bounds each request, in seconds (None: no bound).
+    """
+
+    def __init__(self, endpoint=None, auth=None, timeout=60.0, ssl_context=None):
+        self.endpoint = parse_endpoint(endpoint)
+        self.auth = resolve_auth(auth)
+        self.http = HTTPClient(self.endpoint, self.auth, timeout, ssl_context)
+
+    def __repr__(self):
+        return f"Client({str(self.endpoint)!r})"
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc_info):
+        await self.close()
+
+    async def close(self):
+        """
+        Close the kept-alive connections.
+        """
+        await self.http.close()
+
+    async def request(self, method, path, body=None, timeout=...):
+        """
+        Send a request with an optional JSON ``body``; return the decoded JSON
+        (None for an empty body), or raise the typed error of the response.
+        """
+        data = None
+        if body is not None:
+            data = json.dumps(body, separators=(",", ":")).encode()
+        if timeout is ...:
+            response = await self.http.request(method, path, data)
+        else:
+            response = await self.http.request(method, path, data, timeout=timeout)
+        if response.status >= 400:
+            raise error_from_http(
+                response.status, response.reason, response.headers, response.body
+            )
+        if not response.body:
+            return None
+        try:
+            return json.loads(response.body)
+        except ValueError as e:
+            raise ProtocolError(
+                "BAD_RESPONSE", f"{method} {path}: the daemon sent invalid JSON: {e}"
+            ) from None
+
+    async def create(
+        self,
+        profile=None,
+        template=None,
+        memory=None,
+        cpu=None,
+        storage=None,
+        ttl=None,
+        labels=None,
+        timeout=...,
+    ):
+        """
+        ``POST /sandboxes``: create a sandbox, return its object (``id``,
+        ``profile``, ``state``, ``created``, ``ttl``, ``labels``, ...).
+        Fields left None are not sent (the daemon's defaults apply).
+        """
+        values = (profile, template, memory, cpu, storage, ttl, labels)
+        body = {k: v for k, v in zip(_CREATE_FIELDS, values) if v is not None}
+        return await self.request("POST", "/sandboxes", body, timeout=timeout)
+
+    async def list(self, labels=None):
+        """
+        ``GET /sandboxes``: the sandboxes, oldest first, keeping those having
+        every label of ``labels`` (a dict, or "k:v" / "k=v" strings).
+        """
+        path = "/sandboxes"
+        query = [("label", f"{k}:{v}") for k, v in _label_pairs(labels)]
+        if query:
+            path += "?" + urlencode(query)
+        return await self.request("GET", path)
+
+    async def get(self, sandbox_id):
+        """
+        ``GET /sandboxes/{id}``; NotFoundError (``SANDBOX_NOT_FOUND``) if none.
+        """
+        return await self.request("GET", f"/sandboxes/{_segment(sandbox_id)}")
+
+    async def destroy(self, sandbox_id):
+        """
+        ``DELETE /sandboxes/{id}``: destroy the sandbox and its sessions.
+        """
+        await self.request("DELETE", f"/sandboxes/{_segment(sandbox_id)}")
+
+    async def stats(self, sandbox_id):
+        """
+        ``GET /sandboxes/{id}/stats``: cpu, memory, network, pids, uptime.
+        """
+        return await self.request("GET", f"/sandboxes/{_segment(sandbox_id)}/stats")
+
+    async def profiles(self):
+        """
+        ``GET /profiles``: ``[{"name", "image", "memory", "cpu", "storage",
+        "runtime"}]``.
+        """
+        return await self.request("GET", "/profiles")
+
+    async def health(self):
+        """
+        ``GET /health``: ``{"status", "version", "uptime_seconds",
+        "sandboxes", "pool"}``.
+        """
+        return await self.request("GET", "/health")
+
+
+def _segment(value):
+    return quote(str(value), safe="")
+
+
+def _label_pairs(labels):
+    """
+    ``labels`` as (key, value) pairs: a dict, or "k:v" / "k=v" strings.
+    """
+    if not labels:
+        return []
+    if isinstance(labels, dict):
+        return [(str(k), str(v)) for k, v in labels.items()]
+    if isinstance(labels, str):
+        labels = [labels]
+    pairs = []
+    for label in labels:
+        if isinstance(label, tuple):
+            pairs.append((str(label[0]), str(label[1])))
+            continue
+        sep = "=" if "=" in label else ":"
+        key, _, value = label.partition(sep)
+        pairs.append((key, value))
+    return pairs

@@ -1,0 +1,232 @@
+"""
+Typed exceptions of the SDK, built from the error codes of the API and of the
+wire protocol (docs/api.md, docs/protocol.md).
+
+Every exception is a ``SandboxError`` carrying ``code``, ``message``,
+``status`` (the HTTP status, or None for errors that came over a session) and
+``details`` (the other fields of the error object, e.g. ``path``).
+"""
+
+__all__ = [
+    "SandboxError",
+    "InvalidEndpointError",
+    "DaemonUnavailableError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "CapacityError",
+    "ServerError",
+    "SandboxUnavailableError",
+    "FileError",
+    "PathNotFoundError",
+    "ProtocolError",
+    "SandboxTimeoutError",
+    "RequestCancelledError",
+    "error_from",
+    "error_from_http",
+]
+
+
+class SandboxError(Exception):
+    """
+    The base of every error the SDK raises.
+    """
+
+    def __init__(self, code, message, status=None, details=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.details = dict(details or {})
+
+    def __str__(self):
+        return self.message
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.code!r}, {self.message!r})"
+
+
+class InvalidEndpointError(SandboxError, ValueError):
+    """
+    ``SANDBOX_ENDPOINT`` or ``endpoint=`` is not ``unix://``, ``http://`` or
+    ``https://``.
+    """
+
+    def __init__(self, message):
+        super().__init__("INVALID_ENDPOINT", message)
+
+
+class DaemonUnavailableError(SandboxError, ConnectionError):
+    """
+    The daemon cannot be reached at ``endpoint`` (not running, wrong path,
+    permission denied, TLS failure, connection dropped mid-request).
+    """
+
+    def __init__(self, endpoint, reason):
+        super().__init__(
+            "DAEMON_UNAVAILABLE", f"cannot connect to the daemon at {endpoint}: {reason}"
+        )
+        self.endpoint = endpoint
+        self.reason = reason
+
+
+class InvalidRequestError(SandboxError):
+    """
+    The request was refused as malformed or beyond a limit: ``INVALID_BODY``,
+    ``INVALID_FIELD``, ``LIMIT_EXCEEDED``, ``METHOD_NOT_ALLOWED``,
+    ``BAD_PARAMS``, ``UNKNOWN_METHOD``.
+    """
+
+
+class NotFoundError(SandboxError):
+    """
+    ``SANDBOX_NOT_FOUND``, ``UNKNOWN_PROFILE``, ``NOT_FOUND`` (no such route),
+    and ``ENOENT`` (see PathNotFoundError).
+    """
+
+
+class CapacityError(SandboxError):
+    """
+    ``AT_CAPACITY``: the daemon holds its maximum of sandboxes.
+    ``retry_after`` is the ``Retry-After`` delay in seconds, or None.
+    """
+
+    def __init__(self, code, message, status=None, details=None, retry_after=None):
+        super().__init__(code, message, status, details)
+        self.retry_after = retry_after
+
+
+class ServerError(SandboxError):
+    """
+    The daemon failed: ``INTERNAL`` (a bug), ``RUNTIME_ERROR`` (the container
+    engine), or any other 5xx.
+    """
+
+
+class SandboxUnavailableError(SandboxError):
+    """
+    The session is gone: ``SANDBOX_UNAVAILABLE`` (agent lost, sandbox
+    destroyed) or the WebSocket closed.  Every pending call of the session
+    fails with it at once.
+    """
+
+
+class FileError(SandboxError):
+    """
+    A file operation failed with a POSIX code (``EISDIR``, ``EACCES``,
+    ``ENOTDIR``, ``ENOSPC``, ...); ``path`` names the file when known.
+    """
+
+    @property
+    def path(self):
+        return self.details.get("path")
+
+
+class PathNotFoundError(FileError, NotFoundError):
+    """
+    ``ENOENT``: the file, directory or command does not exist.
+    """
+
+
+class ProtocolError(SandboxError):
+    """
+    A wire protocol violation (``BAD_PAYLOAD``, ``WINDOW_EXCEEDED``,
+    ``STREAM_IN_USE``, ...) by either side.
+    """
+
+
+class SandboxTimeoutError(SandboxError, TimeoutError):
+    """
+    ``TIMEOUT``, or the daemon did not answer within the client's timeout.
+    """
+
+
+class RequestCancelledError(SandboxError):
+    """
+    ``CANCELLED``: the request was cancelled before it finished.
+    """
+
+
+_POSIX = frozenset(
+    "ENOENT EACCES EPERM EISDIR ENOTDIR EEXIST ENOSPC EROFS ENAMETOOLONG ELOOP "
+    "EINVAL EIO ENOTEMPTY EBUSY EXDEV".split()
+)
+_PROTOCOL = frozenset(
+    "FRAME_TOO_LARGE FRAME_TOO_SHORT UNKNOWN_FRAME_TYPE BAD_FLAGS BAD_PAYLOAD "
+    "BAD_STREAM UNEXPECTED_FRAME TRUNCATED VERSION_MISMATCH AUTH_FAILED "
+    "STREAM_IN_USE TOO_MANY_STREAMS WINDOW_EXCEEDED".split()
+)
+_BY_CODE = {
+    "INVALID_BODY": InvalidRequestError,
+    "INVALID_FIELD": InvalidRequestError,
+    "LIMIT_EXCEEDED": InvalidRequestError,
+    "METHOD_NOT_ALLOWED": InvalidRequestError,
+    "BAD_PARAMS": InvalidRequestError,
+    "UNKNOWN_METHOD": InvalidRequestError,
+    "SANDBOX_NOT_FOUND": NotFoundError,
+    "UNKNOWN_PROFILE": NotFoundError,
+    "NOT_FOUND": NotFoundError,
+    "AT_CAPACITY": CapacityError,
+    "INTERNAL": ServerError,
+    "RUNTIME_ERROR": ServerError,
+    "SANDBOX_UNAVAILABLE": SandboxUnavailableError,
+    "TIMEOUT": SandboxTimeoutError,
+    "CANCELLED": RequestCancelledError,
+    "ENOENT": PathNotFoundError,
+}
+_BY_STATUS = {400: InvalidRequestError, 404: NotFoundError, 405: InvalidRequestError}
+
+
+def error_from(code, message, status=None, details=None, retry_after=None):
+    """
+    The exception for an error ``code`` (falling back on the HTTP ``status``).
+    """
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        if code in _POSIX:
+            cls = FileError
+        elif code in _PROTOCOL:
+            cls = ProtocolError
+        elif status is not None:
+            cls = _BY_STATUS.get(status)
+            if cls is None:
+                cls = ServerError if status >= 500 else SandboxError
+        else:
+            cls = SandboxError
+    if cls is CapacityError:
+        return CapacityError(code, message, status, details, retry_after)
+    return cls(code, message, status, details)
+
+
+def error_from_payload(obj, status=None, retry_after=None):
+    """
+    The exception for an error object ``{"code", "message", ...}``.
+    """
+    obj = dict(obj)
+    code = str(obj.pop("code", "") or "UNKNOWN")
+    message = str(obj.pop("message", "") or code)
+    return error_from(code, message, status, obj, retry_after)
+
+
+def error_from_http(status, reason, headers, body):
+    """
+    The exception for a failed HTTP response (``headers`` lower-case keys).
+    Bodies that are not our JSON error shape get the code ``HTTP_<status>``.
+    """
+    import json
+
+    retry_after = None
+    if "retry-after" in headers:
+        try:
+            retry_after = float(headers["retry-after"])
+        except ValueError:
+            pass
+    try:
+        obj = json.loads(body)
+        error = obj["error"]
+        if isinstance(error, dict) and "code" in error:
+            return error_from_payload(error, status, retry_after)
+    except (ValueError, KeyError, TypeError):
+        pass
+    text = body[:200].decode("utf-8", "replace").strip().splitlines()
+    message = f"HTTP {status} {reason}" + (f": {text[0]}" if text else "")
+    return error_from(f"HTTP_{status}", message, status, None, retry_after)

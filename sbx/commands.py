@@ -1,0 +1,282 @@
+"""
+The commands of ``sbx``, run on asyncio through the SDK.
+
+Each ``cmd_*`` takes the shared Client and the parsed arguments and returns
+the exit status.  Errors become one ``sbx: error: ...`` line and status 1.
+"""
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import json
+import os
+import sys
+
+import sandbox
+from sandbox import (
+    Client,
+    DaemonUnavailableError,
+    FileError,
+    NotFoundError,
+    SandboxError,
+    connect_sandbox,
+)
+from sbx import _format
+
+CHUNK_SIZE = 256 * 1024
+
+
+class Failure(Exception):
+    """
+    A command failed; the message is printed as ``sbx: error: <message>``.
+    """
+
+
+def error(message):
+    sys.stderr.write(f"sbx: error: {' '.join(str(message).split())}\n")
+    sys.stderr.flush()
+
+
+def describe(e):
+    """
+    The one-line message of an SDK error.
+    """
+    if isinstance(e, DaemonUnavailableError):
+        return (
+            f"{e.message} (is it running? start it with `make run`, or point "
+            "--endpoint / SANDBOX_ENDPOINT at it)"
+        )
+    if isinstance(e, FileError) and e.path and hasattr(errno, e.code):
+        return f"{e.path}: {os.strerror(getattr(errno, e.code))}"
+    return e.message
+
+
+def run(args):
+    """
+    Run the command of ``args``; return the exit status.
+    """
+    try:
+        return asyncio.run(_main(args))
+    except SandboxError as e:
+        error(describe(e))
+    except Failure as e:
+        error(e)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 1
+
+
+async def _main(args):
+    command = args.command if args.command != "fs" else f"fs_{args.fs_command}"
+    handler = globals()[f"cmd_{command}"]
+    async with Client(args.endpoint) as client:
+        return await handler(client, args)
+
+
+@contextlib.contextmanager
+def about(sandbox_id):
+    """
+    Turn "no such sandbox" into "sandbox <id> not found".
+    """
+    try:
+        yield
+    except NotFoundError as e:
+        if e.code == "SANDBOX_NOT_FOUND":
+            raise Failure(f"sandbox {sandbox_id} not found") from None
+        raise
+
+
+def print_json(obj):
+    print(json.dumps(obj, indent=2, sort_keys=True))
+
+
+async def cmd_create(client, args):
+    info = await client.create(
+        profile=args.profile,
+        template=args.template,
+        memory=args.memory,
+        cpu=args.cpu,
+        storage=args.storage,
+        ttl=args.ttl,
+        labels=dict(args.labels) or None,
+    )
+    print(info["id"])
+    return 0
+
+
+async def cmd_ls(client, args):
+    items = await client.list(labels=args.labels)
+    if args.json:
+        print_json(items)
+        return 0
+    rows = [
+        (
+            s.get("id", "?"),
+            s.get("profile") or "-",
+            s.get("state", "?"),
+            _format.age(s.get("created")),
+            _format.labels(s.get("labels")),
+        )
+        for s in items
+    ]
+    print(_format.table(("ID", "PROFILE", "STATE", "AGE", "LABELS"), rows))
+    return 0
+
+
+async def cmd_rm(client, args):
+    ids = list(args.ids)
+    if args.all:
+        ids += [s["id"] for s in await client.list() if s["id"] not in ids]
+    elif not ids:
+        raise Failure("rm needs sandbox ids, or --all")
+    limit = asyncio.Semaphore(16)
+
+    async def remove(sandbox_id):
+        async with limit:
+            with about(sandbox_id):
+                await client.destroy(sandbox_id)
+
+    outcomes = await asyncio.gather(*map(remove, ids), return_exceptions=True)
+    status = 0
+    for sandbox_id, outcome in zip(ids, outcomes):
+        if outcome is None:
+            print(sandbox_id)
+        elif isinstance(outcome, (SandboxError, Failure)):
+            error(describe(outcome) if isinstance(outcome, SandboxError) else outcome)
+            status = 1
+        else:
+            raise outcome
+    return status
+
+
+async def cmd_exec(client, args):
+    cmd = args.cmd[0] if len(args.cmd) == 1 else args.cmd
+    with about(args.id):
+        sbx = await connect_sandbox(args.id, client=client)
+    async with sbx:
+        handle = await sbx.process.stream_exec(
+            cmd, cwd=args.cwd, env=dict(args.env) or None, timeout=args.timeout
+        )
+        stdout = sys.stdout.buffer
+        stderr = sys.stderr.buffer
+        async for event in handle:
+            target = stderr if event.channel == "stderr" else stdout
+            target.write(event.raw)
+            target.flush()
+        result = await handle.wait()
+    if result.get("timed_out"):
+        sys.stderr.write("sbx: the command timed out and was killed\n")
+    code = int(result.get("exit_code", 1))
+    return code if 0 <= code <= 255 else 1
+
+
+async def cmd_fs_read(client, args):
+    with about(args.id):
+        sbx = await connect_sandbox(args.id, client=client)
+    async with sbx:
+        stdout = sys.stdout.buffer
+        async for chunk in sbx.fs.read_stream(args.path):
+            stdout.write(chunk)
+        stdout.flush()
+    return 0
+
+
+async def _stdin_chunks():
+    stdin = sys.stdin.buffer
+    while True:
+        block = await asyncio.to_thread(stdin.read, CHUNK_SIZE)
+        if not block:
+            return
+        yield block
+
+
+async def cmd_fs_write(client, args):
+    with about(args.id):
+        sbx = await connect_sandbox(args.id, client=client)
+    async with sbx:
+        await sbx.fs.write(args.path, _stdin_chunks(), mode=args.mode, append=args.append)
+    return 0
+
+
+async def cmd_fs_ls(client, args):
+    with about(args.id):
+        sbx = await connect_sandbox(args.id, client=client)
+    async with sbx:
+        entries = await sbx.fs.list(args.path)
+    if args.json:
+        print_json([dataclasses.asdict(e) for e in entries])
+        return 0
+    rows = [
+        (
+            _format.file_mode(e.type, e.mode),
+            e.size,
+            _format.mtime(e.mtime),
+            e.name + ("/" if e.is_dir else ""),
+        )
+        for e in entries
+    ]
+    print(_format.table(("MODE", "SIZE", "MODIFIED", "NAME"), rows))
+    return 0
+
+
+async def cmd_stats(client, args):
+    with about(args.id):
+        stats = await client.stats(args.id)
+    if args.json:
+        print_json(stats)
+        return 0
+    for key in sorted(stats):
+        value = stats[key]
+        if key.endswith("_bytes"):
+            value = _format.size(value)
+        print(f"{key}: {value}")
+    return 0
+
+
+async def cmd_health(client, args):
+    health = await client.health()
+    if args.json:
+        print_json(health)
+        return 0
+    print(f"status:    {health.get('status', '?')}")
+    print(f"version:   {health.get('version', '?')}")
+    print(f"uptime:    {_format.duration(health.get('uptime_seconds'))}")
+    print(f"sandboxes: {health.get('sandboxes', '?')}")
+    pool = health.get("pool") or {}
+    if pool:
+        keys = ("target", "ready", "starting", "hits", "misses")
+        rows = [(name, *(p.get(k, "-") for k in keys)) for name, p in sorted(pool.items())]
+        print(_format.table(("POOL", *(k.upper() for k in keys)), rows))
+    return 0
+
+
+async def cmd_version(client, args):
+    print(f"client: {sandbox.__version__}")
+    sys.stdout.flush()
+    health = await client.health()
+    print(f"server: {health.get('version', '?')}")
+    return 0
+
+
+async def cmd_profiles(client, args):
+    profiles = await client.profiles()
+    if args.json:
+        print_json(profiles)
+        return 0
+    rows = [
+        (
+            p.get("name", "?"),
+            p.get("image", "-"),
+            _format.size(p.get("memory")),
+            p.get("cpu", "-"),
+            _format.size(p.get("storage")),
+            p.get("runtime", "-"),
+        )
+        for p in profiles
+    ]
+    print(_format.table(("NAME", "IMAGE", "MEMORY", "CPU", "STORAGE", "RUNTIME"), rows))
+    return 0

@@ -1,0 +1,124 @@
+"""
+``sbx``: the command-line client of sandboxd (docs/cli.md).
+
+This module only parses arguments; the commands (and the SDK, asyncio,
+websockets) are imported once a command runs, so ``sbx --help`` is instant.
+"""
+
+import argparse
+import sys
+
+ENDPOINT_HELP = (
+    "daemon endpoint: unix:///path.sock, http://host:port or https://host:port "
+    "(default: $SANDBOX_ENDPOINT, else unix:///var/run/sandboxd/sandboxd.sock)"
+)
+
+
+def _label(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"label {text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _size(text):
+    return int(text) if text.isdigit() else text
+
+
+def _octal(text):
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"mode {text!r} is not octal") from None
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="sbx", description="Create and drive sandboxes served by sandboxd."
+    )
+    parser.add_argument("--endpoint", metavar="URL", help=ENDPOINT_HELP)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    create = commands.add_parser("create", help="create a sandbox, print its id")
+    create.add_argument("--profile", help="pool profile (default: the daemon's)")
+    create.add_argument("--template", help="template id to start from")
+    create.add_argument("--memory", type=_size, help="memory limit, e.g. 1g")
+    create.add_argument("--cpu", type=float, help="number of CPUs, e.g. 2")
+    create.add_argument("--storage", type=_size, help="writable storage, e.g. 1g")
+    create.add_argument(
+        "--ttl", type=int, help="seconds the sandbox outlives its last session"
+    )
+    create.add_argument(
+        "-l", "--label", dest="labels", type=_label, action="append", default=[],
+        metavar="KEY=VALUE", help="label (repeatable)",
+    )
+
+    ls = commands.add_parser("ls", help="list sandboxes")
+    ls.add_argument("--json", action="store_true", help="print the JSON list")
+    ls.add_argument(
+        "-l", "--label", dest="labels", type=_label, action="append", default=[],
+        metavar="KEY=VALUE", help="only sandboxes with this label (repeatable)",
+    )
+
+    rm = commands.add_parser("rm", help="destroy sandboxes")
+    rm.add_argument("ids", nargs="*", metavar="ID")
+    rm.add_argument("--all", action="store_true", help="destroy every sandbox")
+
+    execute = commands.add_parser(
+        "exec", help="run a command, stream its output, exit with its code"
+    )
+    execute.add_argument("--cwd", help="working directory (default /root)")
+    execute.add_argument(
+        "-e", "--env", type=_label, action="append", default=[], metavar="KEY=VALUE",
+        help="environment variable (repeatable)",
+    )
+    execute.add_argument("--timeout", type=float, help="kill it after SECONDS")
+    execute.add_argument("id", metavar="ID")
+    execute.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="CMD",
+        help='one string runs under /bin/sh -c ("ls -la | wc -l"); several are an argv',
+    )
+
+    fs = commands.add_parser("fs", help="files in a sandbox")
+    fs_commands = fs.add_subparsers(dest="fs_command", metavar="COMMAND", required=True)
+    read = fs_commands.add_parser("read", help="print a file to stdout")
+    read.add_argument("id", metavar="ID")
+    read.add_argument("path", metavar="PATH")
+    write = fs_commands.add_parser("write", help="write stdin to a file")
+    write.add_argument("id", metavar="ID")
+    write.add_argument("path", metavar="PATH")
+    write.add_argument("--mode", type=_octal, help="permission bits of a new file, e.g. 755")
+    write.add_argument("--append", action="store_true", help="append instead of replace")
+    fs_ls = fs_commands.add_parser("ls", help="list a directory")
+    fs_ls.add_argument("id", metavar="ID")
+    fs_ls.add_argument("path", metavar="PATH", nargs="?", default="/root")
+    fs_ls.add_argument("--json", action="store_true", help="print the JSON entries")
+
+    stats = commands.add_parser("stats", help="CPU, memory, network and PID stats")
+    stats.add_argument("id", metavar="ID")
+    stats.add_argument("--json", action="store_true", help="print the JSON object")
+
+    health = commands.add_parser("health", help="daemon health and pool status")
+    health.add_argument("--json", action="store_true", help="print the JSON object")
+    commands.add_parser("version", help="client and server version")
+    profiles = commands.add_parser("profiles", help="list pool profiles")
+    profiles.add_argument("--json", action="store_true", help="print the JSON list")
+    return parser
+
+
+def main(argv=None):
+    """
+    The ``sbx`` console script: exit 0 on success, 1 on an error (one line on
+    stderr), 2 on a usage error; ``exec`` exits with the command's status.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "exec" and not args.cmd:
+        parser.error("exec: the following arguments are required: CMD")
+    from sbx.commands import run
+
+    sys.exit(run(args))
+
+
+if __name__ == "__main__":
+    main()
