@@ -4,6 +4,7 @@
 
 import os
 
+import txaio
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.python import usage
@@ -43,6 +44,9 @@ def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
     config = options["loaded"]
+    # Autobahn logs every frame and connection at debug level; formatting
+    # those costs more than relaying the frame.
+    txaio.set_global_log_level("info")
     for directory in (config.server.data_dir, os.path.dirname(config.server.socket)):
         if directory:
             os.makedirs(directory, mode=0o750, exist_ok=True)
