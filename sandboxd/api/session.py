@@ -14,7 +14,6 @@ from autobahn.twisted.websocket import (
     WebSocketServerProtocol,
 )
 from autobahn.util import encode_truncate
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from agent import wire
@@ -43,8 +42,6 @@ class SandboxSession(WebSocketServerProtocol):
     """
     One client's session with one sandbox.
     """
-
-    log = Logger()
 
     def onConnect(self, request):
         sandbox_id = sandbox_id_from_path(request.path)
