@@ -21,6 +21,13 @@ POSIX_NAMES = frozenset(
         "ELOOP",
         "EINVAL",
         "EIO",
+        "ENOTEMPTY",
+        "EBUSY",
+        "EXDEV",
+        "ETXTBSY",
+        "EMFILE",
+        "EFBIG",
+        "EDQUOT",
     }
 )
 

@@ -33,6 +33,7 @@ WRITE_SPEC = {
     "append": (p.boolean, False),
 }
 PATH_SPEC = {"path": (p.path, p.REQUIRED)}
+LIST_SPEC = {"path": (p.path, p.REQUIRED), "depth": (p.positive, 1)}
 
 
 class _OpenFile:
@@ -146,7 +147,9 @@ async def write(agent, stream, args):
 async def list_dir(agent, stream, args):
     path = agent.resolve(args["path"])
     try:
-        entries = await asyncio.wrap_future(agent.executor.submit(_scan, path))
+        entries = await asyncio.wrap_future(
+            agent.executor.submit(_scan, path, args["depth"])
+        )
     except OSError as e:
         raise from_oserror(e, path)
     for start in range(0, len(entries), LIST_BATCH):
@@ -246,20 +249,39 @@ def _unlink_quietly(path):
         pass
 
 
-def _scan(path):
+def _scan(path, depth=1):
     """
-    The sorted entries of a directory (runs in a thread).
+    The entries of a directory and, down to ``depth`` levels, of its
+    subdirectories (symlinks are not followed), sorted by path (runs in a
+    thread).  Subdirectories that cannot be read are listed, not entered.
     """
-    entries = []
-    with os.scandir(path) as it:
+    found = []
+    _scan_into(path, depth, found, top=True)
+    found.sort(key=lambda item: item[0])
+    return [entry for _, entry in found]
+
+
+def _scan_into(path, depth, found, top=False):
+    try:
+        it = os.scandir(path)
+    except OSError:
+        if top:
+            raise
+        return
+    subdirs = []
+    with it:
         for entry in it:
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # removed while we listed
-            entries.append(_describe(entry.name, st))
-    entries.sort(key=lambda e: e["name"])
-    return entries
+            described = _describe(entry.name, st)
+            described["path"] = _text(entry.path)
+            found.append((entry.path.split("/"), described))
+            if depth > 1 and stat.S_ISDIR(st.st_mode):
+                subdirs.append(entry.path)
+    for subdir in subdirs:
+        _scan_into(subdir, depth - 1, found)
 
 
 def _describe(name, st):

@@ -2,7 +2,7 @@
 The request methods the agent serves, with their parameter specs.
 """
 
-from . import files, process
+from . import envops, files, fsops, process
 
 
 class Method:
@@ -31,6 +31,13 @@ METHODS = {
     "process.stream": Method(process.STREAM_SPEC, process.run_stream),
     "fs.read": Method(files.READ_SPEC, files.read),
     "fs.write": Method(files.WRITE_SPEC, files.write, takes_body=True),
-    "fs.list": Method(files.PATH_SPEC, files.list_dir),
+    "fs.list": Method(files.LIST_SPEC, files.list_dir),
     "fs.stat": Method(files.PATH_SPEC, files.stat_path, inline=True),
+    "fs.mkdir": Method(fsops.MKDIR_SPEC, fsops.mkdir, inline=True),
+    "fs.remove": Method(fsops.REMOVE_SPEC, fsops.remove),
+    "fs.rename": Method(fsops.RENAME_SPEC, fsops.rename),
+    "env.get": Method(envops.GET_SPEC, envops.get, inline=True),
+    "env.set": Method(envops.SET_SPEC, envops.set_, inline=True),
+    "env.delete": Method(envops.DELETE_SPEC, envops.delete, inline=True),
+    "env.list": Method(envops.LIST_SPEC, envops.list_, inline=True),
 }

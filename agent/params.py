@@ -86,6 +86,17 @@ def string_map(name, value):
     return value
 
 
+def string_list(name, value):
+    """
+    A list of strings.
+    """
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad_param(name, "must be a list of strings")
+    for item in value:
+        _no_nul(name, item)
+    return value
+
+
 def text_bytes(name, value):
     """
     A string, returned as its UTF-8 bytes.
@@ -123,6 +134,16 @@ def count(name, value):
         raise bad_param(name, "must be an integer")
     if value < 0:
         raise bad_param(name, "must be >= 0")
+    return value
+
+
+def positive(name, value):
+    """
+    An integer >= 1.
+    """
+    value = count(name, value)
+    if value < 1:
+        raise bad_param(name, "must be >= 1")
     return value
 
 

@@ -14,6 +14,7 @@ See docs/sdk.md.
 __version__ = "0.1.0"
 
 from sandbox._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint
+from sandbox._env import Environment
 from sandbox._fs import FileInfo, Filesystem
 from sandbox._process import ExecHandle, ExecResult, OutputEvent, Process
 from sandbox._sandbox import Sandbox, connect_sandbox, create_sandbox
@@ -41,6 +42,7 @@ __all__ = [
     "Sandbox",
     "Client",
     "Filesystem",
+    "Environment",
     "FileInfo",
     "Process",
     "ExecResult",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from agent import wire
 from agent.wire import FrameType
 from sandbox._session import _json
+from sandbox.errors import PathNotFoundError
 
 CHUNK_SIZE = wire.CHUNK_SIZE
 
@@ -128,11 +129,16 @@ class Filesystem:
                 elif frame.type is FrameType.RESULT:
                     return
 
-    async def list(self, path):
+    async def list(self, path, depth=1):
         """
-        The entries of the directory at ``path`` (sorted by name), as FileInfo.
+        The entries of the directory at ``path`` as FileInfo, sorted by path;
+        with ``depth`` > 1 also those of its subdirectories down to that many
+        levels (symlinks are not followed).
         """
-        stream = await self._session.open("fs.list", {"path": str(path)})
+        params = {"path": str(path)}
+        if depth != 1:
+            params["depth"] = int(depth)
+        stream = await self._session.open("fs.list", params)
         entries = []
         async with stream:
             while True:
@@ -149,6 +155,48 @@ class Filesystem:
         """
         result = await self._session.call("fs.stat", {"path": str(path)})
         return FileInfo.from_json(result, posixpath.dirname(str(path)))
+
+    async def exists(self, path):
+        """
+        Whether ``path`` exists (a dangling symlink does).
+        """
+        try:
+            await self.stat(path)
+        except PathNotFoundError:
+            return False
+        return True
+
+    async def mkdir(self, path, parents=False, mode=None):
+        """
+        Make the directory ``path`` (``parents=True``: with its parents, and
+        an existing directory is fine); return its absolute path.
+        """
+        params = {"path": str(path)}
+        if parents:
+            params["parents"] = True
+        if mode is not None:
+            params["mode"] = int(mode)
+        return (await self._session.call("fs.mkdir", params))["path"]
+
+    async def remove(self, path, recursive=False):
+        """
+        Remove a file, a symlink, an empty directory, or with
+        ``recursive=True`` a whole tree.
+        """
+        params = {"path": str(path)}
+        if recursive:
+            params["recursive"] = True
+        await self._session.call("fs.remove", params)
+
+    async def rename(self, src, dst, overwrite=True):
+        """
+        Move ``src`` to ``dst`` (across filesystems too); with
+        ``overwrite=False`` an existing ``dst`` raises FileError EEXIST.
+        """
+        params = {"src": str(src), "dst": str(dst)}
+        if not overwrite:
+            params["overwrite"] = False
+        await self._session.call("fs.rename", params)
 
 
 def _encode(item):

@@ -3,6 +3,7 @@
 ``connect_sandbox``.
 """
 
+from sandbox._env import Environment
 from sandbox._fs import Filesystem
 from sandbox._process import Process
 from sandbox._connect import open_session
@@ -12,7 +13,8 @@ from sandbox.client import Client
 class Sandbox:
     """
     A sandbox with an open WebSocket session.  ``id`` and ``info`` (the
-    daemon's JSON object) describe it; ``fs`` and ``process`` act in it.
+    daemon's JSON object) describe it; ``fs``, ``process`` and ``env`` act
+    in it.
     Calls may run concurrently: they share the session.
     """
 
@@ -24,6 +26,7 @@ class Sandbox:
         self._owns_client = owns_client
         self.fs = Filesystem(session)
         self.process = Process(session)
+        self.env = Environment(session)
 
     def __repr__(self):
         state = "closed" if self.closed else "open"
