@@ -2,7 +2,7 @@
 The request methods the agent serves, with their parameter specs.
 """
 
-from . import envops, files, fsops, process
+from . import envops, files, fsops, process, procctl
 
 
 class Method:
@@ -15,6 +15,7 @@ class Method:
     __slots__ = ("spec", "run", "inline", "takes_body")
 
     def __init__(self, spec, run, inline=False, takes_body=False):
+        # takes_body: a bool, or a function of the parsed args
         self.spec = spec
         self.run = run
         self.inline = inline
@@ -27,8 +28,16 @@ def ping(agent, args):
 
 METHODS = {
     "ping": Method({}, ping, inline=True),
-    "process.exec": Method(process.EXEC_SPEC, process.run_exec),
-    "process.stream": Method(process.STREAM_SPEC, process.run_stream),
+    "process.exec": Method(
+        process.EXEC_SPEC, process.run_exec, takes_body=process.stdin_streamed
+    ),
+    "process.stream": Method(
+        process.STREAM_SPEC, process.run_stream, takes_body=process.stdin_streamed
+    ),
+    "process.spawn": Method(process.SPAWN_SPEC, process.run_spawn, takes_body=True),
+    "process.signal": Method(procctl.SIGNAL_SPEC, procctl.send_signal, inline=True),
+    "process.resize": Method(procctl.RESIZE_SPEC, procctl.resize, inline=True),
+    "process.list": Method({}, procctl.list_processes, inline=True),
     "fs.read": Method(files.READ_SPEC, files.read),
     "fs.write": Method(files.WRITE_SPEC, files.write, takes_body=True),
     "fs.list": Method(files.LIST_SPEC, files.list_dir),

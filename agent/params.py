@@ -155,3 +155,37 @@ def file_mode(name, value):
     if value > 0o7777:
         raise bad_param(name, "must be at most 0o7777")
     return value
+
+
+def terminal_size(name, value):
+    """
+    ``{"cols": n, "rows": n}`` (1 .. 65535 each); the (cols, rows) pair.
+    """
+    if not isinstance(value, dict) or set(value) - {"cols", "rows"}:
+        raise bad_param(name, 'must be an object {"cols": n, "rows": n}')
+    size = []
+    for key, default in (("cols", 80), ("rows", 24)):
+        item = value.get(key, default)
+        if isinstance(item, bool) or not isinstance(item, int) or not 1 <= item <= 65535:
+            raise bad_param(name, f"{key} must be an integer from 1 to 65535")
+        size.append(item)
+    return tuple(size)
+
+
+def signal_number(name, value):
+    """
+    A signal: a number, or a name with or without "SIG" ("TERM", "SIGKILL").
+    """
+    import signal
+
+    if isinstance(value, str):
+        text = value.upper()
+        if not text.startswith("SIG"):
+            text = "SIG" + text
+        number = getattr(signal.Signals, text, None) if text.isidentifier() else None
+        if number is None:
+            raise bad_param(name, f"unknown signal {value!r}")
+        return int(number)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise bad_param(name, "must be a signal name or a number from 1 to 64")
+    return value

@@ -8,9 +8,12 @@ the pipe fills and the process blocks, nothing piles up in the agent.
 """
 
 import asyncio
+import fcntl
 import os
 import signal
+import struct
 import subprocess
+import termios
 
 from . import params as p
 from .errors import RequestError, from_oserror
@@ -32,7 +35,24 @@ STREAM_SPEC = {
     "timeout": (p.seconds, None),
     "stdin": (p.text_bytes, None),
 }
+STREAM_SPEC["stdin_stream"] = (p.boolean, False)
 EXEC_SPEC = dict(STREAM_SPEC, max_output=(p.count, DEFAULT_MAX_OUTPUT))
+SPAWN_SPEC = {
+    "cmd": (p.command, p.REQUIRED),
+    "cwd": (p.path, None),
+    "env": (p.string_map, None),
+    "timeout": (p.seconds, None),
+    "pty": (p.terminal_size, None),
+}
+#: The default TERM of a pty whose environment names none.
+DEFAULT_TERM = "xterm-256color"
+
+
+def stdin_streamed(args):
+    """
+    Whether the request's body (DATA on channel 0, then END) is the stdin.
+    """
+    return args.get("stdin_stream", True)
 
 
 async def run_exec(agent, stream, args):
@@ -41,6 +61,14 @@ async def run_exec(agent, stream, args):
 
 async def run_stream(agent, stream, args):
     return await Run(agent, stream, args, None, 0).wait()
+
+
+async def run_spawn(agent, stream, args):
+    """
+    process.spawn: stdin from the body, EVENT {"pid"} once started.
+    """
+    args = dict(args, stdin=None, stdin_stream=True)
+    return await Run(agent, stream, args, None, 0, announce=True).wait()
 
 
 class _Pipe:
@@ -64,8 +92,11 @@ class Run:
     One running command, from spawn to its RESULT.
     """
 
-    def __init__(self, agent, stream, args, cap, linger):
+    def __init__(self, agent, stream, args, cap, linger, announce=False):
         self._loop = asyncio.get_running_loop()
+        self._announce = announce
+        self._pump = None
+        self._master = None
         self._agent = agent
         self._stream = stream
         self._args = args
@@ -87,12 +118,45 @@ class Run:
         self._flush_timer = None
         self._done = self._loop.create_future()
 
+    @property
+    def pid(self):
+        return self._pid
+
+    @property
+    def has_pty(self):
+        return self._args.get("pty") is not None
+
+    def signal(self, signum, group=True):
+        """
+        Send ``signum`` to the process (its whole group with ``group``).
+        """
+        if self._completed or self._stopped:
+            raise ProcessLookupError(self._pid)
+        if group:
+            os.killpg(self._pid, signum)
+        else:
+            os.kill(self._pid, signum)
+
+    def resize(self, cols, rows):
+        """
+        Set the terminal size (the kernel sends SIGWINCH); False without a pty.
+        """
+        if self._master is None:
+            return False
+        _set_size(self._master, cols, rows)
+        return True
+
     async def wait(self):
         try:
             self._start()
+            self._agent.processes[self._pid] = self
+            if self._announce:
+                self._stream.send_event({"pid": self._pid})
             await self._done
         finally:
             self._stop()
+            if self._pid is not None and self._agent.processes.get(self._pid) is self:
+                del self._agent.processes[self._pid]
         self._flush()
         return {
             "exit_code": exit_code(self._status),
@@ -107,36 +171,66 @@ class Run:
         cwd = agent.resolve(args["cwd"]) if args["cwd"] else agent.cwd
         env = {**agent.env, **args["env"]} if args["env"] else agent.env
         stdin_data = args["stdin"]
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        child_ends = [out_w, err_w]
-        if stdin_data is None:
-            stdin, stdin_w = agent.devnull, None
+        streamed = args.get("stdin_stream")
+        if streamed and stdin_data is not None:
+            raise RequestError(Code.BAD_PARAMS, "stdin and stdin_stream exclude each other")
+        size = args.get("pty")
+        if size is not None:
+            self._start_pty(args["cmd"], cwd, env, size)
         else:
-            stdin, stdin_w = os.pipe2(os.O_CLOEXEC)
-            child_ends.append(stdin)
-        try:
-            self._pid = _spawn(args["cmd"], cwd, env, stdin, out_w, err_w)
-        except BaseException:
-            for fd in (out_r, err_r, stdin_w):
-                if fd is not None:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            child_ends = [out_w, err_w]
+            if stdin_data is None and not streamed:
+                stdin, stdin_w = agent.devnull, None
+            else:
+                stdin, stdin_w = os.pipe2(os.O_CLOEXEC)
+                child_ends.append(stdin)
+            try:
+                self._pid = _spawn(args["cmd"], cwd, env, stdin, out_w, err_w)
+            except BaseException:
+                for fd in (out_r, err_r, stdin_w):
+                    if fd is not None:
+                        os.close(fd)
+                raise
+            finally:
+                for fd in child_ends:
                     os.close(fd)
-            raise
-        finally:
-            for fd in child_ends:
-                os.close(fd)
-        self._pipes = (
-            _Pipe(out_r, CHANNEL_STDOUT, self._cap),
-            _Pipe(err_r, CHANNEL_STDERR, self._cap),
-        )
+            self._pipes = (
+                _Pipe(out_r, CHANNEL_STDOUT, self._cap),
+                _Pipe(err_r, CHANNEL_STDERR, self._cap),
+            )
         for pipe in self._pipes:
             os.set_blocking(pipe.fd, False)
+        if size is not None:
+            stdin_w = os.dup(self._master)
+            stdin_data = None
         agent.reaper.watch(self._pid, self._on_exit)
         if args["timeout"] is not None:
             self._timer = self._loop.call_later(args["timeout"], self._on_timeout)
-        if stdin_w is not None:
+        if streamed:
+            self._pump = self._loop.create_task(
+                _pump_stdin(self._loop, self._stream, stdin_w)
+            )
+        elif stdin_w is not None:
             self._stdin = _StdinFeeder(self._loop, stdin_w, stdin_data)
         self._update_readers()
+
+    def _start_pty(self, argv, cwd, env, size):
+        master, slave = os.openpty()
+        os.set_inheritable(master, False)
+        try:
+            _set_size(master, *size)
+            if "TERM" not in env:
+                env = dict(env, TERM=DEFAULT_TERM)
+            self._pid = _spawn(argv, cwd, env, slave, slave, slave, _take_terminal)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+        self._master = master
+        self._pipes = (_Pipe(master, CHANNEL_STDOUT, self._cap),)
 
     def _stop(self):
         """
@@ -151,6 +245,9 @@ class Run:
             self._close_pipe(pipe)
         if self._stdin is not None:
             self._stdin.close()
+        if self._pump is not None:
+            self._pump.cancel()
+        self._master = None  # closed with its pipe
         if self._pid is not None and not self._completed:
             self._kill()
 
@@ -238,6 +335,8 @@ class Run:
         self._update_readers()
 
     def _close_pipe(self, pipe):
+        if pipe.fd == self._master and not pipe.eof:
+            self._master = None
         if pipe.reading:
             self._loop.remove_reader(pipe.fd)
             pipe.reading = False
@@ -308,7 +407,55 @@ class _StdinFeeder:
         self._fd = None
 
 
-def _spawn(argv, cwd, env, stdin, stdout, stderr):
+async def _pump_stdin(loop, stream, fd):
+    """
+    Write the request's body to the child's stdin as it arrives, granting
+    credit back only once written (so a child that does not read slows the
+    client down); close stdin at END.  Once the child stops reading (EPIPE,
+    EIO) the rest is consumed and dropped.
+    """
+    inbox = stream.inbox
+    broken = False
+    try:
+        os.set_blocking(fd, False)
+        while (chunks := await inbox.get()) is not None:
+            count = 0
+            for chunk in chunks:
+                count += len(chunk)
+                view = memoryview(chunk)
+                while view and not broken:
+                    try:
+                        view = view[os.write(fd, view) :]
+                    except BlockingIOError:
+                        await _writable(loop, fd)
+                    except OSError:
+                        broken = True
+            stream.consumed(count)
+    finally:
+        os.close(fd)
+
+
+async def _writable(loop, fd):
+    waiter = loop.create_future()
+    loop.add_writer(fd, lambda: waiter.done() or waiter.set_result(None))
+    try:
+        await waiter
+    finally:
+        loop.remove_writer(fd)
+
+
+def _set_size(fd, cols, rows):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _take_terminal():
+    """
+    In the child, after setsid: make the pty on stdin the controlling terminal.
+    """
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _spawn(argv, cwd, env, stdin, stdout, stderr, preexec=None):
     """
     Start ``argv`` in a new session (vfork + exec); its pid.
     """
@@ -321,6 +468,7 @@ def _spawn(argv, cwd, env, stdin, stdout, stderr):
             cwd=cwd,
             env=env,
             start_new_session=True,
+            preexec_fn=preexec,
         )
     except OSError as e:
         raise from_oserror(e, e.filename if e.filename is not None else argv[0])

@@ -40,6 +40,8 @@ class Agent:
         )
         self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self.connections = set()
+        #: The running processes by pid (for process.signal and process.resize).
+        self.processes = {}
 
     def resolve(self, path):
         """
@@ -233,7 +235,8 @@ class Connection(asyncio.Protocol):
             self.write(_error_frame(sid, e))
             return
         stream = Stream(self, sid)
-        if method.takes_body:
+        takes_body = method.takes_body
+        if takes_body is True or (callable(takes_body) and takes_body(args)):
             stream.open_inbox()
         self.streams[sid] = stream
         stream.task = self._loop.create_task(self._serve(stream, method, args))

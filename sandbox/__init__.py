@@ -17,6 +17,7 @@ from sandbox._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint
 from sandbox._env import Environment
 from sandbox._fs import FileInfo, Filesystem
 from sandbox._process import ExecHandle, ExecResult, OutputEvent, Process
+from sandbox._spawn import ProcessExitedError, SpawnedProcess
 from sandbox._sandbox import Sandbox, connect_sandbox, create_sandbox
 from sandbox.client import Client
 from sandbox.errors import (
@@ -48,6 +49,8 @@ __all__ = [
     "ExecResult",
     "ExecHandle",
     "OutputEvent",
+    "SpawnedProcess",
+    "ProcessExitedError",
     "Endpoint",
     "parse_endpoint",
     "DEFAULT_ENDPOINT",

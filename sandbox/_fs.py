@@ -85,10 +85,7 @@ class Filesystem:
             params["append"] = True
         stream = await self._session.open("fs.write", params)
         async with stream:
-            async for chunk in _chunks(data):
-                await stream.send_data(chunk)
-            await stream.end()
-            result = await stream.result()
+            result = await send_then_result(stream, data)
         return result.get("size")
 
     async def read(self, path, offset=0, length=None):
@@ -197,6 +194,38 @@ class Filesystem:
         if not overwrite:
             params["overwrite"] = False
         await self._session.call("fs.rename", params)
+
+
+async def send_then_result(stream, data):
+    """
+    Send ``data`` as the body of ``stream`` then END, while watching for
+    the stream's end: an ERROR, or the session's loss, raises at once even
+    when the data source is slow to produce.  The RESULT's JSON.
+    """
+    import asyncio
+
+    from sandbox._spawn import send_body
+
+    async def pump():
+        async for chunk in _chunks(data):
+            if not await send_body(stream, chunk):
+                return
+        if not stream.finished:
+            await stream.session.send(wire.end(stream.id))
+
+    result = asyncio.ensure_future(stream.result())
+    sending = asyncio.ensure_future(pump())
+    try:
+        await asyncio.wait({result, sending}, return_when=asyncio.FIRST_COMPLETED)
+        if sending.done():
+            sending.result()  # a failing data source raises here
+        return await result
+    finally:
+        for task in (sending, result):
+            if not task.done():
+                task.cancel()
+        if sending.done() and not sending.cancelled():
+            sending.exception()  # retrieved: the stream's error is the one raised
 
 
 def _encode(item):

@@ -57,7 +57,8 @@ class OutputEvent:
 
 def command_params(cmd, cwd=None, env=None, timeout=None, stdin=None, max_output=None):
     """
-    The REQUEST params of process.exec / process.stream, checked.
+    The REQUEST params of process.exec / process.stream, checked.  ``stdin``
+    is sent as the body: ``stdin_stream`` is set when it is given.
     """
     if isinstance(cmd, (list, tuple)):
         if not cmd or not all(isinstance(a, str) for a in cmd):
@@ -73,9 +74,7 @@ def command_params(cmd, cwd=None, env=None, timeout=None, stdin=None, max_output
     if timeout is not None:
         params["timeout"] = timeout
     if stdin is not None:
-        if isinstance(stdin, (bytes, bytearray, memoryview)):
-            stdin = bytes(stdin).decode("utf-8")
-        params["stdin"] = stdin
+        params["stdin_stream"] = True
     if max_output is not None:
         params["max_output"] = int(max_output)
     return params
@@ -93,13 +92,15 @@ class Process:
         """
         Run ``cmd`` (a string for ``/bin/sh -c``, or an argv list) to
         completion and return an ExecResult.  ``timeout`` (seconds) is
-        enforced by the agent, which kills the process group.
+        enforced by the agent, which kills the process group.  ``stdin``:
+        str, bytes, a file object or a (sync or async) iterable of bytes,
+        streamed to the process while it runs, then closed.
         """
         params = command_params(cmd, cwd, env, timeout, stdin, max_output)
         stream = await self._session.open("process.exec", params)
         out = []
         err = []
-        async with stream:
+        async with stream, _feeding(stream, stdin):
             while True:
                 frame = await stream.next()
                 kind = frame.type
@@ -133,7 +134,35 @@ class Process:
         """
         params = command_params(cmd, cwd, env, timeout, stdin)
         stream = await self._session.open("process.stream", params)
-        return ExecHandle(stream)
+        handle = ExecHandle(stream)
+        if stdin is not None:
+            handle._feeder = _feed(stream, stdin)
+        return handle
+
+    async def spawn(self, cmd, cwd=None, env=None, timeout=None):
+        """
+        Start ``cmd`` and return a SpawnedProcess at once: write its stdin,
+        close it, signal it, read its output, wait for it.  Several may run
+        at once.  It is killed when the session ends.
+        """
+        from sandbox import _spawn
+
+        params = command_params(cmd, cwd, env, timeout)
+        return await _spawn.start(self._session, params)
+
+    async def pty(self, cmd=None, cols=80, rows=24, cwd=None, env=None):
+        """
+        Start ``cmd`` (default: an interactive bash) on a terminal of
+        ``cols`` x ``rows``; a SpawnedProcess whose output (stdout and
+        stderr together, as the terminal shows them) comes as "stdout"
+        events, whose ``write`` types into the terminal and whose
+        ``resize`` changes its size.
+        """
+        from sandbox import _spawn
+
+        params = command_params(cmd or ["/bin/bash", "-i"], cwd, env)
+        params["pty"] = {"cols": int(cols), "rows": int(rows)}
+        return await _spawn.start(self._session, params)
 
 
 class ExecHandle:
@@ -147,6 +176,7 @@ class ExecHandle:
 
     def __init__(self, stream):
         self._stream = stream
+        self._feeder = None
         self._lock = asyncio.Lock()
         self._grant = 0
         self._result = None
@@ -173,6 +203,8 @@ class ExecHandle:
     async def __aexit__(self, *exc_info):
         if not self.done:
             await self.cancel()
+        if self._feeder is not None:
+            self._feeder.cancel()
 
     async def _next_event(self):
         async with self._lock:
@@ -244,3 +276,43 @@ class ExecHandle:
                 pass
         except SandboxError:
             pass
+
+
+def _feed(stream, stdin):
+    """
+    A task sending ``stdin`` as the body of ``stream``, then END.
+    """
+    from sandbox._fs import _chunks
+    from sandbox._spawn import send_body
+
+    async def feed():
+        try:
+            async for chunk in _chunks(stdin):
+                if not await send_body(stream, chunk):
+                    return
+            if not stream.finished:
+                await stream.session.send(wire.end(stream.id))
+        except SandboxError:
+            pass  # the stream's own reader reports the failure
+
+    return asyncio.get_running_loop().create_task(feed())
+
+
+class _feeding:
+    """
+    ``async with _feeding(stream, stdin)``: feed stdin in the background
+    while the body reads the output; stop feeding on the way out.
+    """
+
+    def __init__(self, stream, stdin):
+        self._stream = stream
+        self._stdin = stdin
+        self._task = None
+
+    async def __aenter__(self):
+        if self._stdin is not None:
+            self._task = _feed(self._stream, self._stdin)
+
+    async def __aexit__(self, *exc_info):
+        if self._task is not None and not self._task.done():
+            self._task.cancel()

@@ -73,14 +73,15 @@ class InvalidRequestError(SandboxError):
     """
     The request was refused as malformed or beyond a limit: ``INVALID_BODY``,
     ``INVALID_FIELD``, ``LIMIT_EXCEEDED``, ``METHOD_NOT_ALLOWED``,
-    ``BAD_PARAMS``, ``UNKNOWN_METHOD``.
+    ``BAD_PARAMS``, ``UNKNOWN_METHOD``, ``ENOTTY`` (resizing a process
+    without a pty).
     """
 
 
 class NotFoundError(SandboxError):
     """
     ``SANDBOX_NOT_FOUND``, ``UNKNOWN_PROFILE``, ``NOT_FOUND`` (no such route),
-    and ``ENOENT`` (see PathNotFoundError).
+    ``ESRCH`` (no such process), and ``ENOENT`` (see PathNotFoundError).
     """
 
 
@@ -172,6 +173,8 @@ _BY_CODE = {
     "TIMEOUT": SandboxTimeoutError,
     "CANCELLED": RequestCancelledError,
     "ENOENT": PathNotFoundError,
+    "ESRCH": NotFoundError,
+    "ENOTTY": InvalidRequestError,
 }
 _BY_STATUS = {400: InvalidRequestError, 404: NotFoundError, 405: InvalidRequestError}
 

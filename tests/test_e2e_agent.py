@@ -196,3 +196,174 @@ class EnvTests(AgentE2ETestCase):
             self.assertEqual((await sbx.process.exec_("echo x${TARGET}x")).stdout, "xx\n")
 
         self.scenario(body)
+
+
+class ProcessTests(AgentE2ETestCase):
+    """
+    exec with streamed stdin, spawn, pty, concurrency and kills in a real
+    sandbox.
+    """
+
+    def test_exec_stdin_bytes(self):
+        """
+        exec's stdin takes binary bytes and iterables, streamed while the
+        command runs.
+        """
+
+        async def body(sbx):
+            blob = bytes(range(256)) * 40000
+            result = await sbx.process.exec_("sha256sum", stdin=blob)
+            import hashlib
+
+            self.assertEqual(result.stdout.split()[0], hashlib.sha256(blob).hexdigest())
+            result = await sbx.process.exec_("cat", stdin=(b"%d\n" % i for i in range(3)))
+            self.assertEqual(result.stdout, "0\n1\n2\n")
+            handle = await sbx.process.stream_exec("tr a-z A-Z", stdin="shout")
+            self.assertEqual("".join([e.data async for e in handle]), "SHOUT")
+
+        self.scenario(body)
+
+    def test_spawn_stdin_signal_wait(self):
+        """
+        Two spawned processes take stdin and answer while running; one is
+        TERMed, the other ends at end of input.
+        """
+
+        async def body(sbx):
+            cat = await sbx.process.spawn(["cat"])
+            sleeper = await sbx.process.spawn("echo ready; sleep 100")
+            self.assertNotEqual(cat.pid, sleeper.pid)
+            await cat.write("ping\n")
+            event = await cat.__anext__()
+            self.assertEqual((event.channel, event.data), ("stdout", "ping\n"))
+            self.assertEqual((await sleeper.__anext__()).data, "ready\n")
+            await sleeper.signal("TERM")
+            self.assertEqual(await sleeper.exit_code(), 143)
+            await cat.write(b"bytes\xff\n")
+            await cat.close_stdin()
+            self.assertEqual([e.raw async for e in cat], [b"bytes\xff\n"])
+            self.assertEqual(await cat.exit_code(), 0)
+
+        self.scenario(body)
+
+    def test_spawn_output_bounded_while_unread(self):
+        """
+        A process writing 64 MiB nobody reads is held back by the window
+        (it does not finish); reading lets it complete with every byte.
+        """
+
+        async def body(sbx):
+            proc = await sbx.process.spawn("head -c 67108864 /dev/zero; echo finished >&2")
+            await asyncio.sleep(1)
+            self.assertFalse(proc.done)
+            alive = (await sbx.process.exec_("test -d /proc/%d && echo alive" % proc.pid)).stdout
+            self.assertEqual(alive, "alive\n")
+            total = 0
+            errs = ""
+            async for event in proc:
+                if event.channel == "stdout":
+                    total += len(event.raw)
+                else:
+                    errs += event.data
+            self.assertEqual((total, errs), (64 << 20, "finished\n"))
+
+        self.scenario(body)
+
+    def test_pty(self):
+        """
+        A pty shell sees its size and the resize; typed input runs.
+        """
+
+        async def body(sbx):
+            term = await sbx.process.pty(cols=91, rows=17)
+            await term.write("stty size; echo TERM=$TERM\n")
+            seen = ""
+            async for event in term:
+                seen += event.data
+                if "TERM=xterm-256color" in seen:
+                    break
+            self.assertIn("17 91", seen)
+            await term.resize(120, 33)
+            await term.write("stty size; exit 3\n")
+            seen = "".join([e.data async for e in term])
+            self.assertIn("33 120", seen)
+            self.assertEqual(await term.exit_code(), 3)
+
+        self.scenario(body)
+
+    def test_concurrent_execs_and_reads(self):
+        """
+        20 concurrent 1-second execs finish in about the time of one; a
+        long exec does not delay an fs.read.
+        """
+
+        async def body(sbx):
+            loop = asyncio.get_running_loop()
+            await sbx.fs.write("/root/small", "x")
+            start = loop.time()
+            results = await asyncio.gather(*(sbx.process.exec_(f"sleep 1; echo {i}") for i in range(20)))
+            elapsed = loop.time() - start
+            self.assertEqual([r.stdout for r in results], [f"{i}\n" for i in range(20)])
+            self.assertLess(elapsed, 3.0)
+            long = asyncio.ensure_future(sbx.process.exec_("sleep 3"))
+            await asyncio.sleep(0.2)
+            start = loop.time()
+            self.assertEqual(await sbx.fs.read("/root/small"), b"x")
+            self.assertLess(loop.time() - start, 0.5)
+            self.assertFalse(long.done())
+            long.cancel()
+
+        self.scenario(body)
+
+    def test_timeout_kills_fork_tree(self):
+        """
+        On timeout the whole tree dies, including a double-forked child.
+        """
+
+        async def body(sbx):
+            result = await sbx.process.exec_("(sleep 300 &) ; sleep 300 & sleep 300", timeout=0.5)
+            self.assertTrue(result.timed_out)
+            await asyncio.sleep(0.2)
+            left = await sbx.process.exec_("pgrep -x sleep || true")
+            self.assertEqual(left.stdout, "")
+
+        self.scenario(body)
+
+
+class LossTests(AgentE2ETestCase):
+    """
+    A sandbox dying mid-call.
+    """
+
+    def test_agent_killed(self):
+        """
+        When the agent dies, pending calls of every kind fail with
+        SandboxUnavailableError within a second.
+        """
+        from sandbox import SandboxUnavailableError
+
+        async def body(sbx):
+            loop = asyncio.get_running_loop()
+            pending = [
+                asyncio.ensure_future(sbx.process.exec_("sleep 30")),
+                asyncio.ensure_future(sbx.fs.write("/root/f", _slow_chunks())),
+            ]
+            proc = await sbx.process.spawn(["cat"])
+            pending.append(asyncio.ensure_future(proc.wait()))
+            await asyncio.sleep(0.3)
+            # The agent server is PID 1's child; kill PID 1 (the container ends).
+            start = loop.time()
+            killer = sbx.process.exec_("kill -9 $(cat /proc/1/task/1/children | cut -d' ' -f1)")
+            pending.append(asyncio.ensure_future(killer))
+            for call in pending:
+                with self.assertRaises(SandboxUnavailableError):
+                    await asyncio.wait_for(call, 5)
+            self.assertLess(loop.time() - start, 1.0)
+
+        self.scenario(body)
+
+
+async def _slow_chunks():
+    while True:
+        yield b"x" * 1024
+        await asyncio.sleep(0.05)

@@ -467,7 +467,7 @@ class SessionTests(FakeDaemonTestCase):
                          ("hello\n", "", 0, True))
         self.assertEqual(self.daemon.exec_params[0], {
             "cmd": "echo hello", "cwd": "/tmp", "env": {"A": "1"}, "timeout": 5,
-            "stdin": "in"})
+            "stdin_stream": True})
         self.assertEqual(self.daemon.exec_params[1]["cmd"], ["exit", "3"])
         self.assertEqual(failed.exit_code, 3)
         self.assertEqual((unknown.exit_code, unknown.stderr),
