@@ -9,7 +9,7 @@ from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
 
 from agent import wire
-from sandboxd.pool import WarmPool
+from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
 from sandboxd.runtimes.interface import SandboxSpec
 from sandboxd.sandbox import Sandbox, State
@@ -47,16 +47,9 @@ class SandboxManager:
         self.profiles = dict(config.profiles)
         self._sandboxes = {}
         self._removals = set()
-        self.pools = {
-            name: WarmPool(
-                profile,
-                self._bootWarm,
-                self._discard,
-                reactor,
-                target=config.pool.min_base,
-            )
-            for name, profile in self.profiles.items()
-        }
+        self.pools = PoolSet(
+            self.profiles, config.pool, self._bootWarm, self._discard, reactor
+        )
         self.started = reactor.seconds()
 
     # Life of the daemon
@@ -68,8 +61,7 @@ class SandboxManager:
         """
         await self._runtime.prepare({p.runtime for p in self.profiles.values()})
         await self._removeOrphans()
-        for pool in self.pools.values():
-            pool.start()
+        self.pools.start()
 
     async def _removeOrphans(self):
         owned = await self._runtime.list_owned()
@@ -89,9 +81,8 @@ class SandboxManager:
         """
         Destroy every sandbox, warm and running, and wait for the engine.
         """
-        for pool in self.pools.values():
-            for sandbox in pool.stop():
-                self._discard(sandbox)
+        for sandbox in self.pools.stop():
+            self._discard(sandbox)
         for sandbox in list(self._sandboxes.values()):
             self.destroy(sandbox.id)
         while self._removals:
@@ -145,7 +136,7 @@ class SandboxManager:
         )
         sandbox = None
         if shape == (chosen.memory, chosen.cpu, chosen.storage):
-            sandbox = self.pools[name].claim()
+            sandbox = self.pools.claim(name)
         if sandbox is None:
             sandbox = self._newSandbox(chosen, *shape)
             self._sandboxes[sandbox.id] = sandbox
@@ -276,5 +267,5 @@ class SandboxManager:
     def health(self):
         return {
             "sandboxes": len(self._sandboxes),
-            "pool": {name: pool.status() for name, pool in self.pools.items()},
+            "pool": self.pools.status(),
         }

@@ -5,7 +5,7 @@ handed out without touching the container engine.
 
 from collections import deque
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
 
@@ -17,18 +17,31 @@ class WarmPool:
     refill boots sandboxes in the background through ``boot`` (a callable
     returning a Deferred of a ready Sandbox), at most ``parallel`` at a time.
     A boot that fails backs off before the next try so a broken engine or a
-    missing image is not hammered.
+    missing image is not hammered.  ``limiter`` (a DeferredSemaphore shared
+    by every pool) bounds the boots of all pools together.
+
+    ``flush()`` replaces every warm sandbox: the ready ones are discarded and
+    boots already under way when it was called are discarded when they end.
+    ``checkHealth()`` pings the ready ones; one that is disconnected, or
+    misses ``STRIKES`` pings in a row, is discarded and replaced.
     """
+
+    STRIKES = 2
 
     log = Logger()
 
-    def __init__(self, profile, boot, discard, clock, target, parallel=2):
+    def __init__(
+        self, profile, boot, discard, clock, target, parallel=2, limiter=None
+    ):
         self.profile = profile
         self.target = target
         self._boot = boot
         self._discard = discard
         self._clock = clock
         self._parallel = parallel
+        self._limiter = limiter
+        self._generation = 0
+        self._strikes = {}
         self._ready = deque()
         self._starting = 0
         self._stopped = True
@@ -37,6 +50,7 @@ class WarmPool:
         self.hits = 0
         self.misses = 0
         self.failures = 0
+        self.replaced = 0
         self.last_error = None
 
     @property
@@ -77,10 +91,70 @@ class WarmPool:
         return None
 
     def resize(self, target):
+        """
+        Set the target and discard ready sandboxes above it at once.
+        """
         self.target = target
-        while len(self._ready) > target:
+        self.shrink()
+
+    def setTarget(self, target):
+        """
+        Set the target; a lower one takes effect at the next ``shrink()``.
+        """
+        self.target = target
+        self.refill()
+
+    def shrink(self):
+        while len(self._ready) > self.target:
             self._discard(self._ready.pop())
         self.refill()
+
+    def flush(self):
+        """
+        Replace every warm sandbox (after an image rebuild, say).
+        """
+        self._generation += 1
+        ready, self._ready = list(self._ready), deque()
+        for sandbox in ready:
+            self._discard(sandbox)
+        self.refill()
+        return len(ready)
+
+    async def checkHealth(self, timeout):
+        """
+        Ping every ready sandbox; discard the dead and the repeatedly slow.
+        Return how many were replaced.
+        """
+        ready = list(self._ready)
+        answers = await gatherResults(
+            [
+                s.connection.ping(timeout) if s.connection is not None else succeed(False)
+                for s in ready
+            ],
+            consumeErrors=True,
+        )
+        replaced = 0
+        for sandbox, alive in zip(ready, answers):
+            if alive:
+                self._strikes.pop(sandbox.id, None)
+                continue
+            strikes = self._strikes.get(sandbox.id, 0) + 1
+            dead = sandbox.connection is None or not sandbox.connection.connected
+            if dead or strikes >= self.STRIKES:
+                self._strikes.pop(sandbox.id, None)
+                if self.remove(sandbox):
+                    self.log.warn(
+                        "warm pool {profile}: replacing {sandbox} ({why})",
+                        profile=self.profile.name,
+                        sandbox=sandbox.id,
+                        why="agent gone" if dead else "too slow to answer",
+                    )
+                    self._discard(sandbox)
+                    replaced += 1
+            else:
+                self._strikes[sandbox.id] = strikes
+        self.replaced += replaced
+        return replaced
 
     def remove(self, sandbox):
         """
@@ -114,8 +188,15 @@ class WarmPool:
             )
 
     async def _bootOne(self):
+        generation = self._generation
         try:
-            sandbox = await self._boot(self.profile)
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            try:
+                sandbox = await self._boot(self.profile)
+            finally:
+                if self._limiter is not None:
+                    self._limiter.release()
         except Exception as e:
             self._starting -= 1
             self.failures += 1
@@ -133,7 +214,8 @@ class WarmPool:
         self._starting -= 1
         self._backoff = 0.0
         self.last_error = None
-        if self._stopped or len(self._ready) >= self.target:
+        stale = generation != self._generation
+        if self._stopped or stale or len(self._ready) >= self.target:
             self._discard(sandbox)
         else:
             self._ready.append(sandbox)
@@ -149,5 +231,6 @@ class WarmPool:
             "misses": self.misses,
             "hit_rate": (self.hits / total) if total else None,
             "failures": self.failures,
+            "replaced": self.replaced,
             "last_error": self.last_error,
         }

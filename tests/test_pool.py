@@ -448,6 +448,7 @@ class StatusTests(PoolTestCase):
                 "misses": 0,
                 "hit_rate": None,
                 "failures": 0,
+                "replaced": 0,
                 "last_error": None,
             },
         )

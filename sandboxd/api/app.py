@@ -6,11 +6,17 @@ import json
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
+from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
 
 from sandboxd import __version__
 from sandboxd.api.errors import ApiError, error_body
-from sandboxd.api.requests import parse_create, parse_label_filter, read_json_object
+from sandboxd.api.requests import (
+    parse_create,
+    parse_label_filter,
+    parse_pool_count,
+    read_json_object,
+)
 from sandboxd.api.session import SessionFactory
 from sandboxd.manager import AtCapacity, UnknownProfile
 from sandboxd.runtimes.interface import RuntimeFailure
@@ -115,6 +121,41 @@ class SandboxAPI:
     def session(self, request, sandbox_id):
         self._sandbox(sandbox_id)
         return self._sessions
+
+    # Pools (admin: the Unix socket only)
+
+    def _admin(self, request):
+        if not isinstance(request.getHost(), UNIXAddress):
+            raise ApiError(
+                403, "ADMIN_ONLY", "pool administration is served on the Unix socket only"
+            )
+
+    def _pool(self, profile):
+        if profile not in self._manager.pools.pools:
+            raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {profile!r}")
+
+    @app.route("/pools", methods=["GET"])
+    def pools(self, request):
+        self._admin(request)
+        return _json(request, self._manager.pools.status())
+
+    @app.route("/pools/<profile>", methods=["PUT"])
+    def resizePool(self, request, profile):
+        self._admin(request)
+        self._pool(profile)
+        body = read_json_object(request)
+        count = parse_pool_count(body, self._config.pool.max_warm)
+        self._manager.pools.resize(profile, count)
+        return _json(request, self._manager.pools.status()[profile])
+
+    @app.route("/pools/<profile>/flush", methods=["POST"])
+    def flushPool(self, request, profile):
+        self._admin(request)
+        self._pool(profile)
+        flushed = self._manager.pools.flush(profile)
+        status = self._manager.pools.status()[profile]
+        status["flushed"] = flushed
+        return _json(request, status)
 
     # Profiles and health
 

@@ -33,5 +33,5 @@ def limit_exceeded(name, value, limit, limit_name):
     return ApiError(
         400,
         "LIMIT_EXCEEDED",
-        f"{name} {value} exceeds limits.{limit_name} ({limit})",
+        f"{name} {value} exceeds {limit_name} ({limit})",
     )

@@ -61,7 +61,9 @@ def parse_create(body, limits):
         raise invalid_field("template", "templates are not available yet")
     memory = _optional_size(body, "memory")
     if memory is not None and memory > limits.max_memory:
-        raise limit_exceeded("memory", body["memory"], limits.max_memory, "max_memory")
+        raise limit_exceeded(
+            "memory", body["memory"], limits.max_memory, "limits.max_memory"
+        )
     storage = _optional_size(body, "storage")
     cpu = body.get("cpu")
     if cpu is not None:
@@ -69,14 +71,14 @@ def parse_create(body, limits):
             raise invalid_field("cpu", "must be a positive number of CPUs")
         cpu = float(cpu)
         if cpu > limits.max_cpu:
-            raise limit_exceeded("cpu", cpu, limits.max_cpu, "max_cpu")
+            raise limit_exceeded("cpu", cpu, limits.max_cpu, "limits.max_cpu")
     ttl = body.get("ttl")
     if ttl is None:
         ttl = 0
     elif isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
         raise invalid_field("ttl", "must be a whole number of seconds >= 0")
     elif ttl > limits.max_ttl:
-        raise limit_exceeded("ttl", ttl, limits.max_ttl, "max_ttl")
+        raise limit_exceeded("ttl", ttl, limits.max_ttl, "limits.max_ttl")
     return CreateRequest(
         profile=profile,
         template=template,
@@ -86,6 +88,26 @@ def parse_create(body, limits):
         ttl=ttl,
         labels=_labels(body.get("labels")),
     )
+
+
+def parse_pool_count(body, max_warm):
+    """
+    The ``count`` of a PUT /pools/{profile} body: an integer from 0 to
+    ``pool.max_warm``, or null to return the pool to automatic sizing.
+    """
+    unknown = sorted(set(body) - {"count"})
+    if unknown:
+        raise invalid_field(unknown[0], "unknown field")
+    if "count" not in body:
+        raise invalid_field("count", "required (an integer, or null for automatic)")
+    count = body["count"]
+    if count is None:
+        return None
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise invalid_field("count", "must be a whole number >= 0, or null")
+    if count > max_warm:
+        raise limit_exceeded("count", count, max_warm, "pool.max_warm")
+    return count
 
 
 def parse_label_filter(values):

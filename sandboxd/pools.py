@@ -1,0 +1,149 @@
+"""
+The warm pools of every profile, sized together.
+
+``PoolSet`` owns one WarmPool per profile, records demand, and on every
+claim and every ``pool.health_interval`` recomputes the targets with
+``sandboxd.poolplan``; on the interval it also shrinks pools above their
+target and pings every warm sandbox.
+"""
+
+from twisted.internet.defer import Deferred, DeferredSemaphore
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from sandboxd.pool import WarmPool
+from sandboxd.poolplan import Autoscaler, DemandTracker, plan_targets
+
+#: Sandboxes booting at once, all pools together.
+MAX_PARALLEL_BOOTS = 3
+
+
+class UnknownPool(KeyError):
+    """
+    No pool has this profile name.
+    """
+
+
+class PoolSet:
+    """
+    Warm pools sized by demand, misses, floors, ceilings and operators.
+    """
+
+    log = Logger()
+
+    def __init__(self, profiles, pool_config, boot, discard, clock):
+        self._config = pool_config
+        self._clock = clock
+        self._limiter = DeferredSemaphore(MAX_PARALLEL_BOOTS)
+        self._demand = DemandTracker(pool_config.rebalance_window)
+        self._autoscaler = Autoscaler(cap=pool_config.max_warm)
+        self._pinned = {}
+        self.pools = {
+            name: WarmPool(
+                profile,
+                boot,
+                discard,
+                clock,
+                target=0,
+                parallel=2,
+                limiter=self._limiter,
+            )
+            for name, profile in profiles.items()
+        }
+        self._ticker = None
+        self._checking = None
+        self.rebalance()
+
+    def __getitem__(self, name):
+        return self.pools[name]
+
+    def start(self):
+        for pool in self.pools.values():
+            pool.start()
+        self._ticker = LoopingCall(self.tick)
+        self._ticker.clock = self._clock
+        self._ticker.start(self._config.health_interval, now=False).addErrback(
+            lambda f: self.log.failure("pool maintenance stopped", f)
+        )
+
+    def stop(self):
+        """
+        Stop every pool; return the ready sandboxes for the caller to destroy.
+        """
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        ready = []
+        for pool in self.pools.values():
+            ready.extend(pool.stop())
+        return ready
+
+    def claim(self, name):
+        """
+        A warm sandbox of profile ``name`` or None; either way the demand is
+        recorded and the targets follow it.
+        """
+        pool = self.pools[name]
+        self._demand.record(name, self._clock.seconds())
+        sandbox = pool.claim()
+        if sandbox is None:
+            self._autoscaler.missed(name)
+        self.rebalance()
+        return sandbox
+
+    def rebalance(self):
+        targets = plan_targets(
+            profiles=list(self.pools),
+            demand=self._demand.counts(self._clock.seconds()),
+            boosts=self._autoscaler.boosts,
+            pinned=self._pinned,
+            min_base=self._config.min_base,
+            total_warm=self._config.total_warm,
+            max_warm=self._config.max_warm,
+        )
+        for name, pool in self.pools.items():
+            pool.setTarget(targets[name])
+        return targets
+
+    def tick(self):
+        """
+        The periodic upkeep: decay boosts, retarget, shrink, health-check.
+        """
+        self._autoscaler.decay()
+        self.rebalance()
+        for pool in self.pools.values():
+            pool.shrink()
+        if self._checking is None or self._checking.called:
+            self._checking = Deferred.fromCoroutine(self._checkHealth())
+
+    async def _checkHealth(self):
+        try:
+            for pool in self.pools.values():
+                await pool.checkHealth(self._config.liveness_timeout)
+        except Exception:
+            self.log.failure("health check failed")
+
+    def resize(self, name, count):
+        """
+        Pin the profile's warm count (None unpins it); apply at once.
+        """
+        if name not in self.pools:
+            raise UnknownPool(name)
+        if count is None:
+            self._pinned.pop(name, None)
+        else:
+            self._pinned[name] = count
+        self.rebalance()
+        self.pools[name].shrink()
+
+    def flush(self, name):
+        if name not in self.pools:
+            raise UnknownPool(name)
+        return self.pools[name].flush()
+
+    def status(self):
+        result = {}
+        for name, pool in self.pools.items():
+            status = pool.status()
+            status["pinned"] = name in self._pinned
+            result[name] = status
+        return result
