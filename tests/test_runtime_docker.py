@@ -3,13 +3,16 @@ Tests for L{sandboxd.runtimes.docker}: the hardening and isolation of
 sandboxes run by a real Docker engine, and the runtime's error handling.
 """
 
+import os
 import secrets
 import socket
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
+from treq.testing import StubTreq
 from twisted.trial.unittest import TestCase
+from twisted.web.server import Site
 from zope.interface.verify import verifyObject
 
 from sandboxd.runtimes.docker import DockerRuntime
@@ -21,6 +24,7 @@ from sandboxd.runtimes.interface import (
     Started,
 )
 from tests.dockerutil import build_image, require_docker, require_image
+from tests.test_engine import NETWORK, docker_engine
 
 BASE_IMAGE = "sandbox-base:latest"
 ROOTFS_IMAGE = "sandbox-rootfs:bookworm"
@@ -64,30 +68,9 @@ def new_id():
     return f"sbx-{secrets.token_hex(4)}"
 
 
-class FakeAPI:
-    """
-    The part of the SDK's low-level client that L{DockerRuntime.prepare}
-    uses, answering as an engine without gVisor would.
-    """
-
-    closed = False
-
-    def info(self):
-        return {"Runtimes": {"runc": {"path": "runc"}}}
-
-    def networks(self, names):
-        return [{"Name": n, "Id": n} for n in names]
-
-    def inspect_network(self, network_id):
-        return {"Options": {"com.docker.network.bridge.enable_icc": "false"}}
-
-    def close(self):
-        self.closed = True
-
-
 class UnitTests(TestCase):
     """
-    Behaviour that needs no Docker engine.
+    Behaviour that needs no Docker engine: a fake one answers.
     """
 
     def test_provides_interface(self):
@@ -100,32 +83,34 @@ class UnitTests(TestCase):
         """
         prepare() refuses a runtime name it does not serve, naming it.
         """
-        runtime = DockerRuntime(reactor, client_factory=FakeAPI)
+        engine = docker_engine()
+        runtime = DockerRuntime(reactor, bridge_name=NETWORK, http=StubTreq(engine))
         self.addCleanup(runtime.stop)
         with self.assertRaises(RuntimeUnavailable) as caught:
             await runtime.prepare(["docker", "firecracker"])
         self.assertIn("'firecracker'", str(caught.exception))
+        self.assertEqual([], engine.requests)
 
     async def test_unreachable_engine(self):
         """
-        prepare() fails with RuntimeUnavailable when no client can be made.
+        prepare() fails with RuntimeUnavailable when nothing listens on the
+        engine's socket, naming the socket.
         """
-
-        def unreachable():
-            raise ConnectionRefusedError("no socket")
-
-        runtime = DockerRuntime(reactor, client_factory=unreachable)
+        path = os.path.join(self.mktemp(), "docker.sock")
+        runtime = DockerRuntime(reactor, socket_path=path)
         self.addCleanup(runtime.stop)
         with self.assertRaises(RuntimeUnavailable) as caught:
             await runtime.prepare(["docker"])
-        self.assertEqual("cannot reach the Docker engine: no socket", str(caught.exception))
+        message = str(caught.exception)
+        self.assertTrue(message.startswith("cannot reach the Docker engine: "), message)
+        self.assertIn(f"unix://{path}", message)
 
     async def test_gvisor_needs_runsc(self):
         """
         prepare() for docker+gvisor fails naming runsc when the engine does
         not list it, and succeeds for plain docker.
         """
-        runtime = DockerRuntime(reactor, client_factory=FakeAPI)
+        runtime = DockerRuntime(reactor, bridge_name=NETWORK, http=StubTreq(docker_engine()))
         self.addCleanup(runtime.stop)
         await runtime.prepare(["docker"])
         with self.assertRaises(RuntimeUnavailable) as caught:
@@ -134,23 +119,46 @@ class UnitTests(TestCase):
 
     async def test_stop_closes_and_restarts(self):
         """
-        stop() closes the client and stops the pool; a later call makes a
-        fresh one, and stopping twice is harmless.
+        stop() closes the engine connection; a later call connects (and
+        asks the version) afresh, and stopping twice is harmless.
         """
-        made = []
+        engine = docker_engine()
+        connections, closed = [], []
+        site = Site(engine)
+        build = site.buildProtocol
 
-        def factory():
-            made.append(FakeAPI())
-            return made[-1]
+        def buildProtocol(addr):
+            protocol = build(addr)
+            connections.append(protocol)
+            lost = protocol.connectionLost
 
-        runtime = DockerRuntime(reactor, client_factory=factory)
+            def connectionLost(reason):
+                closed.append(protocol)
+                return lost(reason)
+
+            protocol.connectionLost = connectionLost
+            return protocol
+
+        site.buildProtocol = buildProtocol
+        directory = self.mktemp()
+        os.mkdir(directory)
+        path = os.path.join(directory, "docker.sock")
+        port = reactor.listenUNIX(path, site)
+        self.addCleanup(port.stopListening)
+        runtime = DockerRuntime(reactor, bridge_name=NETWORK, socket_path=path)
         await runtime.prepare(["docker"])
+        self.assertEqual(1, len(connections))
         await runtime.stop()
-        self.assertTrue(made[0].closed)
         await runtime.prepare(["docker"])
+        self.assertEqual(2, len(connections))
         await runtime.stop()
         await runtime.stop()
-        self.assertEqual([True, True], [api.closed for api in made])
+        self.assertEqual(2, engine.paths().count("/version"))
+        for _ in range(200):
+            if len(closed) == 2:
+                break
+            await deferLater(reactor, 0.01, lambda: None)
+        self.assertEqual(connections, closed)
 
 
 class DockerTestCase(TestCase):

@@ -1,22 +1,34 @@
 """
 Sandboxes as hardened Docker containers (runc, or gVisor's runsc).
 
-Every Docker SDK call runs in a thread pool owned by the runtime, never on
-the reactor thread.  Each public method is one trip to that pool, and uses
-the SDK's low-level API client so a start is exactly three engine requests
-(create, start, inspect).
+The runtime speaks the Engine API itself, asynchronously on the reactor
+(L{sandboxd.runtimes._engine}): no SDK, no threads competing with the
+reactor for the GIL.  A start is exactly three engine requests (create,
+start, inspect), and at most a few starts run at once; starts and removals
+begin after the reactor's next pass over I/O, so the API response that
+caused them leaves first.
 """
 
-import threading
+import json
+import os
 
-import docker
-from docker import errors as docker_errors
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    fail,
+    succeed,
+)
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sandboxd.runtimes._engine import Engine, engine_message, status
+from sandboxd.runtimes._engine import (
+    DEFAULT_TIMEOUT,
+    EngineClient,
+    EngineError,
+    path_part,
+    socket_path,
+)
 from sandboxd.runtimes.interface import (
     IRuntime,
     RuntimeFailure,
@@ -31,6 +43,64 @@ MANAGED_LABEL = "sandboxd.managed"
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 PIDS_LIMIT = 256
 TMP_TMPFS = "rw,noexec,nosuid,nodev,size=100m"
+# Container starts in flight at once; more wait their turn.
+MAX_STARTING = 4
+
+
+def container_config(spec, network, agent_port):
+    """
+    The body of C{POST /containers/create} for C{spec}'s sandbox on
+    C{network}: read-only root, private tmpfs mounts, no capabilities, no
+    new privileges, bounded pids, memory without swap and CPU.
+    """
+    labels = {
+        MANAGED_LABEL: "1",
+        "sandboxd.id": spec.sandbox_id,
+        "sandboxd.profile": spec.profile,
+        "sandboxd.owner": spec.owner,
+    }
+    labels.update({f"sandboxd.label.{k}": str(v) for k, v in spec.labels.items()})
+    host_config = {
+        "ReadonlyRootfs": True,
+        "Tmpfs": {
+            "/tmp": TMP_TMPFS,
+            # exec: users run what they build or install under /root.
+            "/root": f"rw,exec,nosuid,nodev,size={spec.storage},mode=0700",
+        },
+        "CapDrop": ["ALL"],
+        "SecurityOpt": ["no-new-privileges"],
+        "PidsLimit": PIDS_LIMIT,
+        "Memory": spec.memory,
+        "MemorySwap": spec.memory,
+        "NanoCpus": round(spec.cpu * 1e9),
+        "NetworkMode": network,
+        "Init": False,
+        "AutoRemove": False,
+        # What a sandbox prints on its console must not fill the host.
+        "LogConfig": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}},
+    }
+    oci = OCI_RUNTIMES[spec.runtime]
+    if oci is not None:
+        host_config["Runtime"] = oci
+    return {
+        "Image": spec.image,
+        "Hostname": spec.sandbox_id,
+        "Env": [
+            f"SANDBOX_AGENT_SECRET={spec.secret}",
+            f"SANDBOX_AGENT_PORT={agent_port}",
+        ],
+        "Labels": labels,
+        "StopSignal": "SIGKILL",
+        # No terminal and no stdin; what the SDK used to send.
+        "Tty": False,
+        "OpenStdin": False,
+        "StdinOnce": False,
+        "AttachStdin": False,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "HostConfig": host_config,
+        "NetworkingConfig": {"EndpointsConfig": {network: {}}},
+    }
 
 
 @implementer(IRuntime)
@@ -40,6 +110,12 @@ class DockerRuntime:
     inter-container communication disabled.  The agent listens on
     C{agent_port} at the container's bridge address; nothing is published on
     the host.
+
+    The engine is reached at C{socket_path} (by default C{DOCKER_HOST}'s
+    Unix socket, or C{/var/run/docker.sock}), or through C{http}, an object
+    with treq's C{request} method, which tests inject.  Every engine call
+    gives up after C{timeout} seconds; at most C{max_starting} starts run at
+    once, the others wait their turn.
     """
 
     log = Logger()
@@ -50,36 +126,69 @@ class DockerRuntime:
         reactor,
         bridge_name="sandboxd-net",
         agent_port=7070,
-        client_factory=docker.from_env,
-        max_threads=8,
+        socket_path=None,
+        http=None,
+        timeout=DEFAULT_TIMEOUT,
+        max_starting=MAX_STARTING,
     ):
         self._reactor = reactor
         self.bridge_name = bridge_name
         self.agent_port = agent_port
-        self._client_factory = client_factory
-        self._max_threads = max_threads
+        self._socket_path = socket_path
+        self._http = http
+        self._timeout = timeout
+        self._starting = DeferredSemaphore(max_starting)
         self._engine = None
         self._shutdown_trigger = None
 
-    # -- the thread pool -----------------------------------------------------
+    # -- the engine ----------------------------------------------------------
 
-    def _call(self, work, *args):
+    def _client(self):
         """
-        Run C{work(api, *args)} in the pool with the SDK's low-level client;
-        an unexpected error becomes a L{RuntimeFailure} with the engine's
-        message.
+        The engine client, made at first use (and again after L{stop}).
         """
         if self._engine is None:
-            self._engine = Engine(self._client_factory, self._max_threads)
+            if self._http is not None:
+                self._engine = EngineClient(self._reactor, self._http, timeout=self._timeout)
+            else:
+                path = self._socket_path or socket_path(os.environ)
+                self._engine = EngineClient.over_unix_socket(
+                    self._reactor, path, timeout=self._timeout
+                )
             self._shutdown_trigger = self._reactor.addSystemEventTrigger(
                 "before", "shutdown", self.stop
             )
-        return deferToThreadPool(self._reactor, self._engine.pool, self._engine.run, work, args)
+        return self._engine
+
+    def _call(self, method, path, params=None, body=None):
+        """
+        Fire with the engine's JSON answer; fail with L{EngineError},
+        L{RuntimeUnavailable} or L{RuntimeFailure}.
+        """
+        try:
+            engine = self._client()
+        except RuntimeFailure as e:
+            return fail(e)
+        return engine.call(method, path, params, body)
+
+    def _after_io(self):
+        """
+        Fire after the reactor's next pass over I/O.
+
+        start() and destroy() are mostly called from an API handler (a claim
+        refilling the warm pool, a DELETE): building and writing the engine
+        request there would delay the handler's response, which the reactor
+        writes only on its next pass.  The first call runs before that pass,
+        the second after it.
+        """
+        d = Deferred()
+        self._reactor.callLater(0, self._reactor.callLater, 0, d.callback, None)
+        return d
 
     def stop(self):
         """
-        Stop the thread pool once running calls finish and close the client;
-        fire when done.  A later call starts afresh.
+        Close the engine connections once running calls finish; fire when
+        done.  A later call connects afresh.
         """
         engine, self._engine = self._engine, None
         if engine is None:
@@ -88,15 +197,7 @@ class DockerRuntime:
             self._reactor.removeSystemEventTrigger(self._shutdown_trigger)
         except (ValueError, KeyError):
             pass  # We are that trigger, firing.
-        done = Deferred()
-
-        def join():
-            # ThreadPool.stop joins the workers: not on the reactor thread.
-            engine.close()
-            self._reactor.callFromThread(done.callback, None)
-
-        threading.Thread(target=join, name="sandboxd-docker-stop", daemon=True).start()
-        return done
+        return engine.close()
 
     # -- IRuntime ------------------------------------------------------------
 
@@ -116,7 +217,7 @@ class DockerRuntime:
                 + ", ".join(sorted(OCI_RUNTIMES))
             )
         try:
-            info = await self._call(lambda api: api.info())
+            info = await self._call("GET", "/info")
         except RuntimeUnavailable:
             raise
         except Exception as e:
@@ -129,15 +230,22 @@ class DockerRuntime:
                     f"runtime {runtime} needs the {oci!r} runtime registered with "
                     f"dockerd (docker info lists: {', '.join(sorted(registered))})"
                 )
-        await self._call(self._ensure_network)
+        await self._ensure_network()
 
-    def _ensure_network(self, api):
+    async def _ensure_network(self):
         name = self.bridge_name
         for attempt in (1, 2):
-            # The engine's name filter matches substrings.
-            found = [n for n in api.networks(names=[name]) if n["Name"] == name]
-            if found:
-                options = api.inspect_network(found[0]["Id"]).get("Options") or {}
+            try:
+                found = await self._call("GET", f"/networks/{path_part(name)}")
+            except EngineError as e:
+                if e.status != 404:
+                    raise RuntimeUnavailable(
+                        f"cannot inspect network {name}: {e.message}"
+                    ) from e
+                found = None
+            # The engine also resolves ids and id prefixes: insist on the name.
+            if found is not None and found.get("Name") == name:
+                options = found.get("Options") or {}
                 if options.get(ICC_OPTION) != "false":
                     raise RuntimeUnavailable(
                         f"network {name} exists without {ICC_OPTION}=false: "
@@ -146,20 +254,22 @@ class DockerRuntime:
                     )
                 return
             try:
-                api.create_network(
-                    name,
-                    driver="bridge",
-                    options={ICC_OPTION: "false"},
-                    labels={MANAGED_LABEL: "1"},
-                    check_duplicate=True,
+                await self._call(
+                    "POST",
+                    "/networks/create",
+                    body={
+                        "Name": name,
+                        "Driver": "bridge",
+                        "Options": {ICC_OPTION: "false"},
+                        "Labels": {MANAGED_LABEL: "1"},
+                        "CheckDuplicate": True,
+                    },
                 )
                 self.log.info("created network {network}", network=name)
                 return
-            except docker_errors.APIError as e:
-                if status(e) != 409 or attempt == 2:
-                    raise RuntimeUnavailable(
-                        f"cannot create network {name}: {engine_message(e)}"
-                    ) from e
+            except EngineError as e:
+                if e.status != 409 or attempt == 2:
+                    raise RuntimeUnavailable(f"cannot create network {name}: {e.message}") from e
                 # Someone created it meanwhile: look again.
 
     def start(self, spec):
@@ -170,65 +280,38 @@ class DockerRuntime:
         """
         if spec.runtime not in OCI_RUNTIMES:
             return fail(RuntimeUnavailable(f"unknown runtime {spec.runtime!r}"))
-        return self._call(self._start, spec)
+        return Deferred.fromCoroutine(self._start_in_turn(spec))
 
-    def _start(self, api, spec):
-        labels = {
-            MANAGED_LABEL: "1",
-            "sandboxd.id": spec.sandbox_id,
-            "sandboxd.profile": spec.profile,
-            "sandboxd.owner": spec.owner,
-        }
-        labels.update({f"sandboxd.label.{k}": str(v) for k, v in spec.labels.items()})
-        host_config = api.create_host_config(
-            read_only=True,
-            tmpfs={
-                "/tmp": TMP_TMPFS,
-                # exec: users run what they build or install under /root.
-                "/root": f"rw,exec,nosuid,nodev,size={spec.storage},mode=0700",
-            },
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            pids_limit=PIDS_LIMIT,
-            mem_limit=spec.memory,
-            memswap_limit=spec.memory,
-            nano_cpus=round(spec.cpu * 1e9),
-            network_mode=self.bridge_name,
-            runtime=OCI_RUNTIMES[spec.runtime],
-            init=False,
-            auto_remove=False,
-            # What a sandbox prints on its console must not fill the host.
-            log_config={"type": "json-file", "config": {"max-size": "1m", "max-file": "1"}},
-        )
+    async def _start_in_turn(self, spec):
+        await self._after_io()
+        async with self._starting:
+            return await self._start(spec)
+
+    async def _start(self, spec):
+        name = f"sandboxd-{spec.sandbox_id}"
         try:
-            created = api.create_container(
-                spec.image,
-                name=f"sandboxd-{spec.sandbox_id}",
-                hostname=spec.sandbox_id,
-                environment={
-                    "SANDBOX_AGENT_SECRET": spec.secret,
-                    "SANDBOX_AGENT_PORT": str(self.agent_port),
-                },
-                labels=labels,
-                host_config=host_config,
-                networking_config=api.create_networking_config(
-                    {self.bridge_name: api.create_endpoint_config()}
-                ),
-                stop_signal="SIGKILL",
+            created = await self._call(
+                "POST",
+                "/containers/create",
+                params={"name": name},
+                body=container_config(spec, self.bridge_name, self.agent_port),
             )
-        except docker_errors.ImageNotFound as e:
-            raise RuntimeUnavailable(
-                f"image {spec.image} not found: build it with make images"
-            ) from e
-        except Exception as e:
+        except EngineError as e:
+            if e.status == 404 and "No such image" in e.message:
+                raise RuntimeUnavailable(
+                    f"image {spec.image} not found: build it with make images"
+                ) from e
             # Nothing of ours exists (a name conflict is someone else's).
-            raise RuntimeFailure(
-                f"cannot create sandbox {spec.sandbox_id}: {engine_message(e)}"
-            ) from e
+            raise RuntimeFailure(f"cannot create sandbox {spec.sandbox_id}: {e.message}") from e
+        except RuntimeFailure as e:
+            # No answer: the engine may have made it all the same.
+            await self._remove_quietly(name)
+            kind = RuntimeUnavailable if isinstance(e, RuntimeUnavailable) else RuntimeFailure
+            raise kind(f"cannot create sandbox {spec.sandbox_id}: {e}") from e
         container_id = created["Id"]
         try:
-            api.start(container_id)
-            state = api.inspect_container(container_id)
+            await self._call("POST", f"/containers/{path_part(container_id)}/start")
+            state = await self._call("GET", f"/containers/{path_part(container_id)}/json")
             ip = state["NetworkSettings"]["Networks"].get(self.bridge_name, {}).get("IPAddress")
             if not state["State"]["Running"] or not ip:
                 raise RuntimeFailure(
@@ -236,51 +319,59 @@ class DockerRuntime:
                     f"(exit code {state['State']['ExitCode']}) {state['State']['Error']}".rstrip()
                 )
         except Exception as e:
-            self._remove_quietly(api, container_id)
-            if isinstance(e, RuntimeFailure):
+            await self._remove_quietly(container_id)
+            if isinstance(e, EngineError):
+                raise RuntimeFailure(
+                    f"cannot start sandbox {spec.sandbox_id}: {e.message}"
+                ) from e
+            if isinstance(e, (RuntimeFailure, CancelledError)):
                 raise
-            raise RuntimeFailure(
-                f"cannot start sandbox {spec.sandbox_id}: {engine_message(e)}"
-            ) from e
+            raise RuntimeFailure(f"cannot start sandbox {spec.sandbox_id}: {e}") from e
         return Started(spec.sandbox_id, container_id, ip, self.agent_port)
 
-    def _remove_quietly(self, api, container_id):
+    async def _remove_quietly(self, container):
         try:
-            api.remove_container(container_id, force=True, v=True)
+            await self._remove(container)
         except Exception:
-            self.log.failure("cannot remove failed container {container}", container=container_id)
+            self.log.failure("cannot remove failed container {container}", container=container)
+
+    async def _remove(self, container):
+        try:
+            await self._call(
+                "DELETE", f"/containers/{path_part(container)}", params={"force": "1", "v": "1"}
+            )
+        except EngineError as e:
+            if e.status == 404:
+                return
+            if e.status == 409 and "already in progress" in e.message:
+                return
+            raise RuntimeFailure(f"cannot remove container {container}: {e.message}") from e
 
     def destroy(self, container_id):
         """
         Force-remove the container and its anonymous volumes; a container
         that is already gone (or going) counts as removed.
         """
-        return self._call(self._destroy, container_id)
+        return Deferred.fromCoroutine(self._destroy(container_id))
 
-    @staticmethod
-    def _destroy(api, container_id):
-        try:
-            api.remove_container(container_id, force=True, v=True)
-        except docker_errors.APIError as e:
-            if status(e) == 404:
-                return
-            if status(e) == 409 and "already in progress" in engine_message(e):
-                return
-            raise RuntimeFailure(
-                f"cannot remove container {container_id}: {engine_message(e)}"
-            ) from e
+    async def _destroy(self, container_id):
+        await self._after_io()
+        await self._remove(container_id)
 
     def list_owned(self):
         """
         Fire with [(container_id, labels)] for every container, in any state,
         labelled C{sandboxd.managed=1}.
         """
-        return self._call(
-            lambda api: [
-                (c["Id"], c.get("Labels") or {})
-                for c in api.containers(all=True, filters={"label": f"{MANAGED_LABEL}=1"})
-            ]
+        return Deferred.fromCoroutine(self._list_owned())
+
+    async def _list_owned(self):
+        containers = await self._call(
+            "GET",
+            "/containers/json",
+            params={"all": "1", "filters": json.dumps({"label": [f"{MANAGED_LABEL}=1"]})},
         )
+        return [(c["Id"], c.get("Labels") or {}) for c in containers or []]
 
     def stats(self, container_id, one_shot=False):
         """
@@ -289,4 +380,8 @@ class DockerRuntime:
         C{precpu_stats} is filled; C{one_shot=True} answers at once without
         it.
         """
-        return self._call(lambda api: api.stats(container_id, stream=False, one_shot=one_shot))
+        params = {"stream": "0"}
+        if one_shot:
+            params["one-shot"] = "1"
+        return self._call("GET", f"/containers/{path_part(container_id)}/stats", params=params)
+
