@@ -30,6 +30,7 @@ class FakeManager:
         self.created = []
         self.fail_with = None
         self.started = 0.0
+        self.pools = FakePools(self.profiles)
 
     async def create(self, **kwargs):
         self.created.append(kwargs)
@@ -70,6 +71,27 @@ class FakeManager:
 
     def health(self):
         return {"sandboxes": len(self.sandboxes), "pool": {}}
+
+
+class FakePools:
+    """
+    Records resize and flush calls like PoolSet.
+    """
+
+    def __init__(self, names):
+        self.pools = {name: None for name in names}
+        self.resized = []
+        self.flushed = []
+
+    def status(self):
+        return {name: {"target": 2, "ready": 2} for name in self.pools}
+
+    def resize(self, name, count):
+        self.resized.append((name, count))
+
+    def flush(self, name):
+        self.flushed.append(name)
+        return 2
 
 
 class APITests(TestCase):
@@ -230,3 +252,80 @@ class APITests(TestCase):
         self.assertEqual(health["uptime_seconds"], 5.0)
         self.assertIn("version", health)
         self.assertEqual(health["sandboxes"], 0)
+
+
+class UnixSocketAPI(SandboxAPI):
+    """
+    The API as served on the Unix socket (StubTreq's requests come from TCP
+    addresses).
+    """
+
+    def _admin(self, request):
+        pass
+
+
+class AdminTests(TestCase):
+    """
+    The pool routes: Unix socket only, validated bodies.
+    """
+
+    def setUp(self):
+        self.config = parse_config("[pool]\nmax_warm = 10\n")
+        self.manager = FakeManager(self.config)
+        self.tcp = StubTreq(SandboxAPI(self.manager, self.config, Clock()).resource())
+        self.unix = StubTreq(UnixSocketAPI(self.manager, self.config, Clock()).resource())
+
+    async def call(self, treq, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        response = await treq.request(method, "http://sandboxd" + path, data=data)
+        content = await response.content()
+        return response.code, json.loads(content) if content else None
+
+    async def test_refused_over_tcp(self):
+        """
+        Every admin route answers 403 ADMIN_ONLY off the Unix socket and
+        changes nothing.
+        """
+        for method, path, body in [
+            ("GET", "/pools", None),
+            ("PUT", "/pools/default", {"count": 3}),
+            ("POST", "/pools/default/flush", None),
+        ]:
+            code, parsed = await self.call(self.tcp, method, path, body)
+            self.assertEqual((code, parsed["error"]["code"]), (403, "ADMIN_ONLY"))
+        self.assertEqual((self.manager.pools.resized, self.manager.pools.flushed), ([], []))
+
+    async def test_status_resize_flush(self):
+        """
+        On the Unix socket: status lists the pools, resize pins a count (null
+        unpins), flush reports how many it replaced.
+        """
+        code, status = await self.call(self.unix, "GET", "/pools")
+        self.assertEqual((code, list(status)), (200, ["default"]))
+        code, _ = await self.call(self.unix, "PUT", "/pools/default", {"count": 3})
+        self.assertEqual(code, 200)
+        code, _ = await self.call(self.unix, "PUT", "/pools/default", {"count": None})
+        self.assertEqual(self.manager.pools.resized, [("default", 3), ("default", None)])
+        code, flushed = await self.call(self.unix, "POST", "/pools/default/flush")
+        self.assertEqual((code, flushed["flushed"]), (200, 2))
+
+    async def test_bad_resizes(self):
+        """
+        Unknown pools are 404; counts that are missing, negative, not
+        integers or above pool.max_warm are 400s naming the problem.
+        """
+        code, parsed = await self.call(self.unix, "PUT", "/pools/gpu", {"count": 1})
+        self.assertEqual((code, parsed["error"]["code"]), (404, "UNKNOWN_PROFILE"))
+        code, parsed = await self.call(self.unix, "POST", "/pools/gpu/flush")
+        self.assertEqual(code, 404)
+        for body, error in [
+            ({}, "INVALID_FIELD"),
+            ({"count": -1}, "INVALID_FIELD"),
+            ({"count": "3"}, "INVALID_FIELD"),
+            ({"count": 2, "extra": 1}, "INVALID_FIELD"),
+            ({"count": 11}, "LIMIT_EXCEEDED"),
+        ]:
+            code, parsed = await self.call(self.unix, "PUT", "/pools/default", body)
+            self.assertEqual((code, parsed["error"]["code"]), (400, error), body)
+        self.assertIn("pool.max_warm", parsed["error"]["message"])
+        self.assertEqual(self.manager.pools.resized, [])

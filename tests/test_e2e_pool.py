@@ -1,0 +1,126 @@
+"""
+The warm pool against a real daemon and real containers: replacement of dead
+and frozen warm sandboxes, flush, resize, and the admin routes' Unix-only rule.
+"""
+
+import atexit
+import os
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.daemon import Daemon
+from tests.dockerutil import require_docker
+
+_shared = None
+
+
+def pool_daemon():
+    global _shared
+    if _shared is None:
+        daemon = Daemon(
+            min_base=1,
+            extra_config="",
+        )
+        with open(daemon.config) as f:
+            text = f.read()
+        with open(daemon.config, "w") as f:
+            f.write(text.replace("[pool]\n", '[pool]\nhealth_interval = "1s"\n'))
+        daemon.start()
+        atexit.register(daemon.stop)
+        _shared = daemon
+    return _shared
+
+
+class PoolTests(SynchronousTestCase):
+    def setUp(self):
+        self.docker = require_docker()
+        self.daemon = pool_daemon()
+        self.addCleanup(self.daemon.request, "PUT", "/pools/default", {"count": None})
+
+    def warm_containers(self):
+        """
+        Ids of this daemon's running containers not handed to any caller.
+        """
+        owner = os.path.abspath(os.path.join(self.daemon.dir, "data"))
+        running = self.docker.api.containers(filters={"label": f"sandboxd.owner={owner}"})
+        claimed = {s["id"] for s in self.daemon.request("GET", "/sandboxes")[1]}
+        return {c["Id"] for c in running if c["Labels"]["sandboxd.id"] not in claimed}
+
+    def wait_for(self, predicate, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.05)
+        self.fail(f"not true within {timeout}s: {self.daemon.request('GET', '/pools')}")
+
+    def ready(self):
+        return self.daemon.request("GET", "/pools")[1]["default"]["ready"]
+
+    def test_killed_warm_container_is_replaced(self):
+        """
+        A warm container killed from outside is noticed and replaced by a new
+        one within the health interval plus one boot.
+        """
+        self.daemon.waitReady(60)
+        (victim,) = self.warm_containers()
+        self.docker.containers.get(victim).kill()
+        started = time.monotonic()
+        fresh = self.wait_for(lambda: self.ready() >= 1 and self.warm_containers() - {victim})
+        self.assertLess(time.monotonic() - started, 1 + 10)
+        self.assertNotIn(victim, fresh)
+
+    def test_frozen_warm_container_is_replaced(self):
+        """
+        A warm container that stops answering pings (paused: its TCP
+        connection stays open) is replaced after two missed health checks.
+        """
+        self.daemon.waitReady(60)
+        (victim,) = self.warm_containers()
+        self.docker.containers.get(victim).pause()
+        self.addCleanup(self._unpause, victim)
+        self.wait_for(lambda: self.daemon.request("GET", "/pools")[1]["default"]["replaced"] >= 1)
+        self.wait_for(lambda: self.ready() >= 1)
+        self.assertNotIn(victim, self.warm_containers())
+
+    def _unpause(self, container_id):
+        try:
+            self.docker.containers.get(container_id).unpause()
+        except Exception:
+            pass
+
+    def test_flush_replaces_every_warm_sandbox(self):
+        """
+        POST /pools/default/flush discards every warm sandbox; the pool
+        refills with new containers.
+        """
+        self.daemon.waitReady(60)
+        before = self.warm_containers()
+        status, body = self.daemon.request("POST", "/pools/default/flush")
+        self.assertEqual((status, body["flushed"]), (200, len(before)))
+        after = self.wait_for(lambda: self.ready() >= 1 and self.warm_containers() - before)
+        self.assertFalse(after & before)
+
+    def test_resize_up_and_down(self):
+        """
+        PUT /pools/default pins the warm count: 3 brings three ready, 1 takes
+        it back to one.
+        """
+        status, body = self.daemon.request("PUT", "/pools/default", {"count": 3})
+        self.assertEqual((status, body["target"], body["pinned"]), (200, 3, True))
+        self.wait_for(lambda: self.ready() == 3 and len(self.warm_containers()) == 3, 60)
+        status, body = self.daemon.request("PUT", "/pools/default", {"count": 1})
+        self.assertEqual(body["target"], 1)
+        self.wait_for(lambda: len(self.warm_containers()) == 1)
+
+    def test_admin_routes_refused_over_tcp(self):
+        """
+        Over TCP the admin routes answer 403; on the Unix socket they work.
+        """
+        status, body = self.daemon.tcpRequest("GET", "/pools")
+        self.assertEqual((status, body["error"]["code"]), (403, "ADMIN_ONLY"))
+        status, body = self.daemon.tcpRequest("POST", "/pools/default/flush")
+        self.assertEqual(status, 403)
+        self.assertEqual(self.daemon.request("GET", "/pools")[0], 200)
