@@ -6,6 +6,7 @@ destroying them.
 import os
 
 from twisted.internet.defer import DeferredList
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from agent import wire
@@ -13,6 +14,10 @@ from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
 from sandboxd.runtimes.interface import SandboxSpec
 from sandboxd.sandbox import Sandbox, State
+
+
+#: Seconds ``stop`` waits for boots and removals under way.
+STOP_TIMEOUT = 60.0
 
 
 class UnknownProfile(Exception):
@@ -47,6 +52,7 @@ class SandboxManager:
         self.profiles = dict(config.profiles)
         self._sandboxes = {}
         self._removals = set()
+        self._booting = 0
         self.pools = PoolSet(
             self.profiles, config.pool, self._bootWarm, self._discard, reactor
         )
@@ -85,8 +91,14 @@ class SandboxManager:
             self._discard(sandbox)
         for sandbox in list(self._sandboxes.values()):
             self.destroy(sandbox.id)
-        while self._removals:
-            await DeferredList(list(self._removals), consumeErrors=True)
+        # Boots under way end in a discard (their pool is stopped), which
+        # queues a removal: wait for both, or their containers outlive us.
+        give_up = self._reactor.seconds() + STOP_TIMEOUT
+        while (self._booting or self._removals) and self._reactor.seconds() < give_up:
+            if self._removals:
+                await DeferredList(list(self._removals), consumeErrors=True)
+            else:
+                await deferLater(self._reactor, 0.05, lambda: None)
 
     # Queries
 
@@ -183,6 +195,13 @@ class SandboxManager:
         Start the container and connect its agent; on any failure remove
         whatever was made and re-raise.
         """
+        self._booting += 1
+        try:
+            await self._bootContainer(sandbox)
+        finally:
+            self._booting -= 1
+
+    async def _bootContainer(self, sandbox):
         spec = SandboxSpec(
             sandbox_id=sandbox.id,
             image=sandbox.image,

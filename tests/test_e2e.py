@@ -379,6 +379,26 @@ class LifecycleTests(SynchronousTestCase):
         mine = client.containers.list(all=True, filters={"label": f"sandboxd.owner={owner}"})
         self.assertEqual(mine, [])
 
+    def test_stop_during_refill_leaves_nothing(self):
+        """
+        Stopping the daemon while a warm-pool refill is booting waits for
+        that boot and removes its container too.
+        """
+        client = require_docker()
+        daemon = Daemon(min_base=2)
+        daemon.start()
+        owner = os.path.abspath(os.path.join(daemon.dir, "data"))
+        try:
+            for _ in range(2):
+                status, _ = daemon.request("POST", "/sandboxes", {})
+                self.assertEqual(status, 201)
+            _, health = daemon.request("GET", "/health")
+            self.assertGreater(health["pool"]["default"]["starting"], 0)
+        finally:
+            self.assertIn(daemon.stop(), (0, -signal.SIGTERM), daemon.logTail())
+        mine = client.api.containers(all=True, filters={"label": f"sandboxd.owner={owner}"})
+        self.assertEqual(mine, [])
+
     def test_bad_config_fails_start(self):
         """
         A config with an unknown key stops twistd with a message naming it.
