@@ -2,7 +2,7 @@
 The request methods the agent serves, with their parameter specs.
 """
 
-from . import envops, files, fsops, process, procctl
+from . import envops, files, fsops, process, procctl, transfer
 
 
 class Method:
@@ -45,6 +45,8 @@ METHODS = {
     "fs.mkdir": Method(fsops.MKDIR_SPEC, fsops.mkdir, inline=True),
     "fs.remove": Method(fsops.REMOVE_SPEC, fsops.remove),
     "fs.rename": Method(fsops.RENAME_SPEC, fsops.rename),
+    "fs.upload": Method(transfer.UPLOAD_SPEC, transfer.upload, takes_body=True),
+    "fs.download": Method(transfer.DOWNLOAD_SPEC, transfer.download),
     "env.get": Method(envops.GET_SPEC, envops.get, inline=True),
     "env.set": Method(envops.SET_SPEC, envops.set_, inline=True),
     "env.delete": Method(envops.DELETE_SPEC, envops.delete, inline=True),

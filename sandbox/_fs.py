@@ -153,6 +153,38 @@ class Filesystem:
         result = await self._session.call("fs.stat", {"path": str(path)})
         return FileInfo.from_json(result, posixpath.dirname(str(path)))
 
+    async def upload(self, path, tar):
+        """
+        Extract a tar archive (plain, gzip, bz2 or xz) under the directory
+        ``path`` (made if missing).  ``tar``: bytes, a file object or a
+        sync/async iterable of bytes, streamed within the window whatever
+        its size.  Returns ``{"files", "dirs", "symlinks", "hardlinks",
+        "bytes"}``.  Absolute names, "..", links leading out of ``path``
+        and device files raise FileError ``UNSAFE_PATH``.
+        """
+        stream = await self._session.open("fs.upload", {"path": str(path)})
+        async with stream:
+            return await send_then_result(stream, tar)
+
+    async def download(self, path):
+        """
+        Async iterator of the chunks of a tar of ``path`` (a file, or a
+        directory and everything under it; symlinks stored as links), whose
+        members are named from the base name of ``path``.  As with
+        ``read_stream``, credit is granted as chunks are taken.
+        """
+        stream = await self._session.open("fs.download", {"path": str(path)})
+        async with stream:
+            while True:
+                frame = await stream.next()
+                if frame.type is FrameType.DATA:
+                    payload = frame.payload
+                    if payload:
+                        yield payload
+                    await stream.consumed(len(payload))
+                elif frame.type is FrameType.RESULT:
+                    return
+
     async def exists(self, path):
         """
         Whether ``path`` exists (a dangling symlink does).

@@ -202,11 +202,34 @@ async def cmd_fs_write(client, args):
     return 0
 
 
+async def cmd_fs_upload(client, args):
+    with about(args.id):
+        sbx = await connect_sandbox(args.id, client=client)
+    async with sbx:
+        counts = await sbx.fs.upload(args.path, _stdin_chunks())
+    sys.stderr.write(
+        f"{counts.get('files', 0)} files, {counts.get('dirs', 0)} directories, "
+        f"{counts.get('bytes', 0)} bytes\n"
+    )
+    return 0
+
+
+async def cmd_fs_download(client, args):
+    with about(args.id):
+        sbx = await connect_sandbox(args.id, client=client)
+    async with sbx:
+        stdout = sys.stdout.buffer
+        async for chunk in sbx.fs.download(args.path):
+            stdout.write(chunk)
+        stdout.flush()
+    return 0
+
+
 async def cmd_fs_ls(client, args):
     with about(args.id):
         sbx = await connect_sandbox(args.id, client=client)
     async with sbx:
-        entries = await sbx.fs.list(args.path)
+        entries = await sbx.fs.list(args.path, depth=args.depth)
     if args.json:
         print_json([dataclasses.asdict(e) for e in entries])
         return 0
@@ -215,12 +238,20 @@ async def cmd_fs_ls(client, args):
             _format.file_mode(e.type, e.mode),
             e.size,
             _format.mtime(e.mtime),
-            e.name + ("/" if e.is_dir else ""),
+            _relative(e.path, args.path, e.name) + ("/" if e.is_dir else ""),
         )
         for e in entries
     ]
     print(_format.table(("MODE", "SIZE", "MODIFIED", "NAME"), rows))
     return 0
+
+
+def _relative(path, top, name):
+    """
+    ``path`` relative to the listed directory ``top`` (its name at depth 1).
+    """
+    prefix = top.rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else name
 
 
 async def cmd_stats(client, args):

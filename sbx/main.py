@@ -89,10 +89,24 @@ def build_parser():
     write.add_argument("path", metavar="PATH")
     write.add_argument("--mode", type=_octal, help="permission bits of a new file, e.g. 755")
     write.add_argument("--append", action="store_true", help="append instead of replace")
+    upload = fs_commands.add_parser(
+        "upload", help="extract a tar read from stdin under a directory"
+    )
+    upload.add_argument("id", metavar="ID")
+    upload.add_argument("path", metavar="PATH")
+    download = fs_commands.add_parser(
+        "download", help="write a tar of a file or directory to stdout"
+    )
+    download.add_argument("id", metavar="ID")
+    download.add_argument("path", metavar="PATH")
     fs_ls = fs_commands.add_parser("ls", help="list a directory")
     fs_ls.add_argument("id", metavar="ID")
     fs_ls.add_argument("path", metavar="PATH", nargs="?", default="/root")
     fs_ls.add_argument("--json", action="store_true", help="print the JSON entries")
+    fs_ls.add_argument(
+        "--depth", type=int, default=1, metavar="N",
+        help="also list subdirectories, N levels deep (default 1)",
+    )
 
     stats = commands.add_parser("stats", help="CPU, memory, network and PID stats")
     stats.add_argument("id", metavar="ID")

@@ -9,6 +9,7 @@ stopped when the test process exits).
 
 import asyncio
 import atexit
+import os
 import subprocess
 import sys
 
@@ -41,9 +42,9 @@ class AgentE2ETestCase(SynchronousTestCase):
         require_docker()
         self.daemon = shared_daemon()
 
-    def scenario(self, body):
+    def scenario(self, body, **create):
         async def run():
-            sbx = await create_sandbox(endpoint=self.daemon.endpoint)
+            sbx = await create_sandbox(endpoint=self.daemon.endpoint, **create)
             try:
                 return await asyncio.wait_for(body(sbx), 120)
             finally:
@@ -367,3 +368,155 @@ async def _slow_chunks():
     while True:
         yield b"x" * 1024
         await asyncio.sleep(0.05)
+
+
+GiB = 1 << 30
+
+
+def _rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class TransferTests(AgentE2ETestCase):
+    """
+    fs.upload and fs.download of tar streams in a real sandbox.
+    """
+
+    def test_upload_download_tree(self):
+        """
+        A tar uploaded is extracted under the path; the same tree downloads
+        back; unsafe archives are refused by name.
+        """
+        import io
+        import tarfile
+
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            for name, data in (("proj/a.txt", b"A"), ("proj/src/b.py", b"print(1)\n")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+        async def body(sbx):
+            counts = await sbx.fs.upload("/root/up", buffer.getvalue())
+            self.assertEqual((counts["files"], counts["bytes"]), (2, 10))
+            self.assertEqual((await sbx.process.exec_("python3 /root/up/proj/src/b.py")).stdout, "1\n")
+            chunks = [c async for c in sbx.fs.download("/root/up/proj")]
+            with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+                names = sorted(m.name for m in tar.getmembers())
+                self.assertEqual(tar.extractfile("proj/a.txt").read(), b"A")
+            self.assertEqual(names, ["proj", "proj/a.txt", "proj/src", "proj/src/b.py"])
+            evil = io.BytesIO()
+            with tarfile.open(fileobj=evil, mode="w") as tar:
+                info = tarfile.TarInfo("../escape")
+                tar.addfile(info, io.BytesIO(b""))
+            with self.assertRaises(FileError) as caught:
+                await sbx.fs.upload("/root/up", evil.getvalue())
+            self.assertEqual((caught.exception.code, caught.exception.path), ("UNSAFE_PATH", "../escape"))
+            self.assertFalse(await sbx.fs.exists("/root/escape"))
+
+        self.scenario(body)
+
+    def test_sbx_upload_download(self):
+        """
+        sbx fs upload reads a tar on stdin; sbx fs download writes one to
+        stdout.
+        """
+        import io
+        import tarfile
+
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            info = tarfile.TarInfo("hello.txt")
+            info.size = 5
+            tar.addfile(info, io.BytesIO(b"hello"))
+        sandbox_id = self.create()
+        code, _, err = self.sbx("fs", "upload", sandbox_id, "/tmp/x", stdin=buffer.getvalue())
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"1 files", err)
+        code, out, err = self.sbx("fs", "download", sandbox_id, "/tmp/x/hello.txt")
+        self.assertEqual(code, 0, err)
+        with tarfile.open(fileobj=io.BytesIO(out)) as tar:
+            self.assertEqual(tar.extractfile("hello.txt").read(), b"hello")
+        code, out, err = self.sbx("fs", "ls", "--depth", "2", sandbox_id, "/tmp")
+        self.assertIn(b"x/hello.txt", out)
+
+    def test_one_gib_roundtrip(self):
+        """
+        1 GiB goes up as a tar stream and comes back down with equal
+        sha256s, while neither the daemon nor the agent grows by more than
+        a few MiB (windows bound every buffer).
+        """
+        import hashlib
+        import tarfile
+        import threading
+
+        daemon_pid = self.daemon.process.pid
+        peaks = {"daemon": 0}
+        stop = threading.Event()
+
+        def sample():
+            while not stop.is_set():
+                peaks["daemon"] = max(peaks["daemon"], _rss(daemon_pid))
+                stop.wait(0.1)
+
+        async def agent_rss(sbx):
+            out = await sbx.process.exec_(
+                "grep VmRSS /proc/$(cut -d' ' -f1 /proc/1/task/1/children)/status"
+            )
+            return int(out.stdout.split()[1]) * 1024
+
+        async def body(sbx):
+            loop = asyncio.get_running_loop()
+            digest = hashlib.sha256()
+            block = bytearray(os.urandom(1 << 20))
+
+            async def source():
+                info = tarfile.TarInfo("big.bin")
+                info.size = GiB
+                yield info.tobuf(format=tarfile.GNU_FORMAT)
+                for i in range(GiB >> 20):
+                    block[:8] = i.to_bytes(8, "big")
+                    digest.update(block)
+                    yield bytes(block)
+                yield bytes(1024)  # end of archive
+
+            daemon_before = _rss(daemon_pid)
+            agent_before = await agent_rss(sbx)
+            agent_peak = agent_before
+            sampler = threading.Thread(target=sample)
+            sampler.start()
+            try:
+                upload = asyncio.ensure_future(sbx.fs.upload("/root", source()))
+                while not upload.done():
+                    await asyncio.wait([upload], timeout=0.5)
+                    agent_peak = max(agent_peak, await agent_rss(sbx))
+                self.assertEqual(upload.result()["bytes"], GiB)
+                result = await sbx.process.exec_("sha256sum /root/big.bin")
+                self.assertEqual(result.stdout.split()[0], digest.hexdigest())
+
+                tar = await asyncio.create_subprocess_shell(
+                    "tar -xOf - | sha256sum", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+                )
+                start = loop.time()
+                async for chunk in sbx.fs.download("/root/big.bin"):
+                    tar.stdin.write(chunk)
+                    await tar.stdin.drain()
+                elapsed = loop.time() - start
+                tar.stdin.close()
+                out, _ = await tar.communicate()
+                self.assertEqual(out.split()[0].decode(), digest.hexdigest())
+                agent_peak = max(agent_peak, await agent_rss(sbx))
+            finally:
+                stop.set()
+                sampler.join()
+            self.assertLess(peaks["daemon"] - daemon_before, 48 << 20, peaks)
+            self.assertLess(agent_peak - agent_before, 48 << 20)
+            return elapsed
+
+        # /root is a tmpfs of ``storage`` whose pages count as the sandbox's memory.
+        self.scenario(body, memory="2g", storage="1200m")
