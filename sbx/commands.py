@@ -174,6 +174,19 @@ async def cmd_exec(client, args):
     return code if 0 <= code <= 255 else 1
 
 
+async def cmd_attach(client, args):
+    from sbx._attach import attach
+
+    cmd = None
+    if args.cmd:
+        cmd = args.cmd[0] if len(args.cmd) == 1 else args.cmd
+    with about(args.id):
+        sbx = await connect_sandbox(args.id, client=client)
+    async with sbx:
+        code = await attach(sbx, cmd)
+    return code if 0 <= code <= 255 else 1
+
+
 async def cmd_fs_read(client, args):
     with about(args.id):
         sbx = await connect_sandbox(args.id, client=client)

@@ -79,6 +79,15 @@ def build_parser():
         help='one string runs under /bin/sh -c ("ls -la | wc -l"); several are an argv',
     )
 
+    attach = commands.add_parser(
+        "attach", help="an interactive shell in a sandbox (exit with the shell's status)"
+    )
+    attach.add_argument("id", metavar="ID")
+    attach.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="CMD",
+        help="what to run instead of bash (one string runs under /bin/sh -c)",
+    )
+
     fs = commands.add_parser("fs", help="files in a sandbox")
     fs_commands = fs.add_subparsers(dest="fs_command", metavar="COMMAND", required=True)
     read = fs_commands.add_parser("read", help="print a file to stdout")

@@ -520,3 +520,81 @@ class TransferTests(AgentE2ETestCase):
 
         # /root is a tmpfs of ``storage`` whose pages count as the sandbox's memory.
         self.scenario(body, memory="2g", storage="1200m")
+
+
+class AttachTests(AgentE2ETestCase):
+    """
+    ``sbx attach`` driven through a real terminal (a private tmux server).
+    """
+
+    def tmux(self, *args):
+        done = subprocess.run(
+            ["tmux", "-L", self.tmux_socket, "-f", "/dev/null", *args],
+            capture_output=True, timeout=30,
+        )
+        self.assertEqual(done.returncode, 0, done.stderr)
+        return done.stdout.decode()
+
+    def wait_screen(self, needle, timeout=20):
+        """
+        The pane's text once ``needle`` shows up in it.
+        """
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.tmux("capture-pane", "-p", "-t", "t")
+            if needle in screen:
+                return screen
+            if time.monotonic() > deadline:
+                self.fail(f"{needle!r} never showed up in:\n{screen}")
+            time.sleep(0.1)
+
+    def test_attach_size_resize_restore(self):
+        """
+        sbx attach runs a shell that sees the terminal's size, sees it again
+        after the terminal is resized (SIGWINCH), exits with the shell's
+        status and leaves the local terminal settings as they were.
+        """
+        import shutil
+
+        if not shutil.which("tmux"):
+            self.skipTest("tmux is not installed")
+        sandbox_id = self.create()
+        work = os.path.abspath(self.mktemp())
+        os.mkdir(work)
+        self.tmux_socket = f"sbx-attach-{os.getpid()}"
+        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.tmux(
+            "new-session", "-d", "-s", "t", "-x", "90", "-y", "20", "-c", repo,
+            "-e", f"SANDBOX_ENDPOINT={self.daemon.endpoint}",
+            "bash --norc --noprofile",
+        )
+        self.addCleanup(subprocess.run, ["tmux", "-L", self.tmux_socket, "kill-server"], capture_output=True)
+        self.tmux("set-option", "-g", "status", "off")
+        self.tmux(
+            "send-keys", "-t", "t",
+            f"stty -g > {work}/before; {sys.executable} -m sbx.main attach {sandbox_id}; "
+            f"echo EXIT=$?; stty -g > {work}/after",
+            "Enter",
+        )
+        # Only inside the sandbox does the agent's package exist.
+        probe = "test -d /usr/lib/python3/dist-packages/agent && echo SIZE=$(stty size)="
+        self.tmux("send-keys", "-t", "t", probe, "Enter")
+        height, width = self.tmux("display", "-p", "-t", "t", "#{pane_height} #{pane_width}").split()
+        screen = self.wait_screen(f"SIZE={height} {width}=")
+        self.assertIn(f"@{sandbox_id}", screen)  # the prompt of the sandbox's shell
+        self.tmux("resize-window", "-t", "t", "-x", "123", "-y", "31")
+        height, width = self.tmux("display", "-p", "-t", "t", "#{pane_height} #{pane_width}").split()
+        self.assertEqual(width, "123")
+        self.tmux("send-keys", "-t", "t", "clear; " + probe, "Enter")
+        self.wait_screen(f"SIZE={height} {width}=")
+        self.tmux("send-keys", "-t", "t", "exit 5", "Enter")
+        self.wait_screen("EXIT=5")
+        import time
+
+        deadline = time.monotonic() + 10
+        while not os.path.exists(f"{work}/after") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with open(f"{work}/before") as before, open(f"{work}/after") as after:
+            self.assertEqual(before.read(), after.read())
