@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 from sandbox._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint
 from sandbox._env import Environment
 from sandbox._fs import FileInfo, Filesystem
+from sandbox._net import FetchResponse, Network
 from sandbox._process import ExecHandle, ExecResult, OutputEvent, Process
 from sandbox._spawn import ProcessExitedError, SpawnedProcess
 from sandbox._sandbox import Sandbox, connect_sandbox, create_sandbox
@@ -26,6 +27,7 @@ from sandbox.errors import (
     FileError,
     InvalidEndpointError,
     InvalidRequestError,
+    NetworkError,
     NotFoundError,
     PathNotFoundError,
     ProtocolError,
@@ -44,6 +46,8 @@ __all__ = [
     "Client",
     "Filesystem",
     "Environment",
+    "Network",
+    "FetchResponse",
     "FileInfo",
     "Process",
     "ExecResult",
@@ -67,4 +71,5 @@ __all__ = [
     "ProtocolError",
     "SandboxTimeoutError",
     "RequestCancelledError",
+    "NetworkError",
 ]

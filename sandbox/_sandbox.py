@@ -5,6 +5,7 @@
 
 from sandbox._env import Environment
 from sandbox._fs import Filesystem
+from sandbox._net import Network
 from sandbox._process import Process
 from sandbox._connect import open_session
 from sandbox.client import Client
@@ -13,7 +14,7 @@ from sandbox.client import Client
 class Sandbox:
     """
     A sandbox with an open WebSocket session.  ``id`` and ``info`` (the
-    daemon's JSON object) describe it; ``fs``, ``process`` and ``env`` act
+    daemon's JSON object) describe it; ``fs``, ``process``, ``env`` and ``net`` act
     in it.
     Calls may run concurrently: they share the session.
     """
@@ -27,6 +28,7 @@ class Sandbox:
         self.fs = Filesystem(session)
         self.process = Process(session)
         self.env = Environment(session)
+        self.net = Network(session)
 
     def __repr__(self):
         state = "closed" if self.closed else "open"

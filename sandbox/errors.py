@@ -21,6 +21,7 @@ __all__ = [
     "ProtocolError",
     "SandboxTimeoutError",
     "RequestCancelledError",
+    "NetworkError",
     "error_from",
     "error_from_http",
 ]
@@ -147,6 +148,14 @@ class RequestCancelledError(SandboxError):
     """
 
 
+class NetworkError(SandboxError):
+    """
+    ``net.fetch`` failed: ``CONNECTION_REFUSED``, ``HOST_NOT_FOUND``,
+    ``TLS_ERROR``, ``TOO_MANY_REDIRECTS``, ``NET_ERROR`` (``TIMEOUT`` is a
+    SandboxTimeoutError).  ``details["url"]`` is the URL.
+    """
+
+
 _POSIX = frozenset(
     "ENOENT EACCES EPERM EISDIR ENOTDIR EEXIST ENOSPC EROFS ENAMETOOLONG ELOOP "
     "EINVAL EIO ENOTEMPTY EBUSY EXDEV ETXTBSY EMFILE EFBIG EDQUOT UNSAFE_PATH BAD_ARCHIVE".split()
@@ -172,6 +181,11 @@ _BY_CODE = {
     "SANDBOX_UNAVAILABLE": SandboxUnavailableError,
     "TIMEOUT": SandboxTimeoutError,
     "CANCELLED": RequestCancelledError,
+    "TOO_MANY_REDIRECTS": NetworkError,
+    "CONNECTION_REFUSED": NetworkError,
+    "HOST_NOT_FOUND": NetworkError,
+    "TLS_ERROR": NetworkError,
+    "NET_ERROR": NetworkError,
     "ENOENT": PathNotFoundError,
     "ESRCH": NotFoundError,
     "ENOTTY": InvalidRequestError,

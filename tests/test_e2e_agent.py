@@ -598,3 +598,41 @@ class AttachTests(AgentE2ETestCase):
             time.sleep(0.1)
         with open(f"{work}/before") as before, open(f"{work}/after") as after:
             self.assertEqual(before.read(), after.read())
+
+
+class NetTests(AgentE2ETestCase):
+    """
+    net.fetch from inside a real sandbox, against a server the test starts
+    in the sandbox itself on 127.0.0.1.
+    """
+
+    def test_fetch_from_sandbox_server(self):
+        """
+        A spawned http.server on the sandbox's loopback answers a fetch
+        made by the agent; a 404 is a response; a closed port is
+        CONNECTION_REFUSED.
+        """
+        from sandbox import NetworkError
+
+        async def body(sbx):
+            await sbx.fs.mkdir("/root/www")
+            await sbx.fs.write("/root/www/hello.txt", "hi from inside")
+            server = await sbx.process.spawn(
+                "exec python3 -u -m http.server 8765 --bind 127.0.0.1", cwd="/root/www"
+            )
+            seen = ""
+            async for event in server:
+                seen += event.data
+                if "Serving HTTP" in seen:
+                    break
+            response = await sbx.net.fetch("http://127.0.0.1:8765/hello.txt")
+            self.assertEqual((response.status, response.body), (200, b"hi from inside"))
+            self.assertEqual(response.header("content-length"), "14")
+            missing = await sbx.net.fetch("http://127.0.0.1:8765/nope")
+            self.assertEqual((missing.status, missing.ok), (404, False))
+            with self.assertRaises(NetworkError) as caught:
+                await sbx.net.fetch("http://127.0.0.1:8766/")
+            self.assertEqual(caught.exception.code, "CONNECTION_REFUSED")
+            await server.kill()
+
+        self.scenario(body)
