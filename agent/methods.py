@@ -2,7 +2,7 @@
 The request methods the agent serves, with their parameter specs.
 """
 
-from . import envops, files, fsops, net, process, procctl, transfer
+from . import envops, files, fsops, net, process, procctl, transfer, watch
 
 
 class Method:
@@ -47,6 +47,7 @@ METHODS = {
     "fs.rename": Method(fsops.RENAME_SPEC, fsops.rename),
     "fs.upload": Method(transfer.UPLOAD_SPEC, transfer.upload, takes_body=True),
     "fs.download": Method(transfer.DOWNLOAD_SPEC, transfer.download),
+    "fs.watch": Method(watch.WATCH_SPEC, watch.watch),
     "net.fetch": Method(net.FETCH_SPEC, net.fetch),
     "env.get": Method(envops.GET_SPEC, envops.get, inline=True),
     "env.set": Method(envops.SET_SPEC, envops.set_, inline=True),

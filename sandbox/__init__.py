@@ -17,6 +17,7 @@ from sandbox._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint
 from sandbox._env import Environment
 from sandbox._fs import FileInfo, Filesystem
 from sandbox._net import FetchResponse, Network
+from sandbox._watch import WatchEvent, Watcher
 from sandbox._process import ExecHandle, ExecResult, OutputEvent, Process
 from sandbox._spawn import ProcessExitedError, SpawnedProcess
 from sandbox._sandbox import Sandbox, connect_sandbox, create_sandbox
@@ -47,6 +48,8 @@ __all__ = [
     "Filesystem",
     "Environment",
     "Network",
+    "Watcher",
+    "WatchEvent",
     "FetchResponse",
     "FileInfo",
     "Process",

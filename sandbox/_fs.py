@@ -185,6 +185,18 @@ class Filesystem:
                 elif frame.type is FrameType.RESULT:
                     return
 
+    def watch(self, path, recursive=False):
+        """
+        Watch the directory ``path`` (``recursive``: its whole tree, new
+        subdirectories included).  ``async with sbx.fs.watch(p) as w:
+        async for event in w: ...``, or ``w = await sbx.fs.watch(p)`` then
+        ``await w.close()``.  Events are WatchEvents; the watch is in place
+        once this returns.
+        """
+        from sandbox._watch import WatchOpening, open_watch
+
+        return WatchOpening(open_watch(self._session, path, recursive))
+
     async def exists(self, path):
         """
         Whether ``path`` exists (a dangling symlink does).

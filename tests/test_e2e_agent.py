@@ -636,3 +636,35 @@ class NetTests(AgentE2ETestCase):
             await server.kill()
 
         self.scenario(body)
+
+
+class WatchTests(AgentE2ETestCase):
+    """
+    fs.watch in a real sandbox.
+    """
+
+    def test_watch_recursive(self):
+        """
+        A recursive watch reports files made by a command in a new
+        subdirectory, a move and a delete; closing it ends the iteration
+        and leaves the session usable.
+        """
+
+        async def body(sbx):
+            await sbx.fs.mkdir("/root/w")
+            seen = []
+            async with sbx.fs.watch("/root/w", recursive=True) as watcher:
+                await sbx.process.exec_(
+                    "mkdir /root/w/sub && echo hi > /root/w/sub/a && mv /root/w/sub/a /root/w/b && rm /root/w/b"
+                )
+                async for event in watcher:
+                    seen.append((event.type, event.path, event.is_dir))
+                    if event.type == "delete":
+                        break
+            self.assertEqual(seen[0], ("create", "/root/w/sub", True))
+            for expected in (("create", "/root/w/sub/a", False), ("move_from", "/root/w/sub/a", False),
+                             ("move_to", "/root/w/b", False), ("delete", "/root/w/b", False)):
+                self.assertIn(expected, seen)
+            await sbx.ping()
+
+        self.scenario(body)
