@@ -187,6 +187,13 @@ class SandboxManager:
             profile, profile.memory, profile.cpu, profile.storage
         )
         await self._boot(sandbox)
+        # A first command costs the agent more (cold code paths, first
+        # fork): pay it here rather than in the caller's first exec.
+        try:
+            await sandbox.connection.call("process.exec", {"cmd": ["true"]})
+        except Exception:
+            self._discard(sandbox)
+            raise
         sandbox.moveTo(State.READY)
         return sandbox
 

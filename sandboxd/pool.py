@@ -31,7 +31,15 @@ class WarmPool:
     log = Logger()
 
     def __init__(
-        self, profile, boot, discard, clock, target, parallel=2, limiter=None
+        self,
+        profile,
+        boot,
+        discard,
+        clock,
+        target,
+        parallel=2,
+        limiter=None,
+        refill_delay=0.0,
     ):
         self.profile = profile
         self.target = target
@@ -40,6 +48,8 @@ class WarmPool:
         self._clock = clock
         self._parallel = parallel
         self._limiter = limiter
+        self._refill_delay = refill_delay
+        self._delayed_refill = None
         self._generation = 0
         self._strikes = {}
         self._ready = deque()
@@ -70,8 +80,9 @@ class WarmPool:
         Stop refilling; return the ready sandboxes for the caller to destroy.
         """
         self._stopped = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
+        for call in (self._retry, self._delayed_refill):
+            if call is not None and call.active():
+                call.cancel()
         ready, self._ready = list(self._ready), deque()
         return ready
 
@@ -83,12 +94,25 @@ class WarmPool:
             sandbox = self._ready.popleft()
             if sandbox.connection is not None and sandbox.connection.connected:
                 self.hits += 1
-                self.refill()
+                self._refillSoon()
                 return sandbox
             self._discard(sandbox)
         self.misses += 1
         self.refill()
         return None
+
+    def _refillSoon(self):
+        """
+        Refill after ``refill_delay``: booting a container costs the machine
+        CPU, which the caller that just claimed a sandbox needs for its
+        first commands more than the pool needs it now.
+        """
+        if not self._refill_delay:
+            self.refill()
+        elif self._delayed_refill is None or not self._delayed_refill.active():
+            self._delayed_refill = self._clock.callLater(
+                self._refill_delay, self.refill
+            )
 
     def resize(self, target):
         """

@@ -16,6 +16,8 @@ from sandboxd.poolplan import Autoscaler, DemandTracker, plan_targets
 
 #: Sandboxes booting at once, all pools together.
 MAX_PARALLEL_BOOTS = 3
+#: Seconds between a hit and the refill it causes (see WarmPool).
+REFILL_DELAY = 0.1
 
 
 class UnknownPool(KeyError):
@@ -47,6 +49,7 @@ class PoolSet:
                 target=0,
                 parallel=2,
                 limiter=self._limiter,
+                refill_delay=REFILL_DELAY,
             )
             for name, profile in profiles.items()
         }

@@ -470,3 +470,42 @@ class StatusTests(PoolTestCase):
             (status["hits"], status["misses"], status["hit_rate"]), (2, 2, 0.5)
         )
         self.assertEqual((status["ready"], status["starting"], status["target"]), (0, 1, 1))
+
+
+class RefillDelayTests(PoolTestCase):
+    """
+    With a refill delay, a hit's refill waits; a miss's does not.
+    """
+
+    def test_hit_refills_after_delay(self):
+        """
+        After a hit no boot starts until the delay has passed, and a burst
+        of hits schedules one refill, not one per hit.
+        """
+        clock = Clock()
+        boots = Boots()
+        pool = WarmPool(FakeProfile(), boots, [].append, clock, target=2,
+                        refill_delay=0.1)
+        pool.start()
+        boots.succeed()
+        boots.succeed()
+        self.assertEqual(pool.ready, 2)
+        self.assertIsNotNone(pool.claim())
+        self.assertIsNotNone(pool.claim())
+        self.assertEqual(boots.count, 2)
+        self.assertEqual(len(clock.getDelayedCalls()), 1)
+        clock.advance(0.1)
+        self.assertEqual(boots.count, 4)
+
+    def test_miss_refills_at_once(self):
+        """
+        A miss starts the refill immediately: the pool is behind.
+        """
+        clock = Clock()
+        boots = Boots()
+        pool = WarmPool(FakeProfile(), boots, [].append, clock, target=1,
+                        refill_delay=0.1, parallel=2)
+        pool.start()
+        pool.resize(2)
+        self.assertIsNone(pool.claim())
+        self.assertEqual(boots.count, 2)
