@@ -364,6 +364,44 @@ class LossTests(AgentE2ETestCase):
         self.scenario(body)
 
 
+class ContainerLossTests(AgentE2ETestCase):
+    """
+    The container itself dying mid-call.
+    """
+
+    def test_container_killed(self):
+        """
+        docker kill of the sandbox's container fails a pending exec, a
+        pending read of a spawned process's output and a watch with
+        SandboxUnavailableError within a second.
+        """
+        from sandbox import SandboxUnavailableError
+
+        async def body(sbx):
+            loop = asyncio.get_running_loop()
+            proc = await sbx.process.spawn("sleep 30")
+            watcher = await sbx.fs.watch("/root")
+            pending = [
+                asyncio.ensure_future(sbx.process.exec_("sleep 30")),
+                asyncio.ensure_future(proc.wait()),
+                asyncio.ensure_future(watcher.__anext__()),
+            ]
+            await asyncio.sleep(0.3)
+            ids = subprocess.run(
+                ["docker", "ps", "-q", "--filter", f"label=sandboxd.id={sbx.id}"],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()
+            self.assertEqual(len(ids), 1)
+            start = loop.time()
+            subprocess.run(["docker", "kill", ids[0]], capture_output=True, check=True)
+            for call in pending:
+                with self.assertRaises(SandboxUnavailableError):
+                    await asyncio.wait_for(call, 5)
+            self.assertLess(loop.time() - start, 1.0)
+
+        self.scenario(body)
+
+
 async def _slow_chunks():
     while True:
         yield b"x" * 1024
@@ -668,3 +706,32 @@ class WatchTests(AgentE2ETestCase):
             await sbx.ping()
 
         self.scenario(body)
+
+
+class FileErrorTests(AgentE2ETestCase):
+    """
+    Errors only a real sandbox produces.
+    """
+
+    def test_enospc_and_eacces(self):
+        """
+        Filling /root (a tmpfs of the sandbox's storage) is ENOSPC with the
+        path and leaves no partial file; a file with mode 000 is EACCES even
+        for the sandbox's root, which has no capabilities.
+        """
+
+        async def body(sbx):
+            async def blocks():
+                for _ in range(48):
+                    yield bytes(1 << 20)
+
+            with self.assertRaises(FileError) as caught:
+                await sbx.fs.write("/root/fill.bin", blocks())
+            self.assertEqual((caught.exception.code, caught.exception.path), ("ENOSPC", "/root/fill.bin"))
+            self.assertEqual([e.name for e in await sbx.fs.list("/root")], [])
+            await sbx.fs.write("/root/secret", "x", mode=0)
+            with self.assertRaises(FileError) as caught:
+                await sbx.fs.read("/root/secret")
+            self.assertEqual((caught.exception.code, caught.exception.path), ("EACCES", "/root/secret"))
+
+        self.scenario(body, storage="32m")
