@@ -6,9 +6,10 @@
 import collections
 from dataclasses import dataclass
 
+from agent import wire
 from agent.wire import FrameType
 from sandbox._session import _json
-from sandbox.errors import ProtocolError
+from sandbox.errors import ProtocolError, SandboxError
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,15 @@ class Watcher:
         """
         self._ended = True
         self._events.clear()
-        self._stream.abandon()
+        stream = self._stream
+        if stream.finished:
+            return
+        stream.finished = True
+        stream.session._forget(stream)
+        try:
+            await stream.session.send(wire.cancel(stream.id))
+        except SandboxError:
+            pass  # the session is gone: so is the watch
 
 
 class WatchOpening:

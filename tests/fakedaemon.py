@@ -62,6 +62,9 @@ class FakeDaemon:
         self.sessions = collections.defaultdict(set)  # id -> open WS protocols
         self.ws_connections = 0
         self.exec_params = []
+        self.calls = []  # (method, params) of every REQUEST
+        self.env = collections.defaultdict(dict)  # id -> the sandbox environment
+        self.spawn_stdin = []  # DATA payloads sent to spawned processes
         self.barrier = []  # (session, stream, text) of running "barrier" commands
         self.cancelled = []  # (sandbox id, stream id, method)
         self.window_violations = 0
@@ -417,6 +420,15 @@ class FakeSession(WebSocketServerProtocol):
             self.later(self.daemon.grant_delay, self.grant, stream, len(frame.payload))
         elif kind is FrameType.END and stream.method == "fs.write":
             self.end_write(stream)
+        elif kind is FrameType.DATA and stream.method == "process.spawn":
+            # The fake ``cat``: stdin comes back on stdout.
+            self.daemon.spawn_stdin.append(frame.payload)
+            self.frame(wire.data(stream.id, frame.payload, wire.CHANNEL_STDOUT))
+            increment = stream.recv.consumed(len(frame.payload))
+            if increment:
+                self.frame(wire.window(stream.id, increment))
+        elif kind is FrameType.END and stream.method == "process.spawn":
+            self.finish(stream, wire.result(stream.id, {"exit_code": 0, "timed_out": False, "truncated": False}))
 
     def grant(self, stream, n):
         if stream.params.get("path") == "/dev/nogrant":
@@ -431,6 +443,7 @@ class FakeSession(WebSocketServerProtocol):
             self.frame(data)
 
     def request(self, stream):
+        self.daemon.calls.append((stream.method, stream.params))
         handler = getattr(self, "do_" + stream.method.replace(".", "_"), None)
         if handler is None:
             self.finish(stream, wire.error(stream.id, "UNKNOWN_METHOD", stream.method))
@@ -578,3 +591,76 @@ class FakeSession(WebSocketServerProtocol):
         if not match:
             return self.path_error(stream, "ENOENT", path)
         self.run(stream, [("result", dict(match[0], path=path))])
+
+    # The capabilities beyond exec and fs read/write/list/stat.
+
+    def do_env_set(self, stream):
+        self.daemon.env[self.sandbox_id].update(stream.params["vars"])
+        self.run(stream, [("result", {})])
+
+    def do_env_get(self, stream):
+        name = stream.params["name"]
+        value = self.daemon.env[self.sandbox_id].get(name)
+        self.run(stream, [("result", {"name": name, "value": value})])
+
+    def do_env_delete(self, stream):
+        env = self.daemon.env[self.sandbox_id]
+        deleted = [n for n in stream.params["names"] if env.pop(n, None) is not None]
+        self.run(stream, [("result", {"deleted": deleted})])
+
+    def do_env_list(self, stream):
+        self.run(stream, [("result", {"env": dict(self.daemon.env[self.sandbox_id])})])
+
+    def do_fs_mkdir(self, stream):
+        path = stream.params["path"]
+        dirs = self.daemon.dirs[self.sandbox_id]
+        if path in dirs and not stream.params.get("parents"):
+            return self.path_error(stream, "EEXIST", path)
+        dirs.add(path)
+        self.run(stream, [("result", {"path": path})])
+
+    def do_fs_remove(self, stream):
+        path = stream.params["path"]
+        files = self.daemon.files[self.sandbox_id]
+        if files.pop(path, None) is None:
+            return self.path_error(stream, "ENOENT", path)
+        self.run(stream, [("result", {})])
+
+    def do_fs_rename(self, stream):
+        src, dst = stream.params["src"], stream.params["dst"]
+        files = self.daemon.files[self.sandbox_id]
+        if src not in files:
+            return self.path_error(stream, "ENOENT", src)
+        if dst in files and stream.params.get("overwrite") is False:
+            return self.path_error(stream, "EEXIST", dst)
+        files[dst] = files.pop(src)
+        self.run(stream, [("result", {"src": src, "dst": dst})])
+
+    def do_process_spawn(self, stream):
+        if stream.params["cmd"] == ["missing-binary"]:
+            return self.path_error(stream, "ENOENT", "missing-binary")
+        self.run(stream, [("event", {"pid": 4242})])
+
+    def do_process_signal(self, stream):
+        spawned = [s for s in self.streams.values() if s.method == "process.spawn"]
+        if stream.params["pid"] != 4242 or not spawned:
+            return self.finish(stream, wire.error(stream.id, "ESRCH", "no such process", pid=stream.params["pid"]))
+        self.run(stream, [("result", {})])
+        self.finish(spawned[0], wire.result(spawned[0].id, {"exit_code": 143, "timed_out": False, "truncated": False}))
+
+    def do_process_resize(self, stream):
+        self.run(stream, [("result", {})])
+
+    def do_net_fetch(self, stream):
+        head = {"status": 201, "reason": "Created", "headers": [["Content-Type", "text/plain"]],
+                "url": stream.params["url"]}
+        body = b"fetched"
+        self.run(stream, [("event", head), ("body", body),
+                          ("result", dict(head, size=len(body), truncated=False))])
+
+    def do_fs_watch(self, stream):
+        path = stream.params["path"]
+        events = [{"type": "create", "path": path + "/a", "is_dir": False},
+                  {"type": "move_from", "path": path + "/a", "is_dir": False, "cookie": 7}]
+        self.run(stream, [("event", {"ready": True, "path": path, "watches": 1}),
+                          ("event", {"events": events}), ("hang",)])

@@ -802,3 +802,107 @@ class SessionLossTests(FakeDaemonTestCase):
             self.call_reactor(self.daemon.stop)
 
         self._check(await self.client(self._pending, lose), "connection to the daemon was lost")
+
+
+class CapabilityTests(FakeDaemonTestCase):
+    """
+    env, fs name operations, spawn, net.fetch and fs.watch: the requests the
+    SDK sends and what it makes of the answers (against the fake agent).
+    """
+
+    async def test_env_and_fs_names(self):
+        """
+        env.* and fs.mkdir/remove/rename/list(depth) send their params and
+        decode their results; errors are typed with the path.
+        """
+        from sandbox import FileError
+
+        async def scenario():
+            async with await create_sandbox(endpoint=self.unix) as sbx:
+                await sbx.env.set({"A": 1}, B="two")
+                got = (await sbx.env.get("A"), await sbx.env.get("Z", "dflt"))
+                deleted = await sbx.env.delete("A", "Z")
+                listed = await sbx.env.list()
+                made = await sbx.fs.mkdir("/root/d", parents=True, mode=0o700)
+                await sbx.fs.write("/root/f", "x")
+                await sbx.fs.rename("/root/f", "/root/g", overwrite=False)
+                await sbx.fs.remove("/root/g", recursive=True)
+                try:
+                    await sbx.fs.remove("/root/g")
+                except FileError as e:
+                    missing = e
+                await sbx.fs.list("/root", depth=3)
+                return got, deleted, listed, made, missing
+
+        got, deleted, listed, made, missing = await self.client(scenario)
+        self.assertEqual(got, ("1", "dflt"))
+        self.assertEqual((deleted, listed), (["A"], {"B": "two"}))
+        self.assertEqual(made, "/root/d")
+        self.assertEqual((missing.code, missing.path), ("ENOENT", "/root/g"))
+        calls = dict((m, p) for m, p in self.daemon.calls)
+        self.assertEqual(calls["env.set"], {"vars": {"A": "1", "B": "two"}})
+        self.assertEqual(calls["fs.mkdir"], {"path": "/root/d", "parents": True, "mode": 0o700})
+        self.assertEqual(calls["fs.rename"], {"src": "/root/f", "dst": "/root/g", "overwrite": False})
+        self.assertEqual(calls["fs.list"], {"path": "/root", "depth": 3})
+
+    async def test_spawn(self):
+        """
+        spawn returns the pid from the first EVENT; write sends stdin as
+        DATA; signal goes by pid; a command that cannot start raises.
+        """
+        from sandbox import NotFoundError, PathNotFoundError
+
+        async def scenario():
+            async with await create_sandbox(endpoint=self.unix) as sbx:
+                proc = await sbx.process.spawn(["cat"])
+                await proc.write("hello")
+                echoed = (await proc.__anext__()).data
+                await proc.resize(100, 40)
+                await proc.signal("INT")
+                code = await proc.exit_code()
+                try:
+                    await proc.signal()
+                except NotFoundError as e:
+                    gone = e.code
+                try:
+                    await sbx.process.spawn(["missing-binary"])
+                except PathNotFoundError as e:
+                    missing = e.path
+                other = await sbx.process.spawn(["cat"])
+                await other.write(b"abc")
+                await other.close_stdin()
+                rest = [e.raw async for e in other]
+                return proc.pid, echoed, code, gone, missing, rest, await other.exit_code()
+
+        pid, echoed, code, gone, missing, rest, other_code = await self.client(scenario)
+        self.assertEqual((pid, echoed, code, gone, missing), (4242, "hello", 143, "ESRCH", "missing-binary"))
+        self.assertEqual((rest, other_code), ([b"abc"], 0))
+        self.assertEqual(self.daemon.spawn_stdin[:1], [b"hello"])
+        signals = [p for m, p in self.daemon.calls if m == "process.signal"]
+        self.assertEqual(signals[0], {"pid": 4242, "signal": "INT", "group": True})
+
+    async def test_fetch_and_watch(self):
+        """
+        fetch sends method, headers and a binary body as base64 and returns
+        a FetchResponse; watch yields WatchEvents after the ready EVENT and
+        close cancels it.
+        """
+
+        async def scenario():
+            async with await create_sandbox(endpoint=self.unix) as sbx:
+                response = await sbx.net.fetch(
+                    "http://127.0.0.1:9/x", method="POST", headers={"A": "b"}, body=b"\xff", max_body=10
+                )
+                async with sbx.fs.watch("/root", recursive=True) as watcher:
+                    events = [await watcher.__anext__(), await watcher.__anext__()]
+                return response, events
+
+        response, events = await self.client(scenario)
+        self.assertEqual((response.status, response.body, response.header("content-type")),
+                         (201, b"fetched", "text/plain"))
+        self.assertEqual(dict(self.daemon.calls)["net.fetch"], {
+            "url": "http://127.0.0.1:9/x", "method": "POST", "headers": {"A": "b"},
+            "body_base64": "/w==", "max_body": 10})
+        self.assertEqual([(e.type, e.path, e.cookie) for e in events],
+                         [("create", "/root/a", None), ("move_from", "/root/a", 7)])
+        self.assertIn("fs.watch", [m for _, _, m in self.daemon.cancelled])
