@@ -159,7 +159,11 @@ async def cmd_exec(client, args):
         sbx = await connect_sandbox(args.id, client=client)
     async with sbx:
         handle = await sbx.process.stream_exec(
-            cmd, cwd=args.cwd, env=dict(args.env) or None, timeout=args.timeout
+            cmd,
+            cwd=args.cwd,
+            env=dict(args.env) or None,
+            timeout=args.timeout,
+            stdin=_stdin_chunks() if getattr(args, "stdin", False) else None,
         )
         stdout = sys.stdout.buffer
         stderr = sys.stderr.buffer

@@ -73,6 +73,10 @@ def build_parser():
         help="environment variable (repeatable)",
     )
     execute.add_argument("--timeout", type=float, help="kill it after SECONDS")
+    execute.add_argument(
+        "-i", "--stdin", action="store_true",
+        help="stream our stdin to the command (binary-safe), then close it",
+    )
     execute.add_argument("id", metavar="ID")
     execute.add_argument(
         "cmd", nargs=argparse.REMAINDER, metavar="CMD",

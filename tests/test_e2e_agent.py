@@ -158,7 +158,8 @@ class FilesystemTests(AgentE2ETestCase):
 
     def test_sbx_fs(self):
         """
-        sbx fs write/read/ls work on a real sandbox.
+        sbx fs write/read/ls work on a real sandbox; sbx exec -i streams
+        stdin to the command.
         """
         sandbox_id = self.create()
         self.assertEqual(self.sbx("fs", "write", sandbox_id, "/root/t", stdin=b"hey")[0], 0)
@@ -166,6 +167,12 @@ class FilesystemTests(AgentE2ETestCase):
         code, out, err = self.sbx("fs", "ls", sandbox_id, "/root")
         self.assertEqual(code, 0, err)
         self.assertIn(b" t\n", out + b"\n")
+        blob = bytes(range(256)) * 4096
+        code, out, err = self.sbx("exec", "-i", sandbox_id, "sha256sum", stdin=blob)
+        self.assertEqual(code, 0, err)
+        import hashlib
+
+        self.assertEqual(out.split()[0].decode(), hashlib.sha256(blob).hexdigest())
 
 
 class EnvTests(AgentE2ETestCase):
