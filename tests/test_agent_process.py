@@ -144,8 +144,7 @@ class PtyTests(SpawnTestCase):
             "stty size; tty >/dev/null && echo is-a-tty; read x; stty size; echo got-$x",
             pty={"cols": 100, "rows": 30},
         )
-        self.read_until(sid, b"30 100")
-        self.read_until(sid, b"is-a-tty")
+        self.assertIn(b"30 100", self.read_until(sid, b"is-a-tty"))
         self.assertEqual(self.client.call("process.resize", {"pid": pid, "cols": 120, "rows": 40}).result, {})
         self.client.send(wire.data(sid, b"hello\r"))
         out = self.read_until(sid, b"got-hello")
