@@ -322,16 +322,24 @@ class Config:
         """Strports descriptions for the Unix socket and the TCP (or TLS) listener."""
         server, endpoints = self.server, []
         if server.socket:
-            endpoints.append(f"unix:{_escape(server.socket)}:mode=660")
+            endpoints.append(
+                f"unix:{_escape(server.socket)}:mode=660:backlog={LISTEN_BACKLOG}")
         if server.tcp:
             host, port = parse_tcp_address(server.tcp)
             if server.tls_cert:
                 endpoints.append(
                     f"ssl:{port}:interface={_escape(host)}"
-                    f":privateKey={_escape(server.tls_key)}:certKey={_escape(server.tls_cert)}")
+                    f":privateKey={_escape(server.tls_key)}:certKey={_escape(server.tls_cert)}"
+                    f":backlog={LISTEN_BACKLOG}")
             else:
-                endpoints.append(f"tcp:{port}:interface={_escape(host)}")
+                endpoints.append(
+                    f"tcp:{port}:interface={_escape(host)}:backlog={LISTEN_BACKLOG}")
         return endpoints
+
+
+#: Connections a listener queues before accepting (a burst of 100 clients
+#: must not be refused).
+LISTEN_BACKLOG = 1024
 
 
 def _escape(text):

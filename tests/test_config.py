@@ -413,7 +413,7 @@ class CrossFieldTests(ConfigErrorMixin, TestCase):
         """Turning off the socket with no TCP listener leaves nothing to serve on."""
         self.assertConfigError("[server]\nsocket = ''\n", "server", "no listener")
         config = parse("[server]\nsocket = ''\ntcp = '7522'\n")
-        self.assertEqual(config.endpoint_strings(), ["tcp:7522:interface=0.0.0.0"])
+        self.assertEqual(config.endpoint_strings(), ["tcp:7522:interface=0.0.0.0:backlog=1024"])
 
     def test_multi_tenant_needs_keys(self):
         """Multi-tenant mode without a public key is an error; with one it loads."""
@@ -551,7 +551,7 @@ class EndpointTests(TestCase):
     def test_default(self):
         """By default there is only the Unix socket, mode 0660."""
         self.assertEqual(Config().endpoint_strings(),
-                         ["unix:/var/run/sandboxd/sandboxd.sock:mode=660"])
+                         ["unix:/var/run/sandboxd/sandboxd.sock:mode=660:backlog=1024"])
         reactor = MemoryReactor()
         serverFromString(reactor, Config().endpoint_strings()[0]).listen(Factory())
         address, _, _, mode, _ = reactor.unixServers[0]
@@ -559,12 +559,12 @@ class EndpointTests(TestCase):
 
     def test_tcp_forms(self):
         """Each TCP form becomes a tcp endpoint with an explicit interface."""
-        cases = {"7522": "tcp:7522:interface=0.0.0.0",
-                 ":7522": "tcp:7522:interface=0.0.0.0",
-                 "0.0.0.0:7522": "tcp:7522:interface=0.0.0.0",
-                 "127.0.0.1:8000": "tcp:8000:interface=127.0.0.1",
-                 "10.1.2.3": "tcp:7522:interface=10.1.2.3",
-                 "[::1]:7522": r"tcp:7522:interface=\:\:1"}
+        cases = {"7522": "tcp:7522:interface=0.0.0.0:backlog=1024",
+                 ":7522": "tcp:7522:interface=0.0.0.0:backlog=1024",
+                 "0.0.0.0:7522": "tcp:7522:interface=0.0.0.0:backlog=1024",
+                 "127.0.0.1:8000": "tcp:8000:interface=127.0.0.1:backlog=1024",
+                 "10.1.2.3": "tcp:7522:interface=10.1.2.3:backlog=1024",
+                 "[::1]:7522": r"tcp:7522:interface=\:\:1:backlog=1024"}
         for tcp, expected in cases.items():
             self.assertEqual(self.endpoints(f"tcp = '{tcp}'\nsocket = ''\n"), [expected])
 
@@ -580,7 +580,7 @@ class EndpointTests(TestCase):
     def test_unix_and_tcp(self):
         """With both set there are two endpoints, the socket first."""
         self.assertEqual(self.endpoints("socket = '/run/s.sock'\ntcp = '7522'\n"),
-                         ["unix:/run/s.sock:mode=660", "tcp:7522:interface=0.0.0.0"])
+                         ["unix:/run/s.sock:mode=660:backlog=1024", "tcp:7522:interface=0.0.0.0:backlog=1024"])
 
     def test_ssl(self):
         """With a certificate and key the TCP listener is TLS."""
@@ -588,19 +588,20 @@ class EndpointTests(TestCase):
                                    "tls_cert = '/etc/c.pem'\ntls_key = '/etc/k.pem'\n")
         self.assertEqual(
             endpoints,
-            ["ssl:7522:interface=127.0.0.1:privateKey=/etc/k.pem:certKey=/etc/c.pem"])
+            ["ssl:7522:interface=127.0.0.1:privateKey=/etc/k.pem:certKey=/etc/c.pem:backlog=1024"])
         self.assertEqual(
             _parse(endpoints[0]),
             (["ssl", "7522"],
-             {"interface": "127.0.0.1", "privateKey": "/etc/k.pem", "certKey": "/etc/c.pem"}))
+             {"interface": "127.0.0.1", "privateKey": "/etc/k.pem", "certKey": "/etc/c.pem",
+              "backlog": "1024"}))
 
     def test_escaping(self):
         """Colons, equals signs and backslashes in paths survive strports parsing."""
         socket, key, cert = r"/tmp/a:b=c\d.sock", "/k:1.pem", "/c=1.pem"
         endpoints = self.endpoints(
             f"socket = '{socket}'\ntcp = '7522'\ntls_key = '{key}'\ntls_cert = '{cert}'\n")
-        self.assertEqual(endpoints[0], r"unix:/tmp/a\:b\=c\\d.sock:mode=660")
-        self.assertEqual(_parse(endpoints[0]), (["unix", socket], {"mode": "660"}))
+        self.assertEqual(endpoints[0], r"unix:/tmp/a\:b\=c\\d.sock:mode=660:backlog=1024")
+        self.assertEqual(_parse(endpoints[0]), (["unix", socket], {"mode": "660", "backlog": "1024"}))
         self.assertEqual(_parse(endpoints[1])[1],
                          {"interface": "0.0.0.0", "privateKey": key, "certKey": cert})
         reactor = MemoryReactor()
@@ -610,7 +611,7 @@ class EndpointTests(TestCase):
     def test_environment(self):
         """SANDBOX_TCP turns on TCP even when the file leaves it off."""
         self.assertEqual(self.endpoints("", {"SANDBOX_TCP": "7600"})[1],
-                         "tcp:7600:interface=0.0.0.0")
+                         "tcp:7600:interface=0.0.0.0:backlog=1024")
 
 
 class TcpAddressTests(TestCase):
