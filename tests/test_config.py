@@ -603,7 +603,7 @@ class EndpointTests(TestCase):
         self.assertEqual(endpoints[0], r"unix:/tmp/a\:b\=c\\d.sock:mode=660:backlog=1024")
         self.assertEqual(_parse(endpoints[0]), (["unix", socket], {"mode": "660", "backlog": "1024"}))
         self.assertEqual(_parse(endpoints[1])[1],
-                         {"interface": "0.0.0.0", "privateKey": key, "certKey": cert})
+                         {"interface": "0.0.0.0", "privateKey": key, "certKey": cert, "backlog": "1024"})
         reactor = MemoryReactor()
         serverFromString(reactor, endpoints[0]).listen(Factory())
         self.assertEqual(reactor.unixServers[0][0], socket)
