@@ -107,6 +107,80 @@ async def bench_exec_rtt(daemon, n):
         await sbx.destroy()
 
 
+async def bench_concurrent_creates(daemon, n=100):
+    """
+    ``n`` creates at once through the SDK's client; every one must succeed.
+    """
+    from sandbox import Client
+
+    client = Client(daemon.endpoint)
+
+    async def one():
+        start = time.perf_counter()
+        info = await client.create()
+        return time.perf_counter() - start, info
+
+    try:
+        results = await asyncio.gather(*(one() for _ in range(n)))
+        await asyncio.gather(*(client.destroy(info["id"]) for _, info in results))
+    finally:
+        await client.close()
+    methods = [info["method"] for _, info in results]
+    return [t for t, _ in results], methods.count("warm")
+
+
+async def bench_sustained(daemon, rate=5.0, seconds=60):
+    """
+    Creates (each destroyed right after) at a steady ``rate`` per second;
+    returns (create latencies, pool hit rate).
+    """
+    from sandbox import Client
+
+    client = Client(daemon.endpoint)
+    samples, warm = [], 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    try:
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+            t = time.perf_counter()
+            info = await client.create()
+            samples.append(time.perf_counter() - t)
+            warm += info["method"] == "warm"
+            await client.destroy(info["id"])
+    finally:
+        await client.close()
+    return samples, warm / len(samples)
+
+
+def cpu_seconds(pid):
+    """
+    User + system CPU seconds a process has used so far.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_idle_pool_cpu(warm=20, seconds=30):
+    """
+    The daemon's CPU share while it keeps ``warm`` sandboxes idle (health
+    checks included), after the pool has filled.
+    """
+    daemon = Daemon(min_base=warm, extra_config="")
+    with open(daemon.config) as f:
+        text = f.read()
+    with open(daemon.config, "w") as f:
+        f.write(text.replace("[pool]\n", f"[pool]\nmax_warm = {warm}\ntotal_warm = {warm}\n"))
+    daemon.start(timeout=180)
+    try:
+        before = cpu_seconds(daemon.process.pid)
+        time.sleep(seconds)
+        return (cpu_seconds(daemon.process.pid) - before) / seconds
+    finally:
+        daemon.stop()
+
+
 def timed_command(argv, n):
     samples = []
     for _ in range(n):
@@ -154,6 +228,8 @@ def main(argv=None):
                         help="iterations of the cheap scenarios (default 200)")
     parser.add_argument("--docker-iterations", type=int, default=30,
                         help="iterations of docker run (default 30; ~0.3 s each)")
+    parser.add_argument("--sustained-seconds", type=int, default=60,
+                        help="length of the 5 creates/s run (default 60)")
     parser.add_argument("--json", default="bench/results/latest.json")
     options = parser.parse_args(argv)
     n = options.iterations
@@ -164,8 +240,14 @@ def main(argv=None):
         warm, warm_hits = bench_warm_create(daemon, n)
         ced, ced_hits = asyncio.run(bench_create_echo_destroy(daemon, n))
         rtt, _ = asyncio.run(bench_exec_rtt(daemon, n * 2))
+        daemon.waitReady(120)
+        sustained, sustained_hits = asyncio.run(
+            bench_sustained(daemon, 5.0, options.sustained_seconds)
+        )
+        burst, burst_warm = asyncio.run(bench_concurrent_creates(daemon, 100))
     finally:
         daemon.stop()
+    idle_cpu = bench_idle_pool_cpu(20, 30)
     docker_run = bench_docker_run(options.docker_iterations)
     docker_exec = bench_docker_exec(n)
 
@@ -176,6 +258,11 @@ def main(argv=None):
         "docker_run": summary(docker_run),
         "docker_exec": summary(docker_exec),
     }
+    results["concurrent_100_creates"] = summary(burst)
+    results["concurrent_100_creates"]["warm"] = burst_warm
+    results["sustained_5_per_s"] = summary(sustained)
+    results["sustained_5_per_s"]["pool_hit_rate"] = sustained_hits
+    results["idle_pool_20_cpu_share"] = round(idle_cpu, 4)
     results["warm_create"]["pool_hit_rate"] = warm_hits
     results["create_echo_destroy"]["pool_hit_rate"] = ced_hits
 
@@ -189,11 +276,16 @@ def main(argv=None):
          ratio("create_echo_destroy", "docker_run", "docker run")),
         ("exec round trip, open session (SDK)", results["exec_rtt"],
          ratio("exec_rtt", "docker_exec", "docker exec")),
+        ("100 concurrent creates (all succeed)", results["concurrent_100_creates"],
+         f"{burst_warm} of 100 warm"),
+        (f"5 creates/s for {options.sustained_seconds} s", results["sustained_5_per_s"],
+         f"pool hit rate {sustained_hits:.1%}"),
         ("docker run --rm IMAGE echo hello", results["docker_run"], ""),
         ("docker exec CONTAINER echo hello", results["docker_exec"], ""),
     ]
     print(table(rows))
     print(f"pool hit rate: warm create {warm_hits:.0%}, create-echo-destroy {ced_hits:.0%}")
+    print(f"idle pool of 20: daemon CPU {idle_cpu:.2%} of one core")
     results["machine"] = {
         "cpus": os.cpu_count(),
         "kernel": platform.release(),

@@ -14,8 +14,9 @@ from twisted.logger import Logger
 from sandboxd.pool import WarmPool
 from sandboxd.poolplan import Autoscaler, DemandTracker, plan_targets
 
-#: Sandboxes booting at once, all pools together.
-MAX_PARALLEL_BOOTS = 3
+#: Sandboxes booting at once, all pools together, and per pool.
+MAX_PARALLEL_BOOTS = 4
+PARALLEL_BOOTS_PER_POOL = 3
 #: Seconds between a hit and the refill it causes (see WarmPool).
 REFILL_DELAY = 0.1
 
@@ -47,7 +48,7 @@ class PoolSet:
                 discard,
                 clock,
                 target=0,
-                parallel=2,
+                parallel=PARALLEL_BOOTS_PER_POOL,
                 limiter=self._limiter,
                 refill_delay=REFILL_DELAY,
             )
