@@ -690,8 +690,8 @@ class WatchTests(AgentE2ETestCase):
 
     def test_watch_recursive(self):
         """
-        A recursive watch reports files made by a command in a new
-        subdirectory, a move and a delete; closing it ends the iteration
+        A recursive watch reports a new subdirectory, then files made by a
+        command in it, a move and a delete; closing it ends the iteration
         and leaves the session usable.
         """
 
@@ -699,8 +699,14 @@ class WatchTests(AgentE2ETestCase):
             await sbx.fs.mkdir("/root/w")
             seen = []
             async with sbx.fs.watch("/root/w", recursive=True) as watcher:
+                await sbx.fs.mkdir("/root/w/sub")
+                first = await watcher.__anext__()
+                seen.append((first.type, first.path, first.is_dir))
+                # The agent watches the new directory as soon as it sees it;
+                # a ping round trip later it surely does.
+                await sbx.ping()
                 await sbx.process.exec_(
-                    "mkdir /root/w/sub && echo hi > /root/w/sub/a && mv /root/w/sub/a /root/w/b && rm /root/w/b"
+                    "echo hi > /root/w/sub/a && mv /root/w/sub/a /root/w/b && rm /root/w/b"
                 )
                 async for event in watcher:
                     seen.append((event.type, event.path, event.is_dir))
