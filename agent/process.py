@@ -255,10 +255,14 @@ class Run:
         if self._killed:
             return
         self._killed = True
-        try:
-            os.killpg(self._pid, signal.SIGKILL)
-        except OSError:
-            pass  # the group is gone already
+        # Descendants that left the group (setsid) but are still in the tree
+        # die too; found before the group dies and the tree falls apart.
+        escaped = _descendants(self._pid) if self._status is None else ()
+        for target, kill in ((self._pid, os.killpg), *((pid, os.kill) for pid in escaped)):
+            try:
+                kill(target, signal.SIGKILL)
+            except OSError:
+                pass  # gone already
 
     def _on_timeout(self):
         self._timer = None
@@ -442,6 +446,33 @@ async def _writable(loop, fd):
         await waiter
     finally:
         loop.remove_writer(fd)
+
+
+def _descendants(root):
+    """
+    The pids below ``root`` in the process tree (children, theirs, ...).
+    """
+    children = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    found = []
+    stack = list(children.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, ()))
+    return found
 
 
 def _set_size(fd, cols, rows):

@@ -202,3 +202,39 @@ class ExecStdinTests(AgentTestCase):
         sid = self.client.request("process.exec", {"cmd": "sleep 5"})
         self.client.send(wire.data(sid, b"x"))
         self.assertError(self.client.collect(sid), "UNEXPECTED_FRAME")
+
+
+def _pids_running(marker):
+    """
+    Live processes whose command line holds ``marker``.
+    """
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{name}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != "Z":
+            found.append(int(name))
+    return found
+
+
+class EscapeTests(AgentTestCase):
+    """
+    Killing a command's whole tree.
+    """
+
+    def test_timeout_kills_setsid_descendants(self):
+        """
+        A descendant that started its own session (left the process group)
+        but is still in the tree dies on timeout too.
+        """
+        marker = f"{os.getpid() % 1000 + 1000}.{int(time.time()) % 1000}"
+        reply = self.exec(f"setsid sleep {marker} & sleep {marker}; wait", timeout=0.5)
+        self.assertTrue(reply.result["timed_out"])
+        self.assertTrue(wait_until(lambda: not _pids_running(f"sleep\0{marker}")), _pids_running(marker))

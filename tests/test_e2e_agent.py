@@ -325,11 +325,14 @@ class ProcessTests(AgentE2ETestCase):
 
     def test_timeout_kills_fork_tree(self):
         """
-        On timeout the whole tree dies, including a double-forked child.
+        On timeout the whole tree dies, including a double-forked child and
+        one that started its own session.
         """
 
         async def body(sbx):
-            result = await sbx.process.exec_("(sleep 300 &) ; sleep 300 & sleep 300", timeout=0.5)
+            result = await sbx.process.exec_(
+                "(sleep 300 &) ; setsid sleep 300 & sleep 300 & sleep 300", timeout=0.5
+            )
             self.assertTrue(result.timed_out)
             await asyncio.sleep(0.2)
             left = await sbx.process.exec_("pgrep -x sleep || true")
