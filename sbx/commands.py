@@ -71,7 +71,10 @@ def run(args):
 
 
 async def _main(args):
-    command = args.command if args.command != "fs" else f"fs_{args.fs_command}"
+    command = args.command
+    subcommand = getattr(args, f"{command}_command", None)
+    if subcommand:
+        command = f"{command}_{subcommand}"
     handler = globals()[f"cmd_{command}"]
     async with Client(args.endpoint) as client:
         return await handler(client, args)
@@ -327,4 +330,50 @@ async def cmd_profiles(client, args):
         for p in profiles
     ]
     print(_format.table(("NAME", "IMAGE", "MEMORY", "CPU", "STORAGE", "RUNTIME"), rows))
+    return 0
+
+
+def _pool_rows(pools):
+    keys = ("target", "ready", "starting", "hits", "misses")
+    rows = []
+    for name, p in sorted(pools.items()):
+        rate = p.get("hit_rate")
+        rows.append(
+            (
+                name,
+                *(p.get(k, "-") for k in keys),
+                "-" if rate is None else f"{rate:.0%}",
+                "pinned" if p.get("pinned") else "auto",
+            )
+        )
+    return _format.table(
+        ("PROFILE", *(k.upper() for k in keys), "HIT RATE", "SIZING"), rows
+    )
+
+
+async def cmd_pool_status(client, args):
+    pools = await client.request("GET", "/pools")
+    if args.json:
+        print_json(pools)
+    else:
+        print(_pool_rows(pools))
+    return 0
+
+
+async def cmd_pool_resize(client, args):
+    if args.count == "auto":
+        count = None
+    elif args.count.isdigit():
+        count = int(args.count)
+    else:
+        error(f"pool resize: N must be a whole number or 'auto', not {args.count!r}")
+        return 2
+    status = await client.request("PUT", f"/pools/{args.profile}", {"count": count})
+    print(_pool_rows({args.profile: status}))
+    return 0
+
+
+async def cmd_pool_flush(client, args):
+    status = await client.request("POST", f"/pools/{args.profile}/flush")
+    print(f"flushed {status.get('flushed', 0)} warm sandboxes of {args.profile}")
     return 0

@@ -130,6 +130,18 @@ def build_parser():
     commands.add_parser("version", help="client and server version")
     profiles = commands.add_parser("profiles", help="list pool profiles")
     profiles.add_argument("--json", action="store_true", help="print the JSON list")
+
+    pool = commands.add_parser("pool", help="warm pool administration (Unix socket only)")
+    pool_commands = pool.add_subparsers(dest="pool_command", metavar="COMMAND", required=True)
+    status = pool_commands.add_parser("status", help="counts and hit rates per profile")
+    status.add_argument("--json", action="store_true", help="print the JSON object")
+    resize = pool_commands.add_parser("resize", help="pin a profile's warm count")
+    resize.add_argument("profile", metavar="PROFILE")
+    resize.add_argument(
+        "count", metavar="N", help="warm sandboxes to keep, or 'auto' to unpin"
+    )
+    flush = pool_commands.add_parser("flush", help="replace every warm sandbox of a profile")
+    flush.add_argument("profile", metavar="PROFILE")
     return parser
 
 

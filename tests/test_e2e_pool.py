@@ -124,3 +124,62 @@ class PoolTests(SynchronousTestCase):
         status, body = self.daemon.tcpRequest("POST", "/pools/default/flush")
         self.assertEqual(status, 403)
         self.assertEqual(self.daemon.request("GET", "/pools")[0], 200)
+
+
+class PoolCLITests(SynchronousTestCase):
+    """
+    ``sbx pool status|resize|flush`` against the real daemon.
+    """
+
+    def setUp(self):
+        require_docker()
+        self.daemon = pool_daemon()
+        self.addCleanup(self.daemon.request, "PUT", "/pools/default", {"count": None})
+
+    def sbx(self, *args, env=None):
+        import subprocess
+        import sys
+
+        done = subprocess.run(
+            [sys.executable, "-m", "sbx.main", *args],
+            capture_output=True, env=env or self.daemon.env, timeout=60,
+        )
+        return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+    def test_status_resize_flush(self):
+        """
+        status prints a row per profile; resize pins (and 'auto' unpins)
+        the count; flush says how many it replaced; a bad N is a usage
+        error that changes nothing.
+        """
+        code, out, err = self.sbx("pool", "status")
+        self.assertEqual(code, 0, err)
+        self.assertIn("default", out)
+        self.assertIn("HIT RATE", out)
+        code, out, _ = self.sbx("pool", "status", "--json")
+        self.assertIn("default", __import__("json").loads(out))
+        code, out, err = self.sbx("pool", "resize", "default", "2")
+        self.assertEqual(code, 0, err)
+        self.assertIn("pinned", out)
+        self.assertEqual(self.daemon.request("GET", "/pools")[1]["default"]["target"], 2)
+        code, _, err = self.sbx("pool", "resize", "default", "lots")
+        self.assertEqual(code, 2)
+        self.assertIn("'auto'", err)
+        self.assertEqual(self.daemon.request("GET", "/pools")[1]["default"]["target"], 2)
+        code, out, _ = self.sbx("pool", "resize", "default", "auto")
+        self.assertIn("auto", out)
+        code, out, err = self.sbx("pool", "flush", "default")
+        self.assertEqual(code, 0, err)
+        self.assertRegex(out, r"^flushed \d+ warm sandboxes of default")
+        code, _, err = self.sbx("pool", "flush", "nosuch")
+        self.assertEqual(code, 1)
+        self.assertIn("nosuch", err)
+
+    def test_over_tcp_is_refused(self):
+        """
+        Over TCP the CLI reports the daemon's refusal and exits 1.
+        """
+        env = dict(self.daemon.env, SANDBOX_ENDPOINT=f"http://127.0.0.1:{self.daemon.port}")
+        code, _, err = self.sbx("pool", "status", env=env)
+        self.assertEqual(code, 1)
+        self.assertIn("Unix socket", err)
