@@ -2,11 +2,25 @@
 `python3 -m agent` (or `sandbox-agent`): the guest agent of a sandbox.
 """
 
-import asyncio
-import os
 import sys
 
-from . import init, server
+# asyncio imports ssl and hashlib imports _hashlib, and with them libssl
+# and libcrypto (several MB resident), for TLS the agent never serves and
+# one HMAC-SHA256 per connection that the builtin sha256 does as well.
+# Keep them out while the agent loads; net.fetch imports ssl for real when
+# it first needs it.
+_BLOCKED = [name for name in ("ssl", "_hashlib") if name not in sys.modules]
+for _name in _BLOCKED:
+    sys.modules[_name] = None
+
+import asyncio  # noqa: E402
+import os  # noqa: E402
+
+from . import init, server  # noqa: E402
+
+for _name in _BLOCKED:
+    if sys.modules.get(_name, 0) is None:
+        del sys.modules[_name]
 
 
 def main():
