@@ -137,3 +137,71 @@ class FetchTests(AgentTestCase):
         self.assertError(self.fetch("/slow", timeout=0.3), "TIMEOUT")
         self.assertError(self.client.call("net.fetch", {"url": "file:///etc/passwd"}), "BAD_PARAMS")
         self.assertError(self.client.call("net.fetch", {"url": "http://x/", "method": "GET X"}), "BAD_PARAMS")
+
+
+def _self_signed(directory):
+    """
+    A self-signed certificate for 127.0.0.1 and its key, as PEM files.
+    """
+    import datetime
+    import ipaddress
+    import os
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = os.path.join(directory, "cert.pem")
+    key_path = os.path.join(directory, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+class HTTPSTests(AgentTestCase):
+    """
+    net.fetch over TLS (the agent loads ssl on first use).
+    """
+
+    def test_https_verify(self):
+        """
+        A self-signed server is TLS_ERROR with verification on and answers
+        with it off.
+        """
+        import os
+        import ssl
+
+        try:
+            import cryptography  # noqa: F401  (installed with autobahn and pyOpenSSL)
+        except ImportError:
+            self.skipTest("cryptography is needed to make a certificate")
+        directory = self.mktemp()
+        os.mkdir(directory)
+        cert, key = _self_signed(directory)
+        server = _Server(("127.0.0.1", 0), _Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        url = f"https://127.0.0.1:{server.server_address[1]}/echo"
+        self.assertError(self.client.call("net.fetch", {"url": url}), "TLS_ERROR")
+        reply = self.client.call("net.fetch", {"url": url, "verify": False})
+        self.assertEqual(reply.result["status"], 200)
+        self.assertEqual(json.loads(reply.body)["path"], "/echo")
