@@ -150,6 +150,24 @@ class Process:
         params = command_params(cmd, cwd, env, timeout)
         return await _spawn.start(self._session, params)
 
+    async def list(self):
+        """
+        The processes the agent runs now (from any session):
+        ``[{"pid": n, "pty": bool}]``.
+        """
+        return (await self._session.call("process.list"))["processes"]
+
+    async def signal(self, pid, signal="TERM", group=True):
+        """
+        Signal a process the agent runs, by pid (NotFoundError ``ESRCH`` if
+        there is none).
+        """
+        if not isinstance(signal, str):
+            signal = int(signal)
+        await self._session.call(
+            "process.signal", {"pid": int(pid), "signal": signal, "group": bool(group)}
+        )
+
     async def pty(self, cmd=None, cols=80, rows=24, cwd=None, env=None):
         """
         Start ``cmd`` (default: an interactive bash) on a terminal of

@@ -233,8 +233,8 @@ class ProcessTests(AgentE2ETestCase):
 
     def test_spawn_stdin_signal_wait(self):
         """
-        Two spawned processes take stdin and answer while running; one is
-        TERMed, the other ends at end of input.
+        Two spawned processes take stdin and answer while running; both are
+        listed; one is TERMed by pid, the other ends at end of input.
         """
 
         async def body(sbx):
@@ -245,7 +245,9 @@ class ProcessTests(AgentE2ETestCase):
             event = await cat.__anext__()
             self.assertEqual((event.channel, event.data), ("stdout", "ping\n"))
             self.assertEqual((await sleeper.__anext__()).data, "ready\n")
-            await sleeper.signal("TERM")
+            listed = {p["pid"] for p in await sbx.process.list()}
+            self.assertTrue({cat.pid, sleeper.pid} <= listed, listed)
+            await sbx.process.signal(sleeper.pid, "TERM")
             self.assertEqual(await sleeper.exit_code(), 143)
             await cat.write(b"bytes\xff\n")
             await cat.close_stdin()
