@@ -70,14 +70,23 @@ async def attach(sbx, cmd=None, stdin=None, stdout=None):
         task = loop.create_task(term.resize(columns, lines))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
+    async def forward_file():
+        # Not a terminal (a file or a pipe): blocking reads in a thread,
+        # since epoll refuses regular files.
+        while data := await asyncio.to_thread(os.read, in_fd, READ_SIZE):
+            await term.write(data)
+        await term.close_stdin()
+
     writer = None
     try:
         if interactive:
             tty.setraw(in_fd, termios.TCSANOW)
             loop.add_signal_handler(signal.SIGWINCH, on_resize)
-        loop.add_reader(in_fd, on_input)
-        reading = True
-        writer = loop.create_task(forward_input())
+            loop.add_reader(in_fd, on_input)
+            reading = True
+            writer = loop.create_task(forward_input())
+        else:
+            writer = loop.create_task(forward_file())
         async for event in term:
             view = memoryview(event.raw)
             while view:

@@ -577,6 +577,16 @@ class AttachTests(AgentE2ETestCase):
     ``sbx attach`` driven through a real terminal (a private tmux server).
     """
 
+    def test_attach_stdin_not_a_terminal(self):
+        """
+        With stdin a file, sbx attach types it into the sandbox's shell and
+        exits with the shell's status.
+        """
+        sandbox_id = self.create()
+        code, out, err = self.sbx("attach", sandbox_id, stdin=b"echo from-$((40+2))\nexit 7\n")
+        self.assertEqual(code, 7, err)
+        self.assertIn(b"from-42", out)
+
     def tmux(self, *args):
         done = subprocess.run(
             ["tmux", "-L", self.tmux_socket, "-f", "/dev/null", *args],
