@@ -279,6 +279,28 @@ class ProcessTests(AgentE2ETestCase):
 
         self.scenario(body)
 
+    def test_spawned_dies_with_its_session(self):
+        """
+        A spawned process is killed when the session that started it closes;
+        another session sees it gone.
+        """
+        from sandbox import connect_sandbox
+
+        async def body(sbx):
+            other = await connect_sandbox(sbx.id, endpoint=self.daemon.endpoint)
+            proc = await other.process.spawn("sleep 300")
+            self.assertIn(proc.pid, {p["pid"] for p in await sbx.process.list()})
+            await other.close()
+            for _ in range(50):
+                alive = (await sbx.process.exec_(f"test -d /proc/{proc.pid} && echo alive")).stdout
+                if not alive:
+                    break
+                await asyncio.sleep(0.05)
+            self.assertEqual(alive, "")
+            self.assertNotIn(proc.pid, {p["pid"] for p in await sbx.process.list()})
+
+        self.scenario(body)
+
     def test_pty(self):
         """
         A pty shell sees its size and the resize; typed input runs.
