@@ -371,12 +371,12 @@ class LifecycleTests(SynchronousTestCase):
             self.assertEqual(status, 201)
             daemon.start()  # returns once the pool has refilled
             owner = os.path.abspath(os.path.join(daemon.dir, "data"))
-            mine = client.containers.list(all=True, filters={"label": f"sandboxd.owner={owner}"})
+            mine = client.api.containers(all=True, filters={"label": f"sandboxd.owner={owner}"})
             self.assertGreaterEqual(len(mine), 2)
         finally:
             # twistd exits by re-raising the SIGTERM it handled.
             self.assertIn(daemon.stop(), (0, -signal.SIGTERM), daemon.logTail())
-        mine = client.containers.list(all=True, filters={"label": f"sandboxd.owner={owner}"})
+        mine = client.api.containers(all=True, filters={"label": f"sandboxd.owner={owner}"})
         self.assertEqual(mine, [])
 
     def test_stop_during_refill_leaves_nothing(self):
