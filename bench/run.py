@@ -91,6 +91,44 @@ async def bench_create_echo_destroy(daemon, n):
     return samples, methods.count("warm") / len(methods)
 
 
+def wait_at_rest(daemon, timeout=60):
+    """
+    Block until the default pool is full and boots nothing.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pool = daemon.request("GET", "/health")[1]["pool"]["default"]
+        if pool["starting"] == 0 and pool["ready"] >= pool["target"]:
+            return
+        time.sleep(0.05)
+    raise RuntimeError("the warm pool did not come to rest")
+
+
+async def bench_at_rest(daemon, n):
+    """
+    create -> echo -> destroy with the machine idle before each (no refill
+    running): (totals, creates, first execs, destroys).
+    """
+    from sandbox import Client
+
+    client = Client(daemon.endpoint)
+    rows = []
+    try:
+        for _ in range(n):
+            await asyncio.to_thread(wait_at_rest, daemon)
+            t0 = time.perf_counter()
+            sbx = await create_sandbox(client=client)
+            t1 = time.perf_counter()
+            await sbx.process.exec_("echo hello")
+            t2 = time.perf_counter()
+            await sbx.destroy()
+            t3 = time.perf_counter()
+            rows.append((t3 - t0, t1 - t0, t2 - t1, t3 - t2))
+    finally:
+        await client.close()
+    return [list(column) for column in zip(*rows)]
+
+
 async def bench_exec_rtt(daemon, n):
     sbx = await create_sandbox(endpoint=daemon.endpoint)
     try:
@@ -240,6 +278,9 @@ def main(argv=None):
         warm, warm_hits = bench_warm_create(daemon, n)
         ced, ced_hits = asyncio.run(bench_create_echo_destroy(daemon, n))
         rtt, _ = asyncio.run(bench_exec_rtt(daemon, n * 2))
+        rest_total, rest_create, rest_exec, rest_destroy = asyncio.run(
+            bench_at_rest(daemon, max(20, n // 5))
+        )
         daemon.waitReady(120)
         sustained, sustained_hits = asyncio.run(
             bench_sustained(daemon, 5.0, options.sustained_seconds)
@@ -258,6 +299,10 @@ def main(argv=None):
         "docker_run": summary(docker_run),
         "docker_exec": summary(docker_exec),
     }
+    results["at_rest_create_echo_destroy"] = summary(rest_total)
+    results["at_rest_create"] = summary(rest_create)
+    results["at_rest_first_exec"] = summary(rest_exec)
+    results["at_rest_destroy"] = summary(rest_destroy)
     results["concurrent_100_creates"] = summary(burst)
     results["concurrent_100_creates"]["warm"] = burst_warm
     results["sustained_5_per_s"] = summary(sustained)
@@ -272,8 +317,13 @@ def main(argv=None):
     rows = [
         ("warm create (POST /sandboxes, unix socket)", results["warm_create"],
          ratio("warm_create", "docker_run", "docker run")),
-        ("create -> echo -> destroy (Python SDK)", results["create_echo_destroy"],
+        ("create -> echo -> destroy (SDK, pool refilling)", results["create_echo_destroy"],
          ratio("create_echo_destroy", "docker_run", "docker run")),
+        ("  same, pool at rest before each", results["at_rest_create_echo_destroy"],
+         ratio("at_rest_create_echo_destroy", "docker_run", "docker run")),
+        ("    of which create (POST + WebSocket)", results["at_rest_create"], ""),
+        ("    of which first exec", results["at_rest_first_exec"], ""),
+        ("    of which destroy", results["at_rest_destroy"], ""),
         ("exec round trip, open session (SDK)", results["exec_rtt"],
          ratio("exec_rtt", "docker_exec", "docker exec")),
         ("100 concurrent creates (all succeed)", results["concurrent_100_creates"],
