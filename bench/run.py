@@ -205,11 +205,9 @@ def bench_idle_pool_cpu(warm=20, seconds=30):
     The daemon's CPU share while it keeps ``warm`` sandboxes idle (health
     checks included), after the pool has filled.
     """
-    daemon = Daemon(min_base=warm, extra_config="")
-    with open(daemon.config) as f:
-        text = f.read()
-    with open(daemon.config, "w") as f:
-        f.write(text.replace("[pool]\n", f"[pool]\nmax_warm = {warm}\ntotal_warm = {warm}\n"))
+    daemon = Daemon(
+        min_base=warm, pool_config=f"max_warm = {warm}\ntotal_warm = {warm}\n"
+    )
     daemon.start(timeout=180)
     try:
         before = cpu_seconds(daemon.process.pid)

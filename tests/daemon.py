@@ -3,6 +3,7 @@ A real sandboxd, started as ``twistd -n sandboxd`` in a subprocess on a
 temporary socket, for integration tests.
 """
 
+import atexit
 import http.client
 import json
 import os
@@ -33,6 +34,23 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
+_shared = {}
+
+
+def shared_daemon(name="default", **options):
+    """
+    One running Daemon per ``name`` for the whole test process (started on
+    first use, stopped at exit): integration modules share it.
+    """
+    daemon = _shared.get(name)
+    if daemon is None:
+        daemon = Daemon(**options)
+        daemon.start()
+        atexit.register(daemon.stop)
+        _shared[name] = daemon
+    return daemon
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,7 +62,7 @@ class Daemon:
     One daemon process with its own socket, data dir and TCP port.
     """
 
-    def __init__(self, min_base=1, extra_config=""):
+    def __init__(self, min_base=1, extra_config="", pool_config=""):
         self.dir = tempfile.mkdtemp(prefix="sandboxd-test-")
         self.socket = os.path.join(self.dir, "sandboxd.sock")
         self.port = free_port()
@@ -55,7 +73,7 @@ class Daemon:
                 f'[server]\nsocket = "{self.socket}"\n'
                 f'data_dir = "{self.dir}/data"\n'
                 f'tcp = "127.0.0.1:{self.port}"\n'
-                f"[pool]\nmin_base = {min_base}\n"
+                f"[pool]\nmin_base = {min_base}\n{pool_config}"
                 f'[pool.base.default]\nmemory = "256m"\n' + extra_config
             )
         self.process = None

@@ -8,7 +8,6 @@ their own.
 """
 
 import asyncio
-import atexit
 import json
 import os
 import signal
@@ -25,20 +24,9 @@ from sandbox import (
     SandboxUnavailableError,
     create_sandbox,
 )
-from tests.daemon import Daemon
+from tests.daemon import Daemon, shared_daemon
 from tests.dockerutil import require_docker
 
-_shared = None
-
-
-def shared_daemon():
-    global _shared
-    if _shared is None:
-        daemon = Daemon(min_base=2)
-        daemon.start()
-        atexit.register(daemon.stop)
-        _shared = daemon
-    return _shared
 
 
 def run(coroutine):
@@ -48,7 +36,7 @@ def run(coroutine):
 class E2ETestCase(SynchronousTestCase):
     def setUp(self):
         require_docker()
-        self.daemon = shared_daemon()
+        self.daemon = shared_daemon(min_base=2)
 
     def sbx(self, *args, stdin=None, env=None):
         """

@@ -8,7 +8,6 @@ stopped when the test process exits).
 """
 
 import asyncio
-import atexit
 import os
 import subprocess
 import sys
@@ -16,20 +15,9 @@ import sys
 from twisted.trial.unittest import SynchronousTestCase
 
 from sandbox import FileError, PathNotFoundError, create_sandbox
-from tests.daemon import Daemon
+from tests.daemon import shared_daemon
 from tests.dockerutil import require_docker
 
-_shared = None
-
-
-def shared_daemon():
-    global _shared
-    if _shared is None:
-        daemon = Daemon(min_base=2)
-        daemon.start()
-        atexit.register(daemon.stop)
-        _shared = daemon
-    return _shared
 
 
 class AgentE2ETestCase(SynchronousTestCase):
@@ -40,7 +28,7 @@ class AgentE2ETestCase(SynchronousTestCase):
 
     def setUp(self):
         require_docker()
-        self.daemon = shared_daemon()
+        self.daemon = shared_daemon(min_base=2)
 
     def scenario(self, body, **create):
         async def run():

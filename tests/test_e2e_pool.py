@@ -3,33 +3,16 @@ The warm pool against a real daemon and real containers: replacement of dead
 and frozen warm sandboxes, flush, resize, and the admin routes' Unix-only rule.
 """
 
-import atexit
 import os
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.daemon import Daemon
+from tests.daemon import shared_daemon
 from tests.dockerutil import require_docker
 
-_shared = None
-
-
 def pool_daemon():
-    global _shared
-    if _shared is None:
-        daemon = Daemon(
-            min_base=1,
-            extra_config="",
-        )
-        with open(daemon.config) as f:
-            text = f.read()
-        with open(daemon.config, "w") as f:
-            f.write(text.replace("[pool]\n", '[pool]\nhealth_interval = "1s"\n'))
-        daemon.start()
-        atexit.register(daemon.stop)
-        _shared = daemon
-    return _shared
+    return shared_daemon("pool", min_base=1, pool_config='health_interval = "1s"\n')
 
 
 class PoolTests(SynchronousTestCase):
