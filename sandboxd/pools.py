@@ -15,8 +15,8 @@ from sandboxd.pool import WarmPool
 from sandboxd.poolplan import Autoscaler, DemandTracker, plan_targets
 
 #: Sandboxes booting at once, all pools together, and per pool.
-MAX_PARALLEL_BOOTS = 6
-PARALLEL_BOOTS_PER_POOL = 6
+MAX_PARALLEL_BOOTS = 4
+PARALLEL_BOOTS_PER_POOL = 3
 #: Seconds between a hit and the refill it causes (see WarmPool).
 REFILL_DELAY = 0.1
 

@@ -44,7 +44,7 @@ ICC_OPTION = "com.docker.network.bridge.enable_icc"
 PIDS_LIMIT = 256
 TMP_TMPFS = "rw,noexec,nosuid,nodev,size=100m"
 # Container starts in flight at once; more wait their turn.
-MAX_STARTING = 6
+MAX_STARTING = 4
 
 
 def container_config(spec, network, agent_port):
