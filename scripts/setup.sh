@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # --- Debian packages: `apt-get update` only when something is missing. ---
-packages=(docker.io mmdebstrap iptables)
+packages=(docker.io mmdebstrap iptables tmux)
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
