@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything sandboxd needs on a Debian bookworm machine (run as root).
 # Idempotent and fast when everything is already there:
-#   - Debian packages: docker.io (dockerd, containerd, runc), mmdebstrap, iptables
+#   - Debian packages: docker.io (dockerd, containerd, runc), mmdebstrap, iptables, tmux
 #   - .venv with the project installed in editable mode, plus the test extra
 #   - Twisted's plugin cache (twisted/plugins/dropin.cache)
 set -euo pipefail
