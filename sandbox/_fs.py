@@ -7,6 +7,7 @@ than a window of the file in memory.
 """
 
 import posixpath
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from agent import wire
@@ -115,16 +116,9 @@ class Filesystem:
         if length is not None:
             params["length"] = int(length)
         stream = await self._session.open("fs.read", params)
-        async with stream:
-            while True:
-                frame = await stream.next()
-                if frame.type is FrameType.DATA:
-                    payload = frame.payload
-                    if payload:
-                        yield payload
-                    await stream.consumed(len(payload))
-                elif frame.type is FrameType.RESULT:
-                    return
+        async with aclosing(_body(stream)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def list(self, path, depth=1):
         """
@@ -174,16 +168,9 @@ class Filesystem:
         ``read_stream``, credit is granted as chunks are taken.
         """
         stream = await self._session.open("fs.download", {"path": str(path)})
-        async with stream:
-            while True:
-                frame = await stream.next()
-                if frame.type is FrameType.DATA:
-                    payload = frame.payload
-                    if payload:
-                        yield payload
-                    await stream.consumed(len(payload))
-                elif frame.type is FrameType.RESULT:
-                    return
+        async with aclosing(_body(stream)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     def watch(self, path, recursive=False):
         """
@@ -270,6 +257,23 @@ async def send_then_result(stream, data):
                 task.cancel()
         if sending.done() and not sending.cancelled():
             sending.exception()  # retrieved: the stream's error is the one raised
+
+
+async def _body(stream):
+    """
+    The DATA chunks of ``stream`` until its RESULT, granting credit back as
+    each chunk is taken.
+    """
+    async with stream:
+        while True:
+            frame = await stream.next()
+            if frame.type is FrameType.DATA:
+                payload = frame.payload
+                if payload:
+                    yield payload
+                await stream.consumed(len(payload))
+            elif frame.type is FrameType.RESULT:
+                return
 
 
 def _encode(item):
