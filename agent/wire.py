@@ -25,6 +25,7 @@ VERSION = 1
 
 HEADER = struct.Struct("!IBBI")
 HEADER_SIZE = HEADER.size  # 10
+_STREAM_FIELD = struct.Struct("!I")
 _AFTER_LENGTH = HEADER_SIZE - 4
 
 #: The largest payload of any frame.
@@ -141,15 +142,13 @@ class Frame:
             f"payload={len(self.payload)} bytes)"
         )
 
+    def _key(self):
+        return (self.type, self.stream, self.flags, bytes(self.payload))
+
     def __eq__(self, other):
         if not isinstance(other, Frame):
             return NotImplemented
-        return (self.type, self.stream, self.flags, bytes(self.payload)) == (
-            other.type,
-            other.stream,
-            other.flags,
-            bytes(other.payload),
-        )
+        return self._key() == other._key()
 
     def json(self):
         """
@@ -360,15 +359,9 @@ class Framer:
             )
 
 
-_CONNECTION_TYPES = frozenset(
-    {
-        FrameType.HELLO,
-        FrameType.AUTH,
-        FrameType.READY,
-        FrameType.PING,
-        FrameType.PONG,
-    }
-)
+_T = FrameType
+#: Frames that belong on stream 0 only.
+_CONNECTION_TYPES = frozenset({_T.HELLO, _T.AUTH, _T.READY, _T.PING, _T.PONG})
 
 
 def decode_one(data):
@@ -503,6 +496,3 @@ def restream(message, stream):
     buffer = bytearray(message)
     _STREAM_FIELD.pack_into(buffer, 6, stream)
     return bytes(buffer)
-
-
-_STREAM_FIELD = struct.Struct("!I")

@@ -194,14 +194,21 @@ async def cmd_attach(client, args):
     return code if 0 <= code <= 255 else 1
 
 
+async def _to_stdout(chunks):
+    """
+    Copy an async iterator of bytes to stdout as it arrives.
+    """
+    stdout = sys.stdout.buffer
+    async for chunk in chunks:
+        stdout.write(chunk)
+    stdout.flush()
+
+
 async def cmd_fs_read(client, args):
     with about(args.id):
         sbx = await connect_sandbox(args.id, client=client)
     async with sbx:
-        stdout = sys.stdout.buffer
-        async for chunk in sbx.fs.read_stream(args.path):
-            stdout.write(chunk)
-        stdout.flush()
+        await _to_stdout(sbx.fs.read_stream(args.path))
     return 0
 
 
@@ -238,10 +245,7 @@ async def cmd_fs_download(client, args):
     with about(args.id):
         sbx = await connect_sandbox(args.id, client=client)
     async with sbx:
-        stdout = sys.stdout.buffer
-        async for chunk in sbx.fs.download(args.path):
-            stdout.write(chunk)
-        stdout.flush()
+        await _to_stdout(sbx.fs.download(args.path))
     return 0
 
 
