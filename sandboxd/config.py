@@ -247,6 +247,7 @@ class LimitsConfig:
     max_memory: int = _setting("size", "4g", _positive)
     max_cpu: float = _setting("float", 4.0, _positive)
     max_ttl: int = _setting("int", 86400, _positive)
+    idle_timeout: float = _setting("duration", "5m", _positive)
     max_templates: int = _setting("int", 50, _positive)
     max_template_size: int = _setting("size", "2g", _positive)
     template_expiry_days: int = _setting("int", 60, _positive)

@@ -1,16 +1,19 @@
 """
 The sandboxes a daemon owns: creating them (warm or cold), finding them,
-destroying them.
+keeping their record, timing out idle ones, failing dead ones, destroying
+them, and adopting them again after a restart.
 """
 
 import os
 
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from agent import wire
+from sandboxd.lifetimes import IdleReaper
 from sandboxd.pools import PoolSet
+from sandboxd.protocols.agent import AgentLost
 from sandboxd.protocols.connect import connect_agent
 from sandboxd.runtimes.interface import SandboxSpec
 from sandboxd.sandbox import Sandbox, State
@@ -18,6 +21,8 @@ from sandboxd.sandbox import Sandbox, State
 
 #: Seconds ``stop`` waits for boots and removals under way.
 STOP_TIMEOUT = 60.0
+#: Seconds a restarted daemon gives each recorded agent to answer.
+ADOPT_TIMEOUT = 5.0
 
 
 class UnknownProfile(Exception):
@@ -32,6 +37,12 @@ class AtCapacity(Exception):
     """
 
 
+class SandboxDestroyed(Exception):
+    """
+    The sandbox was destroyed while it was being created.
+    """
+
+
 class SandboxManager:
     """
     Owns every sandbox of the daemon and the warm pools that feed them.
@@ -39,20 +50,29 @@ class SandboxManager:
     ``create`` hands out a warm sandbox when the request matches its
     profile's shape, else boots one cold; ``destroy`` answers at once and
     removes the container in the background (``stop`` waits for those).
+    Handed-out sandboxes are recorded in ``store`` before the caller hears
+    of them, so a restarted daemon finds and adopts them (``start``).
     """
 
     log = Logger()
 
-    def __init__(self, reactor, runtime, config, owner="", agent_port=7070):
+    def __init__(
+        self, reactor, runtime, config, store, owner="", connect=connect_agent
+    ):
         self._reactor = reactor
         self._runtime = runtime
         self._config = config
+        self._store = store
         self._owner = owner
-        self._agent_port = agent_port
+        self._connect = connect
         self.profiles = dict(config.profiles)
         self._sandboxes = {}
+        self._containers = {}
         self._removals = set()
         self._booting = 0
+        self._watching = None
+        self._stopping = False
+        self.reaper = IdleReaper(reactor, self._expired, config.limits.idle_timeout)
         self.pools = PoolSet(
             self.profiles, config.pool, self._bootWarm, self._discard, reactor
         )
@@ -62,35 +82,103 @@ class SandboxManager:
 
     async def start(self):
         """
-        Prepare the runtime, remove containers a previous run of this daemon
+        Prepare the runtime, adopt the recorded sandboxes whose agents still
+        answer, remove every other container a previous run of this daemon
         left behind, and fill the warm pools.
         """
         await self._runtime.prepare({p.runtime for p in self.profiles.values()})
-        await self._removeOrphans()
-        self.pools.start()
-
-    async def _removeOrphans(self):
+        self._watching = self._runtime.watch(self._containerEvent)
         owned = await self._runtime.list_owned()
-        mine = [
+        mine = {
             container_id
             for container_id, labels in owned
             if labels.get("sandboxd.owner") == self._owner
-        ]
-        if mine:
-            self.log.info("removing {n} orphaned sandboxes", n=len(mine))
+        }
+        adopted = await self._adopt(mine)
+        orphans = mine - adopted
+        if orphans:
+            self.log.info("removing {n} orphaned sandboxes", n=len(orphans))
             await DeferredList(
-                [self._runtime.destroy(container_id) for container_id in mine],
+                [self._runtime.destroy(container_id) for container_id in orphans],
                 consumeErrors=True,
             )
+        self.pools.start()
+
+    async def _adopt(self, containers):
+        """
+        Reconnect to the agent of every recorded running or disconnected
+        sandbox whose container is still ours; forget the other records.
+        Return the container ids adopted.
+        """
+        records = self._store.sandboxes()
+        attempts = []
+        for record in records:
+            if (
+                record.state in (State.RUNNING.value, State.DISCONNECTED.value)
+                and record.container_id in containers
+            ):
+                attempts.append(Deferred.fromCoroutine(self._adoptOne(record)))
+            else:
+                self._store.delete(record.id)
+        results = await DeferredList(attempts, consumeErrors=True)
+        adopted = {container for ok, container in results if ok and container}
+        if records:
+            self.log.info(
+                "adopted {n} of {total} recorded sandboxes",
+                n=len(adopted), total=len(records),
+            )
+        return adopted
+
+    async def _adoptOne(self, record):
+        sandbox = Sandbox.fromRecord(record)
+        try:
+            sandbox.connection = await self._connect(
+                self._reactor, sandbox.host, sandbox.port, sandbox.secret,
+                deadline=ADOPT_TIMEOUT, label=sandbox.id,
+            )
+        except Exception as e:
+            self.log.warn(
+                "sandbox {sandbox} cannot be adopted: {error}", sandbox=sandbox.id,
+                error=e,
+            )
+            self._store.delete(sandbox.id)
+            self._event("sandbox.failed", sandbox, reason=f"not adopted: {e}")
+            return None
+        self._register(sandbox)
+        # Sessions did not survive the restart: the sandbox is idle from now
+        # (or from when it last was, if it was idle already).
+        if sandbox.state is State.RUNNING:
+            sandbox.moveTo(State.DISCONNECTED)
+            sandbox.idle_since = self._reactor.seconds()
+            self._store.update(
+                sandbox.id, state=sandbox.state.value, idle_since=sandbox.idle_since
+            )
+            self._event("sandbox.disconnected", sandbox, reason="daemon restarted")
+        self.reaper.arm(sandbox)
+        return sandbox.container_id
 
     async def stop(self):
         """
-        Destroy every sandbox, warm and running, and wait for the engine.
+        Destroy the warm sandboxes and wait for the engine.  Handed-out
+        sandboxes are left running, recorded as disconnected: the next start
+        adopts them, and their ttl counts the time the daemon was down.
         """
+        self._stopping = True
+        if self._watching is not None:
+            self._watching.stop()
+        self.reaper.stop()
         for sandbox in self.pools.stop():
             self._discard(sandbox)
+        now = self._reactor.seconds()
         for sandbox in list(self._sandboxes.values()):
-            self.destroy(sandbox.id)
+            if sandbox.state is State.RUNNING:
+                sandbox.moveTo(State.DISCONNECTED)
+                sandbox.idle_since = now
+                self._store.update(sandbox.id, state=sandbox.state.value, idle_since=now)
+            for session in list(sandbox.sessions):
+                session.sandboxUnavailable("the daemon is stopping")
+            if sandbox.connection is not None:
+                sandbox.connection.disconnect("the daemon is stopping")
         # Boots under way end in a discard (their pool is stopped), which
         # queues a removal: wait for both, or their containers outlive us.
         give_up = self._reactor.seconds() + STOP_TIMEOUT
@@ -163,8 +251,14 @@ class SandboxManager:
             self._sandboxes[sandbox.id] = sandbox
         sandbox.ttl = ttl
         sandbox.labels = dict(labels or {})
-        sandbox.created = self._reactor.seconds()
+        sandbox.created = sandbox.idle_since = self._reactor.seconds()
         sandbox.moveTo(State.RUNNING)
+        self._store.put(sandbox.record())
+        self._event(
+            "sandbox.created", sandbox, profile=sandbox.profile, image=sandbox.image,
+            method=sandbox.method,
+        )
+        self.reaper.arm(sandbox)
         return sandbox
 
     def _newSandbox(self, profile, memory, cpu, storage):
@@ -223,32 +317,129 @@ class SandboxManager:
         try:
             started = await self._runtime.start(spec)
             sandbox.container_id = started.container_id
-            sandbox.connection = await connect_agent(
+            sandbox.host, sandbox.port = started.host, started.port
+            self._containers[started.container_id] = sandbox
+            if sandbox.state is not State.CREATING:
+                raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
+            sandbox.connection = await self._connect(
                 self._reactor, started.host, started.port, sandbox.secret,
                 label=sandbox.id,
             )
+            if sandbox.state is not State.CREATING:
+                raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
         except Exception:
-            sandbox.moveTo(State.FAILED)
+            if sandbox.connection is not None:
+                sandbox.connection.disconnect()
+            if sandbox.state is State.CREATING:
+                sandbox.moveTo(State.FAILED)
             self._removeContainer(sandbox)
             raise
+        self._watchAgent(sandbox)
+
+    def _register(self, sandbox):
+        self._sandboxes[sandbox.id] = sandbox
+        self._containers[sandbox.container_id] = sandbox
+        self._watchAgent(sandbox)
+
+    def _watchAgent(self, sandbox):
         sandbox.connection.whenLost().addCallback(
             lambda lost: self._agentLost(sandbox, lost)
         )
 
-    # Destroying
+    # Sessions and idle time
+
+    def attach(self, sandbox, session):
+        """
+        A session opened on the sandbox: it is in use, its idle clock stops.
+        """
+        first = not sandbox.sessions
+        sandbox.sessions.add(session)
+        if not first:
+            return
+        self.reaper.disarm(sandbox)
+        sandbox.idle_since = None
+        if sandbox.state is State.DISCONNECTED:
+            sandbox.moveTo(State.RUNNING)
+            self._event("sandbox.reconnected", sandbox)
+        self._store.update(sandbox.id, state=sandbox.state.value, idle_since=None)
+
+    def detach(self, sandbox, session):
+        """
+        A session closed.  When it was the last: a ttl-0 sandbox is
+        destroyed, any other waits ``ttl`` seconds for a session.
+        """
+        if session not in sandbox.sessions:
+            return
+        sandbox.sessions.discard(session)
+        if sandbox.sessions or sandbox.state is not State.RUNNING:
+            return
+        if sandbox.ttl == 0:
+            self.destroy(sandbox.id, reason="its last session closed (ttl 0)")
+            return
+        sandbox.moveTo(State.DISCONNECTED)
+        sandbox.idle_since = self._reactor.seconds()
+        self._store.update(
+            sandbox.id, state=sandbox.state.value, idle_since=sandbox.idle_since
+        )
+        self._event("sandbox.disconnected", sandbox)
+        self.reaper.arm(sandbox)
+
+    def _expired(self, sandbox):
+        self.destroy(
+            sandbox.id,
+            reason=f"no session for {self.reaper.allowance(sandbox):g} s (ttl)",
+        )
+
+    # Failing
+
+    def _containerEvent(self, container_id, action):
+        """
+        The engine says a container died or was paused: its sandbox fails
+        now, so that open calls end at once instead of hanging.
+        """
+        sandbox = self._containers.get(container_id)
+        if sandbox is None:
+            return
+        self._fail(sandbox, f"its container {'was paused' if action == 'pause' else 'exited'}")
 
     def _agentLost(self, sandbox, lost):
+        self._fail(sandbox, f"its agent connection was lost: {lost.message}")
+
+    def _fail(self, sandbox, reason):
+        if self._stopping:
+            return
         if sandbox.state is State.READY:
             self.pools[sandbox.profile].remove(sandbox)
             sandbox.moveTo(State.FAILED)
             self._removeContainer(sandbox)
-        elif sandbox.state is State.RUNNING:
-            self.log.warn(
-                "sandbox {sandbox} lost its agent: {error}", sandbox=sandbox.id,
-                error=lost,
-            )
+            return
+        if sandbox.state not in (State.RUNNING, State.DISCONNECTED):
+            return
+        self.log.warn("sandbox {sandbox} failed: {reason}", sandbox=sandbox.id, reason=reason)
+        sandbox.moveTo(State.FAILED)
+        message = f"the sandbox failed: {reason}"
+        self._dropDetached(sandbox)
+        for session in list(sandbox.sessions):
+            session.sandboxUnavailable(message)
+        if sandbox.connection is not None:
+            sandbox.connection.abort(message)
+        self._store.update(sandbox.id, state=sandbox.state.value)
+        self._event("sandbox.failed", sandbox, reason=reason)
+        self._removeContainer(sandbox)
+        # The record stays visible (state failed) until DELETE or its ttl.
+        if sandbox.idle_since is None:
+            sandbox.idle_since = self._reactor.seconds()
+        self.reaper.arm(sandbox)
 
-    def destroy(self, sandbox_id):
+    @staticmethod
+    def _dropDetached(sandbox):
+        detached, sandbox.detached = sandbox.detached, {}
+        for session in detached.values():
+            session.discard()
+
+    # Destroying
+
+    def destroy(self, sandbox_id, reason="DELETE"):
         """
         Forget the sandbox now and remove its container in the background.
         Return False when no sandbox has this id.
@@ -256,31 +447,42 @@ class SandboxManager:
         sandbox = self._sandboxes.pop(sandbox_id, None)
         if sandbox is None:
             return False
+        self.reaper.disarm(sandbox)
         self._discard(sandbox)
+        self._event("sandbox.destroyed", sandbox, reason=reason)
+        if sandbox.state is State.DESTROYED:
+            self._store.delete(sandbox.id)
+        else:
+            self._store.update(sandbox.id, state=sandbox.state.value)
         return True
 
     def _discard(self, sandbox):
         if sandbox.state in (State.DESTROYING, State.DESTROYED):
             return
         sandbox.moveTo(State.DESTROYING)
+        self._dropDetached(sandbox)
         for session in list(sandbox.sessions):
-            session.sandboxDestroyed()
+            session.sandboxUnavailable("the sandbox was destroyed", normal=True)
         if sandbox.connection is not None:
             sandbox.connection.disconnect()
         self._removeContainer(sandbox)
 
     def _removeContainer(self, sandbox):
-        if sandbox.container_id is None:
+        container_id = sandbox.container_id
+        if container_id is None:
             if sandbox.state is State.DESTROYING:
                 sandbox.moveTo(State.DESTROYED)
             return
-        removal = self._runtime.destroy(sandbox.container_id)
+        removal = self._runtime.destroy(container_id)
         self._removals.add(removal)
 
         def removed(result):
             self._removals.discard(removal)
+            if self._containers.get(container_id) is sandbox:
+                del self._containers[container_id]
             if sandbox.state is State.DESTROYING:
                 sandbox.moveTo(State.DESTROYED)
+                self._store.delete(sandbox.id)
             return result
 
         removal.addBoth(removed)
@@ -289,6 +491,16 @@ class SandboxManager:
                 "removing sandbox {sandbox} failed", f, sandbox=sandbox.id
             )
         )
+
+    # Events and health
+
+    def _event(self, type, sandbox, **data):
+        self._store.addEvent(
+            type, sandbox.id, self._reactor.seconds(), data, sandbox.identity
+        )
+
+    def events(self, after=0, limit=100, sandbox_id=None):
+        return self._store.events(after, limit, sandbox_id)
 
     def health(self):
         return {

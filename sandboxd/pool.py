@@ -177,17 +177,18 @@ class WarmPool:
                     replaced += 1
             else:
                 self._strikes[sandbox.id] = strikes
-        self.replaced += replaced
         return replaced
 
     def remove(self, sandbox):
         """
-        Forget a warm sandbox that died while waiting.
+        Forget a warm sandbox that died while waiting, and replace it
+        (counted in ``replaced``).
         """
         try:
             self._ready.remove(sandbox)
         except ValueError:
             return False
+        self.replaced += 1
         self.refill()
         return True
 

@@ -5,10 +5,17 @@ States:
 
 - ``creating``: its container is starting and its agent not yet connected.
 - ``ready``: warm in the pool, agent connected, owned by nobody.
-- ``running``: handed to a caller.
+- ``running``: handed to a caller; sessions may be open.
+- ``disconnected``: its last session closed (or the daemon restarted under
+  it); it waits ``ttl`` seconds for a session before it is destroyed.
 - ``destroying``: removal asked; its container is going away.
 - ``destroyed``: gone.
-- ``failed``: it could not be created, or its agent was lost; it is removed.
+- ``failed``: it could not be created, or its container died or its agent
+  was lost; its container is removed, its record stays until DELETE or its
+  ttl runs out.
+
+Every state but ``destroyed`` has a way out: DELETE moves any of them to
+``destroying``.
 """
 
 import enum
@@ -16,11 +23,21 @@ from datetime import datetime, timezone
 
 import attr
 
+from sandboxd.store import SandboxRecord
+
+
+def iso_time(seconds):
+    """
+    A POSIX time as ISO 8601 UTC ending in Z.
+    """
+    return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+
 
 class State(enum.Enum):
     CREATING = "creating"
     READY = "ready"
     RUNNING = "running"
+    DISCONNECTED = "disconnected"
     DESTROYING = "destroying"
     DESTROYED = "destroyed"
     FAILED = "failed"
@@ -29,7 +46,8 @@ class State(enum.Enum):
 _LEGAL = {
     State.CREATING: {State.READY, State.RUNNING, State.DESTROYING, State.FAILED},
     State.READY: {State.RUNNING, State.DESTROYING, State.FAILED},
-    State.RUNNING: {State.DESTROYING, State.FAILED},
+    State.RUNNING: {State.DISCONNECTED, State.DESTROYING, State.FAILED},
+    State.DISCONNECTED: {State.RUNNING, State.DESTROYING, State.FAILED},
     State.FAILED: {State.DESTROYING},
     State.DESTROYING: {State.DESTROYED},
     State.DESTROYED: set(),
@@ -59,12 +77,19 @@ class Sandbox:
     ttl: int = 0
     labels: dict = attr.ib(factory=dict)
     template: str = None
+    identity: str = ""
     created: float = 0.0
     method: str = "cold"
     state: State = State.CREATING
     container_id: str = None
+    host: str = None
+    port: int = None
+    #: When it last had no session (None while one is open).
+    idle_since: float = None
     connection: object = attr.ib(default=None, repr=False)
     sessions: set = attr.ib(factory=set, repr=False)
+    #: Sessions whose client dropped, by resume token (api/detached.py).
+    detached: dict = attr.ib(factory=dict, repr=False)
 
     def moveTo(self, state):
         """
@@ -78,7 +103,44 @@ class Sandbox:
 
     @property
     def alive(self):
-        return self.state in (State.CREATING, State.READY, State.RUNNING)
+        return self.state in (
+            State.CREATING, State.READY, State.RUNNING, State.DISCONNECTED
+        )
+
+    def record(self):
+        """
+        The sandbox as the state store keeps it.
+        """
+        return SandboxRecord(
+            id=self.id,
+            profile=self.profile,
+            template=self.template,
+            image=self.image,
+            runtime=self.runtime,
+            memory=self.memory,
+            cpu=self.cpu,
+            storage=self.storage,
+            ttl=self.ttl,
+            labels=dict(self.labels),
+            identity=self.identity,
+            method=self.method,
+            state=self.state.value,
+            container_id=self.container_id,
+            host=self.host,
+            port=self.port,
+            secret=self.secret,
+            created=self.created,
+            idle_since=self.idle_since,
+        )
+
+    @classmethod
+    def fromRecord(cls, record):
+        """
+        A sandbox (with no connection yet) from its stored record.
+        """
+        fields = attr.asdict(record, recurse=False)
+        fields["state"] = State(record.state)
+        return cls(**fields)
 
     def toJSON(self):
         """
@@ -91,9 +153,7 @@ class Sandbox:
             "image": self.image,
             "runtime": self.runtime,
             "state": self.state.value,
-            "created": datetime.fromtimestamp(self.created, timezone.utc)
-            .isoformat()
-            .replace("+00:00", "Z"),
+            "created": iso_time(self.created),
             "ttl": self.ttl,
             "labels": dict(self.labels),
             "memory": self.memory,

@@ -15,6 +15,7 @@ from sandboxd.config import ConfigError, load_config
 from sandboxd.manager import SandboxManager
 from sandboxd.runtimes.docker import DockerRuntime
 from sandboxd.service import ManagerService
+from sandboxd.store import Store, StoreError
 
 
 class QuietSite(Site):
@@ -51,8 +52,12 @@ def makeService(options, reactor=None):
         if directory:
             os.makedirs(directory, mode=0o750, exist_ok=True)
     runtime = DockerRuntime(reactor, bridge_name=config.network.bridge_name)
+    try:
+        store = Store(config.server.data_dir)
+    except StoreError as e:
+        raise usage.UsageError(str(e))
     manager = SandboxManager(
-        reactor, runtime, config, owner=os.path.abspath(config.server.data_dir)
+        reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
     )
     api = SandboxAPI(manager, config, reactor)
     site = QuietSite(api.resource())

@@ -14,6 +14,11 @@ ENDPOINT_HELP = (
 )
 
 
+#: ``sbx create``'s ttl: every later ``sbx`` command is a session of its
+#: own, so the sandbox must outlive each one.
+DEFAULT_TTL = 600
+
+
 def _label(text):
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -46,7 +51,9 @@ def build_parser():
     create.add_argument("--cpu", type=float, help="number of CPUs, e.g. 2")
     create.add_argument("--storage", type=_size, help="writable storage, e.g. 1g")
     create.add_argument(
-        "--ttl", type=int, help="seconds the sandbox outlives its last session"
+        "--ttl", type=int, default=DEFAULT_TTL,
+        help="seconds the sandbox outlives its last session"
+        f" (default {DEFAULT_TTL}; 0 destroys it when a command's session ends)",
     )
     create.add_argument(
         "-l", "--label", dest="labels", type=_label, action="append", default=[],

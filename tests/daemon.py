@@ -71,7 +71,7 @@ class Daemon:
         with open(self.config, "w") as f:
             f.write(
                 f'[server]\nsocket = "{self.socket}"\n'
-                f'data_dir = "{self.dir}/data"\n'
+                f'data_dir = "{self.data_dir}"\n'
                 f'tcp = "127.0.0.1:{self.port}"\n'
                 f"[pool]\nmin_base = {min_base}\n{pool_config}"
                 f'[pool.base.default]\nmemory = "256m"\n' + extra_config
@@ -153,19 +153,53 @@ class Daemon:
         finally:
             connection.close()
 
-    def stop(self, timeout=60):
+    @property
+    def data_dir(self):
+        return os.path.join(self.dir, "data")
+
+    def containers(self, sandbox_id=None):
         """
-        SIGTERM and wait; return the exit code.
+        The engine's containers (any state) this daemon made, or only the
+        one of ``sandbox_id``: a list of the engine's summaries (``Id``,
+        ``Labels``, ``State``...).
+        """
+        labels = [f"sandboxd.owner={self.data_dir}"]
+        if sandbox_id is not None:
+            labels.append(f"sandboxd.id={sandbox_id}")
+        return require_docker().api.containers(all=True, filters={"label": labels})
+
+    def kill(self):
+        """
+        SIGKILL the daemon (its sandboxes stay) and wait for it.
+        """
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self, timeout=60, remove=True):
+        """
+        SIGTERM and wait; return the exit code.  A stopped daemon leaves
+        the sandboxes it handed out running (a restart adopts them): unless
+        ``remove`` is false, remove them too.
         """
         if self.process is None or self.process.poll() is not None:
-            return self.process and self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise RuntimeError(f"sandboxd ignored SIGTERM:\n{self.logTail()}")
+            code = self.process and self.process.returncode
+        else:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                code = self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError(f"sandboxd ignored SIGTERM:\n{self.logTail()}")
+        if remove and self.process is not None:
+            import docker
+
+            for container in self.containers():
+                try:
+                    require_docker().api.remove_container(container["Id"], force=True)
+                except docker.errors.NotFound:
+                    pass
+        return code
 
     def logTail(self, lines=60):
         try:

@@ -72,8 +72,9 @@ class CLITests(TestCase):
 
     async def test_create(self):
         """
-        create prints the new id; only given fields are sent (no ttl by
-        default, so the sandbox outlives the CLI).
+        create prints the new id; only given fields are sent, and ttl
+        always (600 by default, so the sandbox outlives each command's
+        session).
         """
         out, err, code = await self.sbx(
             "create", "--ttl", "60", "-l", "a=b", "-l", "c=d=e", "--memory", "1g",
@@ -87,7 +88,7 @@ class CLITests(TestCase):
                                 "storage": 1073741824, "ttl": 60,
                                 "labels": {"a": "b", "c": "d=e"}})
         out, err, code = await self.sbx("create")
-        self.assertEqual((code, self.daemon.requests[-1][3]), (0, b"{}"))
+        self.assertEqual((code, self.daemon.requests[-1][3]), (0, b'{"ttl":600}'))
 
     async def test_ls(self):
         """

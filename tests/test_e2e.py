@@ -52,6 +52,8 @@ class E2ETestCase(SynchronousTestCase):
         return done.returncode, done.stdout, done.stderr
 
     def create(self, **body):
+        # Tests open several sessions one after the other: outlive each.
+        body.setdefault("ttl", 600)
         status, sandbox = self.daemon.request("POST", "/sandboxes", body)
         self.assertEqual(status, 201, sandbox)
         self.addCleanup(self.daemon.request, "DELETE", f"/sandboxes/{sandbox['id']}")

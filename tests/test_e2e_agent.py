@@ -57,7 +57,8 @@ class AgentE2ETestCase(SynchronousTestCase):
         return done.returncode, done.stdout, done.stderr
 
     def create(self):
-        status, sandbox = self.daemon.request("POST", "/sandboxes", {})
+        # Tests open several sessions one after the other: outlive each.
+        status, sandbox = self.daemon.request("POST", "/sandboxes", {"ttl": 600})
         self.assertEqual(status, 201, sandbox)
         self.addCleanup(self.daemon.request, "DELETE", f"/sandboxes/{sandbox['id']}")
         return sandbox["id"]

@@ -18,8 +18,12 @@ LEGAL = {
     (State.READY, State.RUNNING),
     (State.READY, State.DESTROYING),
     (State.READY, State.FAILED),
+    (State.RUNNING, State.DISCONNECTED),
     (State.RUNNING, State.DESTROYING),
     (State.RUNNING, State.FAILED),
+    (State.DISCONNECTED, State.RUNNING),
+    (State.DISCONNECTED, State.DESTROYING),
+    (State.DISCONNECTED, State.FAILED),
     (State.FAILED, State.DESTROYING),
     (State.DESTROYING, State.DESTROYED),
 }
@@ -60,7 +64,7 @@ class TransitionTests(TestCase):
         IllegalTransition naming both states, and leaves the state alone.
         """
         illegal = set(itertools.product(State, State)) - LEGAL
-        self.assertEqual(len(illegal), 36 - len(LEGAL))
+        self.assertEqual(len(illegal), len(State) ** 2 - len(LEGAL))
         for start, end in illegal:
             sandbox = make_sandbox(state=start)
             e = self.assertRaises(IllegalTransition, sandbox.moveTo, end)
@@ -90,12 +94,37 @@ class TransitionTests(TestCase):
 
     def test_alive(self):
         """
-        C{alive} is true exactly in CREATING, READY and RUNNING.
+        C{alive} is true exactly in CREATING, READY, RUNNING and
+        DISCONNECTED.
         """
         self.assertEqual(
             {state for state in State if make_sandbox(state=state).alive},
-            {State.CREATING, State.READY, State.RUNNING},
+            {State.CREATING, State.READY, State.RUNNING, State.DISCONNECTED},
         )
+
+    def test_everyStateHasAWayOut(self):
+        """
+        Every state but DESTROYED can reach DESTROYING (so DELETE works in
+        every state) or is DESTROYING itself.
+        """
+        for state in State:
+            if state in (State.DESTROYED, State.DESTROYING):
+                continue
+            self.assertIn((state, State.DESTROYING), LEGAL, state)
+
+    def test_recordRoundTrip(self):
+        """
+        A sandbox made from its own record equals it field for field
+        (connection and sessions aside).
+        """
+        sandbox = make_sandbox(
+            ttl=30, labels={"k": "v"}, state=State.DISCONNECTED, host="172.18.0.5",
+            port=7070, container_id="c" * 64, created=12.5, idle_since=20.0,
+            identity="tenant-a", method="warm",
+        )
+        again = Sandbox.fromRecord(sandbox.record())
+        self.assertEqual(again.record(), sandbox.record())
+        self.assertIs(again.state, State.DISCONNECTED)
 
 
 class JSONTests(TestCase):

@@ -26,10 +26,12 @@ from zope.interface.verify import verifyObject
 
 from agent import wire
 from agent.wire import Code, FrameType
+from sandboxd.api import detached
 from sandboxd.api.session import (
     CLOSE_AGENT_LOST,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_REPLACED,
     SandboxSession,
     SessionFactory,
     sandbox_id_from_path,
@@ -60,6 +62,10 @@ class FakeAgentConnection:
         self.closed.append(stream)
         self.streams.pop(stream, None)
 
+    def reassign(self, stream, handler):
+        if stream in self.streams:
+            self.streams[stream] = handler
+
     def send(self, data):
         self.sent.append(bytes(data))
 
@@ -69,7 +75,10 @@ class FakeAgentConnection:
     def ping(self, timeout):
         return succeed(self.connected)
 
-    def disconnect(self):
+    def disconnect(self, reason="the sandbox was destroyed"):
+        self.connected = False
+
+    def abort(self, reason):
         self.connected = False
 
     def whenLost(self):
@@ -92,9 +101,13 @@ class FakeAgentConnection:
 
 
 class FakeSandbox:
-    def __init__(self, connection):
+    def __init__(self, connection, ttl=0):
+        self.id = "sb-1"
         self.connection = connection
         self.sessions = set()
+        self.detached = {}
+        self.ttl = ttl
+        self.alive = True
 
 
 class FakeManager:
@@ -104,10 +117,17 @@ class FakeManager:
     def get(self, sandbox_id):
         return self.sandboxes.get(sandbox_id)
 
+    def attach(self, sandbox, session):
+        sandbox.sessions.add(session)
+
+    def detach(self, sandbox, session):
+        sandbox.sessions.discard(session)
+
 
 class FakeRequest:
-    def __init__(self, path):
+    def __init__(self, path, params=None):
         self.path = path
+        self.params = params or {}
 
 
 class SessionTestCase(TestCase):
@@ -115,11 +135,15 @@ class SessionTestCase(TestCase):
         self.connection = FakeAgentConnection()
         self.sandbox = FakeSandbox(self.connection)
         self.session = SandboxSession()
+        self.session.factory = SessionFactory(FakeManager({"sb-1": self.sandbox}))
         self.session.sandbox = self.sandbox
         self.session._connection = self.connection
         self.session._to_agent = {}
         self.session._to_client = {}
         self.session._closing = False
+        self.session._owed = {}
+        self.session._resumed = None
+        self.session.token = "t" * 32
         self.messages = []
         self.closes = []
         self.session.sendMessage = self.recordMessage
@@ -549,12 +573,13 @@ class EndingTests(SessionTestCase):
 
     def test_sandboxDestroyed(self):
         """
-        C{sandboxDestroyed} fails every open stream with SANDBOX_UNAVAILABLE,
-        closes their agent streams and closes the WebSocket with 1000.
+        C{sandboxUnavailable(normal=True)} fails every open stream with
+        SANDBOX_UNAVAILABLE, closes their agent streams and closes the
+        WebSocket with 1000.
         """
         one = self.openStream(1)
         two = self.openStream(2)
-        self.session.sandboxDestroyed()
+        self.session.sandboxUnavailable("the sandbox was destroyed", normal=True)
         self.assertEqual(
             sorted((f.type, f.stream, f.json()["code"]) for f in self.toClient()),
             [(FrameType.ERROR, 1, Code.SANDBOX_UNAVAILABLE),
@@ -608,13 +633,15 @@ class ConnectTests(TestCase):
 
     def test_knownSandbox(self):
         """
-        A known sandbox is accepted (no subprotocol) and the session uses
-        its agent connection.
+        A known sandbox is accepted (no subprotocol, a fresh resume token in
+        X-Sandbox-Session) and the session uses its agent connection.
         """
         connection = FakeAgentConnection()
         sandbox = FakeSandbox(connection)
         session = self.makeSession({"sb-1": sandbox})
-        self.assertIsNone(session.onConnect(FakeRequest("/sandboxes/sb-1/ws")))
+        protocol, headers = session.onConnect(FakeRequest("/sandboxes/sb-1/ws"))
+        self.assertIsNone(protocol)
+        self.assertRegex(headers["X-Sandbox-Session"], "^[0-9a-f]{32}$")
         self.assertIs(session.sandbox, sandbox)
         self.assertIs(session._connection, connection)
 
@@ -653,6 +680,9 @@ class RecordingClient(WebSocketClientProtocol):
         self.received = []
         self.closed = None
 
+    def onConnect(self, response):
+        self.token = response.headers.get("x-sandbox-session")
+
     def onOpen(self):
         self.opened = True
 
@@ -663,7 +693,7 @@ class RecordingClient(WebSocketClientProtocol):
         self.closed = code
 
 
-class EndToEndTests(TestCase):
+class EndToEndBase(TestCase):
     """
     A real autobahn client talks to a session over an in-memory connection.
     """
@@ -675,7 +705,7 @@ class EndToEndTests(TestCase):
         self.manager = FakeManager({"sb-1": self.sandbox})
 
     def connect(self, path="/sandboxes/sb-1/ws"):
-        server_factory = SessionFactory(self.manager)
+        server_factory = SessionFactory(self.manager, self.clock)
         server_factory.reactor = self.clock
         server_factory._batched_timer = ClockTimer(self.clock)
         client_factory = WebSocketClientFactory("ws://localhost" + path, reactor=self.clock)
@@ -697,6 +727,12 @@ class EndToEndTests(TestCase):
     def clientFrames(self):
         received, self.client.received = self.client.received, []
         return [wire.decode_one(payload) for payload, isBinary in received if isBinary]
+
+
+class EndToEndTests(EndToEndBase):
+    """
+    Relaying, closing and errors over a real WebSocket.
+    """
 
     def test_requestAndResult(self):
         """
@@ -746,10 +782,11 @@ class EndToEndTests(TestCase):
 
     def test_destroyedClose1000(self):
         """
-        C{sandboxDestroyed} closes the client's WebSocket with code 1000.
+        C{sandboxUnavailable(normal=True)} closes the client's WebSocket with
+        code 1000.
         """
         self.connect()
-        self.server.sandboxDestroyed()
+        self.server.sandboxUnavailable("the sandbox was destroyed", normal=True)
         self.pump.flush()
         self.assertEqual(self.client.closed, CLOSE_NORMAL)
         self.assertNotIn(self.server, self.sandbox.sessions)
@@ -781,8 +818,8 @@ class EndToEndTests(TestCase):
     def test_transportLostCancels(self):
         """
         A connection dropped without a closing handshake still runs the
-        session's close: its open streams are cancelled on the agent and it
-        leaves the sandbox.
+        session's close: with ttl 0 there is nothing to resume, so its open
+        streams are cancelled on the agent and it leaves the sandbox.
         """
         self.connect()
         self.client.sendMessage(wire.request(3, "process.stream", {"cmd": "yes"}), isBinary=True)
@@ -794,3 +831,159 @@ class EndToEndTests(TestCase):
         (cancel,) = [wire.decode_one(m) for m in self.connection.sent]
         self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, request.stream))
         self.assertNotIn(self.server, self.sandbox.sessions)
+
+
+class ResumeTests(EndToEndBase):
+    """
+    A client that drops gets its streams back with ``?resume=<token>``, with
+    what they produced meanwhile.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.sandbox.ttl = 30
+
+    def startStream(self):
+        self.connect()
+        self.client.sendMessage(wire.request(3, "process.stream", {"cmd": "x"}), isBinary=True)
+        self.pump.flush()
+        (request,) = [wire.decode_one(m) for m in self.connection.sent]
+        self.connection.sent.clear()
+        return request.stream
+
+    def agentSends(self, stream, *chunks):
+        for chunk in chunks:
+            self.connection.streams[stream].frameReceived(
+                wire.decode_one(wire.data(stream, chunk, wire.CHANNEL_STDOUT))
+            )
+
+    def drop(self):
+        token = self.client.token
+        self.client.transport.abortConnection()
+        self.pump.flush()
+        return token
+
+    def agentFrames(self):
+        sent, self.connection.sent = self.connection.sent, []
+        return [wire.decode_one(m) for m in sent]
+
+    def test_resumeDeliversMissedOutputInOrder(self):
+        """
+        Output the agent sends while the client is away is acknowledged to
+        the agent (WINDOW), nothing is cancelled, and after the resume the
+        client gets it in order on its own stream id, then live output.
+        """
+        stream = self.startStream()
+        self.agentSends(stream, b"one")
+        self.pump.flush()
+        self.assertEqual([f.payload for f in self.clientFrames()], [b"one"])
+        token = self.drop()
+        self.assertEqual(self.sandbox.sessions, set())
+        self.agentSends(stream, b"two", b"three")
+        self.assertEqual(
+            [(f.type, f.stream, f.window()) for f in self.agentFrames()],
+            [(FrameType.WINDOW, stream, 3), (FrameType.WINDOW, stream, 5)],
+        )
+        self.connect(f"/sandboxes/sb-1/ws?resume={token}")
+        self.assertTrue(self.client.opened)
+        self.assertEqual(self.client.token, token)
+        self.agentSends(stream, b"four")
+        self.pump.flush()
+        self.assertEqual(
+            [(f.stream, f.payload) for f in self.clientFrames()],
+            [(3, b"two"), (3, b"three"), (3, b"four")],
+        )
+
+    def test_windowCreditRepaid(self):
+        """
+        The client's WINDOW for output the daemon already acknowledged is
+        kept back; credit beyond that reaches the agent.
+        """
+        stream = self.startStream()
+        token = self.drop()
+        self.agentSends(stream, b"12345")
+        self.agentFrames()
+        self.connect(f"/sandboxes/sb-1/ws?resume={token}")
+        self.client.sendMessage(wire.window(3, 4), isBinary=True)
+        self.pump.flush()
+        self.assertEqual(self.agentFrames(), [])
+        self.client.sendMessage(wire.window(3, 10), isBinary=True)
+        self.pump.flush()
+        (window,) = self.agentFrames()
+        self.assertEqual((window.type, window.stream, window.window()),
+                         (FrameType.WINDOW, stream, 9))
+
+    def test_truncationCounted(self):
+        """
+        Beyond the buffer's limit output is dropped, and the client is told
+        how many bytes with an EVENT {"dropped_bytes": n} after what was kept.
+        """
+        self.patch(detached, "RESUME_BUFFER", 4)
+        stream = self.startStream()
+        token = self.drop()
+        self.agentSends(stream, b"abc", b"defg", b"hi")
+        self.connection.streams[stream].frameReceived(
+            wire.decode_one(wire.result(stream, {"exit_code": 0}))
+        )
+        self.connect(f"/sandboxes/sb-1/ws?resume={token}")
+        frames = self.clientFrames()
+        self.assertEqual(
+            [(f.type, f.payload if f.type is FrameType.DATA else f.json()) for f in frames],
+            [(FrameType.DATA, b"abc"), (FrameType.EVENT, {"dropped_bytes": 6}),
+             (FrameType.RESULT, {"exit_code": 0})],
+        )
+
+    def test_unknownTokenRefused(self):
+        """
+        A resume token the sandbox does not know is refused with 410.
+        """
+        session = SessionFactory(self.manager).buildProtocol(None)
+        e = self.assertRaises(
+            ConnectionDeny, session.onConnect,
+            FakeRequest("/sandboxes/sb-1/ws", {"resume": ["f" * 32]}),
+        )
+        self.assertEqual(e.code, 410)
+
+    def test_expiresAfterTtl(self):
+        """
+        A detached session nobody resumes within the sandbox's ttl is
+        discarded: its streams are cancelled on the agent.
+        """
+        stream = self.startStream()
+        token = self.drop()
+        self.clock.advance(29)
+        self.assertIn(token, self.sandbox.detached)
+        self.assertEqual(self.agentFrames(), [])
+        self.clock.advance(2)
+        self.assertEqual(self.sandbox.detached, {})
+        (cancel,) = self.agentFrames()
+        self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, stream))
+
+    def test_cleanCloseCancels(self):
+        """
+        A client closing with 1000 meant to leave: nothing is kept.
+        """
+        stream = self.startStream()
+        self.client.sendClose(1000)
+        self.pump.flush()
+        (cancel,) = self.agentFrames()
+        self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, stream))
+        self.assertEqual(self.sandbox.detached, {})
+
+    def test_resumeReplacesLiveConnection(self):
+        """
+        Resuming while the old connection is still open moves the streams to
+        the new one and closes the old with 4000; nothing is cancelled.
+        """
+        stream = self.startStream()
+        old_client, old_pump = self.client, self.pump
+        token = old_client.token
+        self.connect(f"/sandboxes/sb-1/ws?resume={token}")
+        old_pump.flush()
+        self.assertEqual(old_client.closed, CLOSE_REPLACED)
+        self.agentSends(stream, b"here")
+        self.pump.flush()
+        self.assertEqual([(f.stream, f.payload) for f in self.clientFrames()], [(3, b"here")])
+        self.assertEqual(
+            [f for f in self.agentFrames() if f.type is FrameType.CANCEL], []
+        )

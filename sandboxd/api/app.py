@@ -12,13 +12,16 @@ from twisted.logger import Logger
 from sandboxd import __version__
 from sandboxd.api.errors import ApiError, error_body
 from sandboxd.api.requests import (
+    MAX_EVENT_PAGE,
+    event_json,
+    parse_count,
     parse_create,
     parse_label_filter,
     parse_pool_count,
     read_json_object,
 )
 from sandboxd.api.session import SessionFactory
-from sandboxd.manager import AtCapacity, UnknownProfile
+from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
 from sandboxd.runtimes.interface import RuntimeFailure
 
 
@@ -40,7 +43,7 @@ class SandboxAPI:
         self._manager = manager
         self._config = config
         self._clock = clock
-        self._sessions = WebSocketResource(SessionFactory(manager))
+        self._sessions = WebSocketResource(SessionFactory(manager, clock))
 
     def resource(self):
         return self.app.resource()
@@ -91,6 +94,8 @@ class SandboxAPI:
             raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {e.args[0]!r}")
         except AtCapacity as e:
             raise ApiError(503, "AT_CAPACITY", str(e), headers={"Retry-After": "1"})
+        except SandboxDestroyed as e:
+            raise ApiError(409, "SANDBOX_DESTROYED", f"{e}: DELETE came first")
         except RuntimeFailure as e:
             raise ApiError(502, "RUNTIME_ERROR", str(e))
         return _json(request, sandbox.toJSON(), 201)
@@ -156,6 +161,16 @@ class SandboxAPI:
         status = self._manager.pools.status()[profile]
         status["flushed"] = flushed
         return _json(request, status)
+
+    # Events
+
+    @app.route("/events/history", methods=["GET"])
+    def eventHistory(self, request):
+        after = parse_count(request.args.get(b"after"), "after", 0, None)
+        limit = parse_count(request.args.get(b"limit"), "limit", 100, MAX_EVENT_PAGE)
+        sandbox_id = request.args.get(b"sandbox", [b""])[-1].decode("utf-8", "replace")
+        events = self._manager.events(after, limit, sandbox_id or None)
+        return _json(request, [event_json(e) for e in events])
 
     # Profiles and health
 

@@ -8,11 +8,13 @@ import attr
 
 from sandboxd.api.errors import ApiError, invalid_field, limit_exceeded
 from sandboxd.config import parse_size
+from sandboxd.sandbox import iso_time
 
 MAX_BODY = 1 << 20
 MAX_LABELS = 64
 MAX_LABEL_KEY = 128
 MAX_LABEL_VALUE = 256
+MAX_EVENT_PAGE = 1000
 
 _CREATE_FIELDS = frozenset(
     {"profile", "template", "memory", "cpu", "storage", "ttl", "labels"}
@@ -122,6 +124,37 @@ def parse_label_filter(values):
             raise invalid_field("label", f"{text!r} is not key:value")
         wanted[key] = label
     return wanted
+
+
+def parse_count(values, name, default, most):
+    """
+    A whole-number query parameter (its last value), ``default`` when
+    absent, at most ``most`` (None: no cap).
+    """
+    if not values:
+        return default
+    text = values[-1].decode("ascii", "replace")
+    if not text.isdigit():
+        raise invalid_field(name, f"{text!r} is not a whole number >= 0")
+    count = int(text)
+    if most is not None and count > most:
+        raise invalid_field(name, f"at most {most}")
+    return count
+
+
+def event_json(event):
+    """
+    An event in its public shape: ``{id, type, sandbox_id, identity,
+    timestamp, data}`` with an ISO 8601 UTC timestamp.
+    """
+    return {
+        "id": event.id,
+        "type": event.type,
+        "sandbox_id": event.sandbox_id,
+        "identity": event.identity,
+        "timestamp": iso_time(event.timestamp),
+        "data": event.data,
+    }
 
 
 def _optional_string(body, name):

@@ -5,7 +5,15 @@ Each binary message is one wire frame.  The session maps the client's stream
 ids to fresh ids on the sandbox's shared agent connection, so any number of
 sessions share it.  Flow control is end to end (WINDOW frames pass through),
 so the daemon holds at most a window per stream.
+
+The handshake answers with ``X-Sandbox-Session: <token>``.  A client whose
+connection drops (no close frame) may open ``/sandboxes/{id}/ws?resume=<token>``
+within the sandbox's ttl and get its streams back, with what they produced
+meanwhile (sandboxd.api.detached).  Resuming a session whose old connection
+is still open takes the streams over and closes the old one with 4000.
 """
+
+import os
 
 from autobahn.exception import Disconnected
 from autobahn.twisted.websocket import (
@@ -17,6 +25,7 @@ from autobahn.util import encode_truncate
 from zope.interface import implementer
 
 from agent import wire
+from sandboxd.api.detached import DetachedSession
 from sandboxd.protocols.agent import IStreamHandler
 
 _FT = wire.FrameType
@@ -25,6 +34,9 @@ _RELAYED = frozenset({_FT.DATA, _FT.END, _FT.CANCEL, _FT.WINDOW})
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_AGENT_LOST = 1011
+CLOSE_REPLACED = 4000
+#: Close codes that mean the client left on purpose.
+_CLEAN_CODES = frozenset({1000, 1001})
 
 
 def sandbox_id_from_path(path):
@@ -52,16 +64,68 @@ class SandboxSession(WebSocketServerProtocol):
         self._connection = sandbox.connection
         self._to_agent = {}
         self._to_client = {}
+        self._owed = {}
         self._closing = False
-        return None
+        self._resumed = None
+        resume = request.params.get("resume")
+        if resume:
+            self._resumed = self._takeOver(sandbox, resume[-1])
+            self.token = self._resumed.token
+        else:
+            self.token = os.urandom(16).hex()
+        return (None, {"X-Sandbox-Session": self.token})
+
+    def _takeOver(self, sandbox, token):
+        """
+        The detached session ``token`` of the sandbox, taken from the
+        connection still holding it if there is one.
+        """
+        for other in list(sandbox.sessions):
+            if getattr(other, "token", None) == token:
+                other.handOver()
+        detached = sandbox.detached.pop(token, None)
+        if detached is None or detached.connection is not sandbox.connection:
+            raise ConnectionDeny(
+                410, f"session {token[:8]}... of sandbox {sandbox.id} cannot be resumed"
+            )
+        if detached.expiry is not None and detached.expiry.active():
+            detached.expiry.cancel()
+        return detached
 
     def onOpen(self):
-        self.sandbox.sessions.add(self)
+        self.factory.manager.attach(self.sandbox, self)
         if not self._connection.connected:
             self._closeWith(CLOSE_AGENT_LOST, "the sandbox's agent is unavailable")
             return
         self._agentGone = self._connection.whenLost()
         self._agentGone.addCallbacks(self._agentConnectionLost, lambda _: None)
+        detached, self._resumed = self._resumed, None
+        if detached is not None:
+            self._to_agent, self._to_client = detached.to_agent, detached.to_client
+            self._owed = detached.owed
+            for stream in self._to_client:
+                self._connection.reassign(stream, self)
+            for frame in detached.kept():
+                self._sendToClient(frame)
+
+    def handOver(self):
+        """
+        Another connection resumes this session: leave it the streams and
+        close this one.
+        """
+        self._detach()
+        self._closeWith(CLOSE_REPLACED, "the session was resumed elsewhere")
+
+    def _detach(self):
+        """
+        Keep the open streams (and what they produce) for a resume.
+        """
+        detached = DetachedSession(
+            self.token, self._connection, self._to_agent, self._to_client, self._owed
+        )
+        self._to_agent, self._to_client, self._owed = {}, {}, {}
+        self.sandbox.detached[self.token] = detached
+        return detached
 
     def onMessage(self, payload, isBinary):
         if not isBinary:
@@ -77,8 +141,13 @@ class SandboxSession(WebSocketServerProtocol):
             self._open(frame, payload)
         elif frame_type in _RELAYED:
             stream = self._to_agent.get(frame.stream)
-            if stream is not None:
-                self._connection.send(wire.restream(payload, stream))
+            if stream is None:
+                return
+            if frame_type is _FT.WINDOW and frame.stream in self._owed:
+                payload = self._repay(frame, stream)
+                if payload is None:
+                    return
+            self._connection.send(wire.restream(payload, stream))
         elif frame_type is _FT.PING:
             self.sendMessage(wire.pong(frame.payload), isBinary=True)
         elif frame_type is _FT.PONG:
@@ -87,6 +156,22 @@ class SandboxSession(WebSocketServerProtocol):
             self._protocolError(
                 wire.Code.UNEXPECTED_FRAME, f"clients may not send {frame_type.name}"
             )
+
+    def _repay(self, frame, stream):
+        """
+        A client WINDOW for output the daemon already acknowledged while the
+        session was detached: keep back that much; the rest, if any, goes on.
+        """
+        try:
+            increment = frame.window()
+        except wire.ProtocolError:
+            return None
+        owed = self._owed.pop(frame.stream)
+        if increment <= owed:
+            if owed > increment:
+                self._owed[frame.stream] = owed - increment
+            return None
+        return wire.window(stream, increment - owed)
 
     def _open(self, frame, payload):
         client_stream = frame.stream
@@ -142,20 +227,18 @@ class SandboxSession(WebSocketServerProtocol):
         # Not _connectionLost: autobahn's own method of that name must run.
         self._closeWith(CLOSE_AGENT_LOST, lost.message)
 
-    def sandboxDestroyed(self):
+    def sandboxUnavailable(self, reason, normal=False):
         """
-        The sandbox is going away: fail what is open and close.
+        The sandbox is going away (destroyed, failed, or the daemon is
+        stopping): fail what is open with ``reason`` and close, with 1000
+        when ``normal`` (destroyed on purpose), else 1011.
         """
         for stream, client_stream in list(self._to_client.items()):
             self._forget(stream)
             self._sendToClient(
-                wire.error(
-                    client_stream,
-                    wire.Code.SANDBOX_UNAVAILABLE,
-                    "the sandbox was destroyed",
-                )
+                wire.error(client_stream, wire.Code.SANDBOX_UNAVAILABLE, reason)
             )
-        self._closeWith(CLOSE_NORMAL, "the sandbox was destroyed")
+        self._closeWith(CLOSE_NORMAL if normal else CLOSE_AGENT_LOST, reason)
 
     # Closing
 
@@ -163,14 +246,23 @@ class SandboxSession(WebSocketServerProtocol):
         sandbox = getattr(self, "sandbox", None)
         if sandbox is None:
             return
-        sandbox.sessions.discard(self)
         agent_gone = getattr(self, "_agentGone", None)
         if agent_gone is not None and not agent_gone.called:
             agent_gone.cancel()
-        for stream in list(self._to_client):
-            self._forget(stream)
-            if self._connection.connected:
-                self._connection.send(wire.cancel(stream))
+        dropped = not (wasClean and code in _CLEAN_CODES) and not self._closing
+        if self._resumed is not None:
+            # Closed during the handshake: the streams wait for another try.
+            self._resumed.expiry = self.factory.expireLater(sandbox, self._resumed)
+            sandbox.detached[self._resumed.token] = self._resumed
+        elif dropped and sandbox.ttl > 0 and sandbox.alive and self._connection.connected:
+            detached = self._detach()
+            detached.expiry = self.factory.expireLater(sandbox, detached)
+        else:
+            for stream in list(self._to_client):
+                self._forget(stream)
+                if self._connection.connected:
+                    self._connection.send(wire.cancel(stream))
+        self.factory.manager.detach(sandbox, self)
 
     def _forget(self, stream):
         client_stream = self._to_client.pop(stream, None)
@@ -202,9 +294,12 @@ class SessionFactory(WebSocketServerFactory):
 
     protocol = SandboxSession
 
-    def __init__(self, manager):
+    def __init__(self, manager, clock=None):
         super().__init__()
+        if clock is None:
+            from twisted.internet import reactor as clock
         self.manager = manager
+        self.clock = clock
         self.setProtocolOptions(
             maxFramePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,
             maxMessagePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,
@@ -212,3 +307,16 @@ class SessionFactory(WebSocketServerFactory):
             openHandshakeTimeout=10,
             closeHandshakeTimeout=2,
         )
+
+    def expireLater(self, sandbox, detached):
+        """
+        Discard a detached session if nobody resumes it within the
+        sandbox's ttl.
+        """
+
+        def expire():
+            if sandbox.detached.get(detached.token) is detached:
+                del sandbox.detached[detached.token]
+                detached.discard()
+
+        return self.clock.callLater(sandbox.ttl, expire)

@@ -74,6 +74,11 @@ class IAgentConnection(Interface):
         Forget a stream: later frames for it are dropped.
         """
 
+    def reassign(stream, handler):
+        """
+        Route an open stream's later frames to ``handler`` instead.
+        """
+
     def send(data):
         """
         Write encoded frames to the agent.
@@ -89,9 +94,14 @@ class IAgentConnection(Interface):
         Fire True when a PONG comes back within ``timeout`` seconds, else False.
         """
 
-    def disconnect():
+    def disconnect(reason="the sandbox was destroyed"):
         """
-        Close the connection; open streams get AgentLost.
+        Close the connection; open streams get AgentLost with ``reason``.
+        """
+
+    def abort(reason):
+        """
+        Drop the connection at once; open streams get AgentLost with ``reason``.
         """
 
 
@@ -280,6 +290,10 @@ class AgentConnection(Protocol):
     def closeStream(self, stream):
         self._streams.pop(stream, None)
 
+    def reassign(self, stream, handler):
+        if stream in self._streams:
+            self._streams[stream] = handler
+
     def send(self, data):
         self.transport.write(data)
 
@@ -315,12 +329,19 @@ class AgentConnection(Protocol):
         if answered is not None:
             answered.callback(True)
 
-    def disconnect(self):
+    def disconnect(self, reason="the sandbox was destroyed"):
         if self.transport is not None and self.connected:
-            self._lost = AgentLost(
-                wire.Code.SANDBOX_UNAVAILABLE, "the sandbox was destroyed"
-            )
+            if self._lost is None:
+                self._lost = AgentLost(wire.Code.SANDBOX_UNAVAILABLE, reason)
             self.transport.loseConnection()
+
+    def abort(self, reason):
+        """
+        Drop the connection now (the agent is dead or unreachable): every
+        open call and stream fails with SANDBOX_UNAVAILABLE and ``reason``.
+        """
+        if self.transport is not None and self.connected:
+            self._fail(AgentLost(wire.Code.SANDBOX_UNAVAILABLE, reason))
 
 
 class AgentConnectionFactory(Factory):

@@ -226,6 +226,37 @@ class _Body(Protocol):
             self._finished.errback(reason)
 
 
+class _JSONLines(Protocol):
+    """
+    Splits a streamed body into JSON lines for a callback; a line longer
+    than C{MAX_BODY} or not JSON ends the stream with L{RuntimeFailure}.
+    """
+
+    finished = None
+
+    def __init__(self, line_received):
+        self._line_received = line_received
+        self._buffer = b""
+
+    def dataReceived(self, data):
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        try:
+            if len(self._buffer) > MAX_BODY:
+                raise ValueError("a line is too long")
+            for line in lines:
+                if line.strip():
+                    self._line_received(json.loads(line))
+        except ValueError as e:
+            self.transport.stopProducing()
+            if not self.finished.called:
+                self.finished.errback(RuntimeFailure(f"bad event stream: {e}"))
+
+    def connectionLost(self, reason):
+        if not self.finished.called:
+            self.finished.callback(None)
+
+
 def read_body(response, limit=MAX_BODY):
     """
     Fire with the whole body of C{response}; cancelling drops the
@@ -399,6 +430,27 @@ class EngineClient:
             unbuffered=True,
         )
         return response.code, await read_body(response, self._body_limit)
+
+    async def follow(self, path, params, line_received):
+        """
+        GET the versioned C{path}, a stream of JSON lines (C{/events}), and
+        call C{line_received} with each decoded line until the engine ends
+        the stream or the returned coroutine is cancelled.  No timeout: the
+        stream is meant to last.
+        """
+        major, minor = self.version or await self.negotiate()
+        response = await self._http.request(
+            "GET", BASE_URL + f"/v{major}.{minor}{path}", params=params,
+            allow_redirects=False, unbuffered=True,
+        )
+        if response.code >= 400:
+            data = await read_body(response, self._body_limit)
+            raise EngineError(response.code, self._message(response.code, data))
+        lines = _JSONLines(line_received)
+        finished = Deferred(lambda _: lines.transport.stopProducing())
+        lines.finished = finished
+        response.deliverBody(lines)
+        await finished
 
     @staticmethod
     def _message(code, data):

@@ -29,6 +29,7 @@ from sandboxd.runtimes._engine import (
     path_part,
     socket_path,
 )
+from sandboxd.runtimes._events import ContainerWatch
 from sandboxd.runtimes.interface import (
     IRuntime,
     RuntimeFailure,
@@ -372,6 +373,15 @@ class DockerRuntime:
             params={"all": "1", "filters": json.dumps({"label": [f"{MANAGED_LABEL}=1"]})},
         )
         return [(c["Id"], c.get("Labels") or {}) for c in containers or []]
+
+    def watch(self, callback):
+        """
+        Call C{callback(container_id, action)} when one of our containers
+        dies or is paused; return the watch (C{stop()} ends it).
+        """
+        return ContainerWatch(
+            self._reactor, self._client(), callback, f"{MANAGED_LABEL}=1"
+        )
 
     def stats(self, container_id, one_shot=False):
         """

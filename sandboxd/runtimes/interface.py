@@ -61,6 +61,13 @@ class IRuntime(Interface):
         Remove a sandbox's container; succeeds if it is already gone.
         """
 
+    def watch(callback):
+        """
+        Call ``callback(container_id, action)`` as soon as one of our
+        sandboxes dies (``"die"``) or is frozen (``"pause"``) behind the
+        daemon's back; return an object whose ``stop()`` ends the watch.
+        """
+
     def list_owned():
         """
         Fire with a list of (container_id, labels dict) of every container

@@ -1,0 +1,207 @@
+"""
+The daemon's durable record of its sandboxes and events: one SQLite file in
+``server.data_dir``.
+
+Every write is one small transaction on the reactor thread.  The database
+runs in WAL mode with ``synchronous=NORMAL``: a commit is an append to the
+log with no fsync (tens of microseconds), durable across a crash or
+``kill -9`` of the daemon; only a power cut can lose the last commits, and it
+cannot corrupt the file.
+"""
+
+import json
+import os
+import sqlite3
+
+import attr
+
+#: The file's name inside data_dir.
+FILENAME = "sandboxd.db"
+#: Events kept; older ones are dropped as new ones come.
+MAX_EVENTS = 10000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY,
+    profile TEXT NOT NULL,
+    template TEXT,
+    image TEXT NOT NULL,
+    runtime TEXT NOT NULL,
+    memory INTEGER NOT NULL,
+    cpu REAL NOT NULL,
+    storage INTEGER NOT NULL,
+    ttl INTEGER NOT NULL,
+    labels TEXT NOT NULL,
+    identity TEXT NOT NULL DEFAULT '',
+    method TEXT NOT NULL,
+    state TEXT NOT NULL,
+    container_id TEXT,
+    host TEXT,
+    port INTEGER,
+    secret TEXT NOT NULL,
+    created REAL NOT NULL,
+    idle_since REAL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    type TEXT NOT NULL,
+    sandbox_id TEXT,
+    identity TEXT NOT NULL DEFAULT '',
+    timestamp REAL NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+
+class StoreError(Exception):
+    """
+    The state file cannot be opened or is not ours.
+    """
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class SandboxRecord:
+    """
+    One row of the sandboxes table.
+    """
+
+    id: str
+    profile: str
+    template: str
+    image: str
+    runtime: str
+    memory: int
+    cpu: float
+    storage: int
+    ttl: int
+    labels: dict
+    identity: str
+    method: str
+    state: str
+    container_id: str
+    host: str
+    port: int
+    secret: str = attr.ib(repr=False)
+    created: float
+    idle_since: float
+
+
+_COLUMNS = [a.name for a in attr.fields(SandboxRecord)]
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class Event:
+    """
+    One recorded event (DESIGN.md's event shape).
+    """
+
+    id: int
+    type: str
+    sandbox_id: str
+    identity: str
+    timestamp: float
+    data: dict
+
+
+class Store:
+    """
+    The sandboxes and events of one daemon, in ``data_dir/sandboxd.db``
+    (created with mode 0600: it holds each agent's secret).
+    """
+
+    def __init__(self, data_dir):
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        self.path = os.path.join(data_dir, FILENAME)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.DatabaseError) as e:
+            raise StoreError(f"cannot open the state file {self.path}: {e}") from e
+
+    def close(self):
+        self._db.close()
+
+    # Sandboxes
+
+    def put(self, record):
+        """
+        Insert or replace a sandbox's row.
+        """
+        fields = attr.asdict(record, recurse=False)
+        fields["labels"] = json.dumps(record.labels)
+        self._db.execute(
+            f"INSERT OR REPLACE INTO sandboxes ({', '.join(_COLUMNS)})"
+            f" VALUES ({', '.join('?' * len(_COLUMNS))})",
+            [fields[name] for name in _COLUMNS],
+        )
+
+    def update(self, sandbox_id, **fields):
+        """
+        Change some columns of a sandbox's row (no-op when it has none).
+        """
+        unknown = set(fields) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"no such columns: {sorted(unknown)}")
+        if "labels" in fields:
+            fields["labels"] = json.dumps(fields["labels"])
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self._db.execute(
+            f"UPDATE sandboxes SET {assignments} WHERE id = ?",
+            (*fields.values(), sandbox_id),
+        )
+
+    def delete(self, sandbox_id):
+        self._db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+
+    def sandboxes(self):
+        """
+        Every recorded sandbox, oldest first.
+        """
+        rows = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM sandboxes ORDER BY created"
+        ).fetchall()
+        records = []
+        for row in rows:
+            fields = dict(zip(_COLUMNS, row))
+            fields["labels"] = json.loads(fields["labels"])
+            records.append(SandboxRecord(**fields))
+        return records
+
+    # Events
+
+    def addEvent(self, type, sandbox_id, timestamp, data=None, identity=""):
+        """
+        Record an event; return it with its id.
+        """
+        data = data or {}
+        cursor = self._db.execute(
+            "INSERT INTO events (type, sandbox_id, identity, timestamp, data)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (type, sandbox_id, identity, timestamp, json.dumps(data)),
+        )
+        event_id = cursor.lastrowid
+        if event_id % 1000 == 0:
+            self._db.execute(
+                "DELETE FROM events WHERE id <= ?", (event_id - MAX_EVENTS,)
+            )
+        return Event(event_id, type, sandbox_id, identity, timestamp, data)
+
+    def events(self, after=0, limit=100, sandbox_id=None):
+        """
+        Events with an id above ``after``, oldest first, at most ``limit``.
+        """
+        query = "SELECT id, type, sandbox_id, identity, timestamp, data FROM events WHERE id > ?"
+        args = [after]
+        if sandbox_id is not None:
+            query += " AND sandbox_id = ?"
+            args.append(sandbox_id)
+        query += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [
+            Event(i, t, s, who, ts, json.loads(d))
+            for i, t, s, who, ts, d in self._db.execute(query, args)
+        ]

@@ -1,0 +1,100 @@
+"""
+Tests for L{sandboxd.store}: the SQLite record of sandboxes and events, on a
+real file.
+"""
+
+import os
+import stat
+
+from twisted.trial.unittest import TestCase
+
+from sandboxd.store import MAX_EVENTS, SandboxRecord, Store, StoreError
+
+
+def record(sandbox_id="sbx-1", **overrides):
+    fields = dict(
+        id=sandbox_id, profile="default", template=None, image="sandbox-base:latest",
+        runtime="docker", memory=256 << 20, cpu=1.0, storage=100 << 20, ttl=60,
+        labels={"team": "a"}, identity="", method="warm", state="running",
+        container_id="c" * 64, host="172.18.0.2", port=7070, secret="ab" * 32,
+        created=100.0, idle_since=None,
+    )
+    fields.update(overrides)
+    return SandboxRecord(**fields)
+
+
+class StoreTests(TestCase):
+    def setUp(self):
+        self.dir = self.mktemp()
+        self.store = Store(self.dir)
+        self.addCleanup(self.store.close)
+
+    def test_putAndReadBack(self):
+        """
+        A record put is read back equal, labels and all, by a second Store on
+        the same file (what a restarted daemon sees).
+        """
+        self.store.put(record("sbx-1", created=1.0))
+        self.store.put(record("sbx-2", created=2.0, labels={}, idle_since=5.5))
+        again = Store(self.dir)
+        self.addCleanup(again.close)
+        self.assertEqual(again.sandboxes(), [record("sbx-1", created=1.0),
+                                             record("sbx-2", created=2.0, labels={},
+                                                    idle_since=5.5)])
+
+    def test_updateAndDelete(self):
+        """
+        C{update} changes only the named columns; C{delete} removes the row;
+        an unknown column is refused.
+        """
+        self.store.put(record())
+        self.store.update("sbx-1", state="disconnected", idle_since=7.0)
+        (got,) = self.store.sandboxes()
+        self.assertEqual((got.state, got.idle_since, got.ttl), ("disconnected", 7.0, 60))
+        self.assertRaises(ValueError, self.store.update, "sbx-1", nope=1)
+        self.store.delete("sbx-1")
+        self.assertEqual(self.store.sandboxes(), [])
+
+    def test_fileIsPrivate(self):
+        """
+        The file holds agent secrets: mode 0600 in a 0700 directory.
+        """
+        self.assertEqual(stat.S_IMODE(os.stat(self.store.path).st_mode), 0o600)
+        self.assertEqual(stat.S_IMODE(os.stat(self.dir).st_mode), 0o700)
+
+    def test_notADatabase(self):
+        """
+        A state file that is not SQLite is a StoreError naming the file.
+        """
+        path = self.mktemp()
+        os.makedirs(path)
+        with open(os.path.join(path, "sandboxd.db"), "wb") as f:
+            f.write(b"this is not a database" * 100)
+        e = self.assertRaises(StoreError, Store, path)
+        self.assertIn("sandboxd.db", str(e))
+
+    def test_events(self):
+        """
+        Events get increasing ids; C{events} pages by C{after}/C{limit} and
+        filters by sandbox.
+        """
+        first = self.store.addEvent("sandbox.created", "sbx-1", 1.0, {"method": "warm"})
+        self.store.addEvent("sandbox.created", "sbx-2", 2.0)
+        self.store.addEvent("sandbox.destroyed", "sbx-1", 3.0, {"reason": "DELETE"})
+        self.assertEqual([e.type for e in self.store.events()],
+                         ["sandbox.created", "sandbox.created", "sandbox.destroyed"])
+        page = self.store.events(after=first.id, limit=1)
+        self.assertEqual([(e.sandbox_id, e.timestamp) for e in page], [("sbx-2", 2.0)])
+        mine = self.store.events(sandbox_id="sbx-1")
+        self.assertEqual([e.data for e in mine], [{"method": "warm"}, {"reason": "DELETE"}])
+
+    def test_eventsBounded(self):
+        """
+        Old events are dropped so that about MAX_EVENTS are kept.
+        """
+        for i in range(MAX_EVENTS + 1000):
+            self.store.addEvent("pool.x", None, float(i))
+        kept = self.store.events(limit=MAX_EVENTS * 2)
+        self.assertLessEqual(len(kept), MAX_EVENTS + 1000)
+        self.assertGreaterEqual(len(kept), MAX_EVENTS)
+        self.assertEqual(kept[-1].timestamp, float(MAX_EVENTS + 999))
