@@ -20,16 +20,31 @@ from sandbox.errors import (
 MAX_MESSAGE = wire.MAX_PAYLOAD + wire.HEADER_SIZE
 
 
-async def open_session(client, sandbox_id, open_timeout=None):
+async def open_session(client, sandbox_id, open_timeout=None, resume_for=0):
     """
-    Open the WebSocket of ``sandbox_id`` through ``client`` (a Client).
+    Open the WebSocket session of ``sandbox_id`` through ``client`` (a
+    Client); if the connection drops, try to resume it for ``resume_for``
+    seconds (the sandbox's ttl).
     """
+
+    async def reopen(token):
+        return await _open_ws(client, sandbox_id, open_timeout, token)
+
+    ws = await _open_ws(client, sandbox_id, open_timeout)
+    token = ws.response.headers.get("X-Sandbox-Session") if ws.response else None
+    return Session(ws, sandbox_id, token, reopen, resume_for)
+
+
+async def _open_ws(client, sandbox_id, open_timeout, resume=None):
     import websockets
     from websockets.asyncio.client import connect, unix_connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus
 
     endpoint = client.endpoint
-    uri = endpoint.ws_uri(f"/sandboxes/{quote(str(sandbox_id), safe='')}/ws")
+    path = f"/sandboxes/{quote(str(sandbox_id), safe='')}/ws"
+    if resume is not None:
+        path += f"?resume={quote(resume, safe='')}"
+    uri = endpoint.ws_uri(path)
     options = dict(
         compression=None,
         max_size=MAX_MESSAGE,
@@ -53,7 +68,11 @@ async def open_session(client, sandbox_id, open_timeout=None):
         headers = {k.lower(): v for k, v in response.headers.raw_items()}
         body = bytes(response.body or b"")
         error = error_from_http(response.status_code, response.reason_phrase, headers, body)
-        if error.code == "HTTP_404":
+        if error.code == "HTTP_410":
+            error = NotFoundError(
+                "SESSION_EXPIRED", f"the session of sandbox {sandbox_id} cannot be resumed", 410
+            )
+        elif error.code == "HTTP_404":
             error = NotFoundError(
                 "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found", 404
             )
@@ -68,7 +87,7 @@ async def open_session(client, sandbox_id, open_timeout=None):
         ) from None
     except OSError as e:
         raise DaemonUnavailableError(endpoint, _reason(e, endpoint)) from None
-    return Session(ws, sandbox_id)
+    return ws
 
 
 def _websockets_version(module):

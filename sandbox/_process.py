@@ -201,6 +201,9 @@ class ExecHandle:
         self._error = None
         self._cancelling = False
         self._decoders = {}
+        #: Output bytes the daemon had to drop while the session was
+        #: away (it keeps a bounded amount for a resume).
+        self.dropped_bytes = 0
 
     @property
     def done(self):
@@ -258,6 +261,8 @@ class ExecHandle:
                     return OutputEvent(channel, decoder.decode(raw), raw)
                 if frame.type is FrameType.RESULT:
                     self._result = _json(frame)
+                elif frame.type is FrameType.EVENT:
+                    self.dropped_bytes += _json(frame).get("dropped_bytes", 0)
             return None
 
     async def wait(self):

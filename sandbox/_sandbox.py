@@ -158,7 +158,7 @@ async def _create(fields, endpoint, auth, client):
     try:
         info = await client.create(**fields)
         try:
-            session = await open_session(client, info["id"])
+            session = await open_session(client, info["id"], resume_for=info.get("ttl") or 0)
         except BaseException:
             try:
                 await client.destroy(info["id"])
@@ -178,7 +178,7 @@ async def _connect(sandbox_id, endpoint, auth, client):
         client = Client(endpoint, auth)
     try:
         info = await client.get(sandbox_id)
-        session = await open_session(client, sandbox_id)
+        session = await open_session(client, sandbox_id, resume_for=info.get("ttl") or 0)
     except BaseException:
         if owns:
             await client.close()

@@ -6,6 +6,11 @@ One reader task dispatches incoming frames to per-stream queues.  Each
 stream keeps both flow-control windows: a caller grants credit back with
 ``Stream.consumed`` as it uses DATA, and ``Stream.send_data`` waits for the
 agent's WINDOW frames when its credit runs out.
+
+If the connection drops (no close frame) and the sandbox has a ttl, the
+session resumes itself: it reopens the WebSocket with its resume token for
+up to ``ttl`` seconds, and the daemon hands back the streams with the output
+they produced meanwhile.  Calls wait meanwhile instead of failing.
 """
 
 import asyncio
@@ -42,9 +47,15 @@ class Session:
     The multiplexed WebSocket session of one sandbox.
     """
 
-    def __init__(self, ws, sandbox_id):
+    def __init__(self, ws, sandbox_id, token=None, reopen=None, resume_for=0):
         self.sandbox_id = sandbox_id
         self._ws = ws
+        #: The daemon's resume token, how to reopen with it, for how long.
+        self._token = token
+        self._reopen = reopen
+        self._resume_for = resume_for
+        self._swapped = asyncio.get_running_loop().create_future()
+        self.resumed = 0
         self._streams = {}
         self._next_id = 1
         self._slots = asyncio.Semaphore(wire.MAX_STREAMS)
@@ -67,11 +78,14 @@ class Session:
         Send one encoded frame; SandboxUnavailableError once the session is gone.
         """
         self._check()
+        ws = self._ws
         try:
-            await self._ws.send(data)
+            await ws.send(data)
         except Exception as e:
             from websockets.exceptions import ConnectionClosed
 
+            if isinstance(e, ConnectionClosed) and await self._resumed_from(ws):
+                return await self.send(data)
             if self._failure is not None:
                 raise _fresh(self._failure) from None
             error = self._closed_error(e)
@@ -90,6 +104,47 @@ class Session:
         task = asyncio.get_running_loop().create_task(self._send_quietly(data))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _resumed_from(self, ws):
+        """
+        After ``ws`` broke: wait for the reader to resume the session or give
+        up; True when a new connection took its place.
+        """
+        if self._ws is ws and self._failure is None and self._resumable():
+            await asyncio.shield(self._swapped)
+        return self._ws is not ws and self._failure is None
+
+    def _resumable(self):
+        return bool(self._token and self._reopen and self._resume_for > 0 and not self._closing)
+
+    async def _resume(self, exc):
+        """
+        Reopen the WebSocket with the resume token until the daemon takes
+        it, refuses it, or ``resume_for`` seconds pass; True on success.
+        """
+        if getattr(exc, "rcvd", None) is not None or not self._resumable():
+            return False
+        from sandbox.errors import SandboxError
+
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._resume_for
+        delay = 0.05
+        while not self._closing and loop.time() < give_up:
+            try:
+                self._ws = await self._reopen(self._token)
+            except SandboxError as e:
+                if e.status in (404, 410):
+                    return False
+            except Exception:
+                pass
+            else:
+                self.resumed += 1
+                swapped, self._swapped = self._swapped, loop.create_future()
+                swapped.set_result(None)
+                return True
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        return False
 
     async def _send_quietly(self, data):
         try:
@@ -155,12 +210,18 @@ class Session:
     async def _read_loop(self):
         from websockets.exceptions import ConnectionClosed
 
-        ws = self._ws
         dispatch = self._dispatch
         failure = None
         try:
             while True:
-                message = await ws.recv()
+                ws = self._ws
+                try:
+                    message = await ws.recv()
+                except ConnectionClosed as e:
+                    if await self._resume(e):
+                        continue
+                    failure = self._closed_error(e)
+                    break
                 if isinstance(message, str):
                     continue
                 try:
@@ -172,8 +233,6 @@ class Session:
                     await ws.close(1002, e.code)
                     break
                 dispatch(frame)
-        except ConnectionClosed as e:
-            failure = self._closed_error(e)
         except asyncio.CancelledError:
             failure = self._closed_error(None)
             raise
@@ -181,9 +240,11 @@ class Session:
             failure = SandboxUnavailableError(
                 "SANDBOX_UNAVAILABLE", f"sandbox {self.sandbox_id}: session failed: {e!r}"
             )
-            await ws.close(1011)
+            await self._ws.close(1011)
         finally:
             self._fail_all(failure or self._closed_error(None))
+            if not self._swapped.done():
+                self._swapped.set_result(None)
 
     def _dispatch(self, frame):
         kind = frame.type
