@@ -3,9 +3,12 @@
 Build sandboxd's images locally, from Debian packages (no image registry is
 reachable):
 
-    python3 scripts/build_images.py [NAME ...]     (make images IMAGES="base python")
+    python3 scripts/build_images.py [--refresh] [NAME ...]
+    make images [IMAGES="base python"] [REFRESH=1]
 
-Without names it builds them all (ORDER below).  Each image has a directory
+Without names it builds them all (ORDER below); --refresh rebuilds the root
+filesystems even when their package lists have not changed (to take in
+Debian's updates).  Each image has a directory
 images/NAME/ holding
 
     packages    the Debian packages of its root filesystem, one a line
@@ -149,8 +152,9 @@ class Builder:
     Builds the named images one after the other; L{Failed} stops it.
     """
 
-    def __init__(self, reporter, workdir, docker):
+    def __init__(self, reporter, workdir, docker, refresh=False):
         self.reporter = reporter
+        self.refresh = refresh
         self.workdir = workdir
         self.docker = docker
         self._mirror = None
@@ -166,7 +170,8 @@ class Builder:
         directory = os.path.join(ROOT, "images", name)
         packages = read_packages(os.path.join(directory, "packages"))
         recipe = recipe_hash(packages)
-        cached = self.docker.label(rootfs_tag(name), "sandboxd.rootfs-recipe") == recipe
+        cached = (not self.refresh
+                  and self.docker.label(rootfs_tag(name), "sandboxd.rootfs-recipe") == recipe)
         if cached:
             self.reporter.say(name, f"rootfs {rootfs_tag(name)} is up to date (recipe {recipe})")
         else:
@@ -309,7 +314,8 @@ class PipWatcher:
 def main(argv):
     from imagebuild.docker import Docker
 
-    names = [n for arg in argv for n in arg.split()] or ORDER
+    refresh = "--refresh" in argv
+    names = [n for arg in argv if arg != "--refresh" for n in arg.split()] or ORDER
     available = sorted(
         n for n in os.listdir(os.path.join(ROOT, "images"))
         if os.path.exists(os.path.join(ROOT, "images", n, "packages")))
@@ -320,7 +326,7 @@ def main(argv):
         return 2
     workdir = tempfile.mkdtemp(prefix="sandboxd-images.")
     reporter = Reporter(workdir)
-    builder = Builder(reporter, workdir, Docker(reporter))
+    builder = Builder(reporter, workdir, Docker(reporter), refresh)
     started = time.monotonic()
     reporter.say("all", f"building {', '.join(names)} (logs in {workdir})")
     try:
