@@ -248,10 +248,14 @@ class Builder:
             os.rename(partial, cached)
         shutil.copytree(cached, os.path.join(context, "wheels"))
         os.mkdir(os.path.join(context, "project"))
+        # Fixed timestamps in the wheel: the same sources make the same bytes,
+        # and Docker's layer cache then skips the install below.
+        reproducible = dict(os.environ, SOURCE_DATE_EPOCH="315532800")
         run_step(
             self.reporter, name, "project wheel",
             [python, "-m", "pip", "wheel", "--no-deps",
              "--progress-bar", "off", "--wheel-dir", os.path.join(context, "project"), ROOT],
+            env=reproducible,
         )
 
 

@@ -64,7 +64,7 @@ class Reporter:
         err.flush()
 
 
-def run_step(reporter, image, step, argv, watcher=None, feed=None):
+def run_step(reporter, image, step, argv, watcher=None, feed=None, env=None):
     """
     Run C{argv} as step C{step} of C{image}, output to the step's log.
 
@@ -72,7 +72,7 @@ def run_step(reporter, image, step, argv, watcher=None, feed=None):
     print at once (or None); C{watcher.status()} is printed every HEARTBEAT
     seconds while it changes (or a plain "running" note).  C{feed(stdin)},
     when given, writes the child's standard input from this thread and
-    closes it.  Raise L{Failed} when the command cannot start or exits
+    closes it.  C{env}: the child's environment (default: ours).  Raise L{Failed} when the command cannot start or exits
     non-zero.
     """
     log_path = reporter.logPath(image, step)
@@ -87,6 +87,7 @@ def run_step(reporter, image, step, argv, watcher=None, feed=None):
                 stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
         except OSError as e:
             raise Failed(image, step, f"cannot run {argv[0]}: {e}", log_path)
