@@ -10,6 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -55,6 +56,22 @@ class ContainerDaemon(Daemon):
              f"label=sandboxd.owner={os.path.join(self.dir, 'data')}"],
             capture_output=True, text=True, check=True)
         return done.stdout.split()
+
+    def ownedAfterRemovals(self, patience=30):
+        """
+        L{owned}, once no container of ours is still being removed by the
+        engine (or after C{patience} seconds).
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            done = subprocess.run(
+                ["docker", "ps", "-a", "--format", "{{.ID}} {{.Status}}", "--filter",
+                 f"label=sandboxd.owner={os.path.join(self.dir, 'data')}"],
+                capture_output=True, text=True, check=True)
+            rows = [line.split(" ", 1) for line in done.stdout.splitlines()]
+            if not any("Removal" in status for _, status in rows) or time.monotonic() > deadline:
+                return [container for container, _ in rows]
+            time.sleep(0.5)
 
     def cleanUp(self):
         subprocess.run(["docker", "rm", "-f", self.name], capture_output=True)
@@ -111,7 +128,7 @@ class DaemonImageTests(SynchronousTestCase):
         subprocess.run(["docker", "stop", "-t", "60", daemon.name],
                        capture_output=True, check=True, timeout=90)
         self.assertEqual(daemon.process.wait(30), 0, daemon.logTail())
-        self.assertEqual(daemon.owned(), [])
+        self.assertEqual(daemon.ownedAfterRemovals(), [], daemon.logTail())
 
     def test_compose_file(self):
         """
