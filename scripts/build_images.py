@@ -175,12 +175,12 @@ class Builder:
         if cached:
             self.reporter.say(name, f"rootfs {rootfs_tag(name)} is up to date (recipe {recipe})")
         else:
-            self.buildRootfs(name, packages, recipe)
+            self.build_rootfs(name, packages, recipe)
         context = os.path.join(self.workdir, f"{name}-context")
         os.mkdir(context)
         shutil.copy(os.path.join(directory, "Dockerfile"), context)
         if name == "daemon":
-            self.daemonContext(name, context)
+            self.daemon_context(name, context)
         else:
             copy_tree(os.path.join(ROOT, "agent"), os.path.join(context, "agent"))
         build_args = {
@@ -201,9 +201,12 @@ class Builder:
         self.reporter.say(name, f"{tag} ready in {elapsed:.0f} s ({size / 1e6:.0f} MB)")
         self.results.append((name, tag, elapsed, size, cached))
 
-    def buildRootfs(self, name, packages, recipe):
+    def build_rootfs(self, name, packages, recipe):
         tar = os.path.join(self.workdir, f"{name}-rootfs.tar")
-        source = self.mirror()
+        try:
+            source = self.mirror()
+        except mirror.NoMirror as e:
+            raise Failed(name, "rootfs", str(e))
         self.reporter.say(
             name, f"rootfs: mmdebstrap {SUITE} with {len(packages)} packages "
                   f"({', '.join(packages)}) from {source}")
@@ -220,10 +223,11 @@ class Builder:
         if previous and previous != self.docker.image_id(rootfs_tag(name)):
             self.docker.remove_unused(previous)
 
-    def daemonContext(self, name, context):
+    def daemon_context(self, name, context):
         """
-        Put the daemon's dependency wheels (cached by setup.cfg's hash) and
-        its own wheel into C{context}/wheels.
+        Put the daemon's dependency wheels (kept in CACHE while its
+        requirements do not change) into C{context}/wheels, and its own
+        wheel into C{context}/project.
         """
         requirements = install_requires()
         key = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]

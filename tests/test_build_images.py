@@ -8,6 +8,7 @@ what a failed step leaves behind.  No Docker needed.
 import io
 import os
 import re
+import shutil
 import sys
 
 from twisted.trial.unittest import TestCase
@@ -215,7 +216,7 @@ class StepTests(TestCase):
         run_step(self.reporter, "python", "rootfs",
                  ["sh", "-c", "cat; echo 'I: stage one'; echo noise"],
                  watcher=Watcher(), feed=lambda stdin: stdin.write(b"fed\n"))
-        with open(self.reporter.logPath("python", "rootfs")) as f:
+        with open(self.reporter.log_path("python", "rootfs")) as f:
             log = f.read()
         self.assertIn("fed\nI: stage one\nnoise\n", log)
         printed = self.out.getvalue()
@@ -251,3 +252,37 @@ class StepTests(TestCase):
             run_step(self.reporter, "node", "rootfs", ["/nonexistent/mmdebstrap"])
         self.assertEqual(caught.exception.step, "rootfs")
         self.assertIn("cannot run /nonexistent/mmdebstrap", caught.exception.reason)
+
+
+class MainTests(TestCase):
+    """
+    L{build_images.main} around a failing build.
+    """
+
+    def test_failed_build_keeps_logs(self):
+        """
+        When an image's step fails, main returns 1, names the image and the
+        step, and keeps the log directory with the logs (only them: build
+        contexts and tars are removed).
+        """
+        seen = {}
+
+        def build(builder, name):
+            logdir = builder.reporter.logdir
+            seen["logdir"] = logdir
+            os.mkdir(os.path.join(logdir, f"{name}-context"))
+            with open(os.path.join(logdir, f"{name}-rootfs.tar"), "w") as f:
+                f.write("tar")
+            run_step(builder.reporter, name, "rootfs", ["sh", "-c", "echo apt broke; exit 100"])
+
+        self.patch(build_images.Builder, "build", build)
+        err, out = io.StringIO(), io.StringIO()
+        self.patch(sys, "stderr", err)
+        self.patch(sys, "stdout", out)
+        self.assertEqual(build_images.main(["node"]), 1)
+        logdir = seen["logdir"]
+        self.addCleanup(shutil.rmtree, logdir)
+        self.assertIn("FAILED at node: rootfs", err.getvalue())
+        self.assertIn("exited with 100", err.getvalue())
+        self.assertIn("    apt broke\n", err.getvalue())
+        self.assertEqual(os.listdir(logdir), ["node-rootfs.log"])

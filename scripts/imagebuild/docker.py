@@ -108,4 +108,4 @@ class Docker:
         run_step(self.reporter, name, "image", argv + [context], watcher=BuildProgress())
         if self.image_id(tag) is None:
             raise Failed(name, "image", f"docker build left no image {tag}",
-                         self.reporter.logPath(name, "image"))
+                         self.reporter.log_path(name, "image"))

@@ -44,7 +44,7 @@ class Reporter:
             self.out.write(f"build-images: {image}: {clock}{text}\n")
             self.out.flush()
 
-    def logPath(self, image, step):
+    def log_path(self, image, step):
         return os.path.join(self.logdir, f"{image}-{step.replace(' ', '-')}.log")
 
     def failed(self, error, lines=25):
@@ -75,7 +75,7 @@ def run_step(reporter, image, step, argv, watcher=None, feed=None, env=None):
     closes it.  C{env}: the child's environment (default: ours).  Raise L{Failed} when the command cannot start or exits
     non-zero.
     """
-    log_path = reporter.logPath(image, step)
+    log_path = reporter.log_path(image, step)
     started = time.monotonic()
     reporter.say(image, f"{step}: started")
     with open(log_path, "ab") as log:
