@@ -3,11 +3,15 @@
 #   make test                    all tests (CI=true turns Docker skips into failures)
 #   make test TESTS=tests.test_config
 #   make run CONFIG=config/sandboxd.toml
+#   make images                  every image; IMAGES="base python" some of them;
+#                                REFRESH=1 rebuilds their Debian root filesystems too
 SHELL := /bin/bash
 VENV := .venv
 TESTS ?= tests
 TRIALFLAGS ?=
 CONFIG ?=
+IMAGES ?=
+REFRESH ?=
 BENCHFLAGS ?=
 
 .PHONY: setup dockerd images run test bench clean
@@ -20,7 +24,7 @@ dockerd: setup
 	bash scripts/start-dockerd.sh
 
 images: setup dockerd
-	bash scripts/build-images.sh
+	bash scripts/build-images.sh $(if $(REFRESH),--refresh) $(IMAGES)
 
 run: setup dockerd images
 	exec $(VENV)/bin/twistd --pidfile= -n sandboxd $(if $(CONFIG),--config $(CONFIG))

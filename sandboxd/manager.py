@@ -280,14 +280,21 @@ class SandboxManager:
         sandbox = self._newSandbox(
             profile, profile.memory, profile.cpu, profile.storage
         )
-        await self._boot(sandbox)
-        # A first command costs the agent more (cold code paths, first
-        # fork): pay it here rather than in the caller's first exec.
+        # The warm-up below is part of the boot: stop() waits for it too
+        # (else the reactor's shutdown cuts it off after stop() returned,
+        # and the removal of its container never runs).
+        self._booting += 1
         try:
-            await sandbox.connection.call("process.exec", {"cmd": ["true"]})
-        except Exception:
-            self._discard(sandbox)
-            raise
+            await self._boot(sandbox)
+            # A first command costs the agent more (cold code paths, first
+            # fork): pay it here rather than in the caller's first exec.
+            try:
+                await sandbox.connection.call("process.exec", {"cmd": ["true"]})
+            except Exception:
+                self._discard(sandbox)
+                raise
+        finally:
+            self._booting -= 1
         sandbox.moveTo(State.READY)
         return sandbox
 

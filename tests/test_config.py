@@ -131,15 +131,32 @@ class ExampleFileTests(TestCase):
 
     def test_loads(self):
         """
-        The example file loads, and since it only repeats the defaults it
-        gives the built-in defaults.
+        The example file loads; apart from its profiles it only repeats the
+        defaults, and its profiles are default, python, node and full, each
+        on the image of that name that make images builds.
         """
-        self.assertEqual(load_config(EXAMPLE, environ={}), Config())
+        config = load_config(EXAMPLE, environ={})
+        self.assertEqual(attrs.evolve(config, profiles=Config().profiles), Config())
+        self.assertEqual(list(config.profiles), ["default", "python", "node", "full"])
+        self.assertEqual(config.profiles["default"], Profile())
+        self.assertEqual(
+            config.profiles["python"],
+            Profile(name="python", image="sandbox-python:latest", memory=1 << 30,
+                    storage=1 << 30))
+        self.assertEqual(
+            config.profiles["node"],
+            Profile(name="node", image="sandbox-node:latest", storage=1 << 30))
+        self.assertEqual(
+            config.profiles["full"],
+            Profile(name="full", image="sandbox-full:latest", memory=1 << 30, cpu=2.0,
+                    storage=1 << 30))
+        self.assertLessEqual(config.pool.min_base * len(config.profiles), config.pool.max_warm)
 
     def test_every_setting(self):
         """
         The example file sets every key of every section and of a profile,
-        each after a comment that states its default.
+        each after a comment that states its default (the profiles after
+        C{default} only set what differs).
         """
         with open(EXAMPLE, "rb") as handle:
             document = tomllib.load(handle)
@@ -152,7 +169,12 @@ class ExampleFileTests(TestCase):
                          set(attrs.fields_dict(Profile)) - {"name"})
         with open(EXAMPLE) as handle:
             lines = handle.read().splitlines()
+        section = None
         for index, line in enumerate(lines):
+            if line.startswith("["):
+                section = line
+            if section in ("[pool.base.python]", "[pool.base.node]", "[pool.base.full]"):
+                continue
             if re.match(r"[a-z_]+ = ", line):
                 comment = []
                 while lines[index - 1 - len(comment)].startswith("# "):
@@ -170,7 +192,7 @@ class ExampleFileTests(TestCase):
         block = text[start:text.index("\n\n", start)]
         text = text.replace(block, re.sub(r"(?m)^# ", "", block))
         config = parse_config(text, EXAMPLE, {})
-        self.assertEqual(sorted(config.profiles), ["default", "gvisor"])
+        self.assertEqual(sorted(config.profiles), ["default", "full", "gvisor", "node", "python"])
         gvisor = config.profiles["gvisor"]
         self.assertEqual((gvisor.runtime, gvisor.memory, gvisor.cpu),
                          ("docker+gvisor", 1 << 30, 2.0))

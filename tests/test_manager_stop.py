@@ -1,0 +1,117 @@
+"""
+Tests for L{sandboxd.manager.SandboxManager.stop} against boots still under
+way, with a fake runtime, fake agent connections and a fake clock.
+"""
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from sandboxd import manager as manager_module
+from sandboxd.config import parse_config
+from sandboxd.manager import SandboxManager
+from sandboxd.runtimes.interface import IRuntime, Started
+
+
+@implementer(IRuntime)
+class FakeRuntime:
+    """
+    Starts at once; each destroy waits for the test to fire it.
+    """
+
+    name = "docker"
+
+    def __init__(self):
+        self.started = []
+        self.removals = {}
+
+    def prepare(self, runtimes):
+        return succeed(None)
+
+    def start(self, spec):
+        container = f"c-{spec.sandbox_id}"
+        self.started.append(container)
+        return succeed(Started(spec.sandbox_id, container, "192.0.2.1", 7070))
+
+    def destroy(self, container_id):
+        self.removals[container_id] = Deferred()
+        return self.removals[container_id]
+
+    def list_owned(self):
+        return succeed([])
+
+
+class FakeConnection:
+    """
+    An agent connection whose calls wait for the test to answer them.
+    """
+
+    connected = True
+
+    def __init__(self):
+        self.calls = []
+        self.lost = Deferred()
+
+    def call(self, method, params):
+        d = Deferred()
+        self.calls.append((method, d))
+        return d
+
+    def whenLost(self):
+        return self.lost
+
+    def disconnect(self):
+        self.connected = False
+
+
+class StopDuringWarmUpTests(SynchronousTestCase):
+    """
+    A warm boot is not over when its container and agent are up: its first
+    command (the warm-up) still runs.  stop() must wait for it.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.runtime = FakeRuntime()
+        verifyObject(IRuntime, self.runtime)
+        self.connections = []
+
+        def connect_agent(reactor, host, port, secret, label=None):
+            connection = FakeConnection()
+            self.connections.append(connection)
+            return succeed(connection)
+
+        self.patch(manager_module, "connect_agent", connect_agent)
+        config = parse_config("[pool]\nmin_base = 1\n", "<test>", {})
+        self.manager = SandboxManager(self.clock, self.runtime, config, owner="/test")
+        started = Deferred.fromCoroutine(self.manager.start())
+        self.assertIsNone(self.successResultOf(started))
+
+    def test_stop_waits_for_warm_up_and_removes_its_container(self):
+        """
+        Stopping while a warm boot's first command is in flight does not
+        finish before that boot has ended and its container is removed.
+        """
+        self.assertEqual(len(self.runtime.started), 1)
+        (connection,) = self.connections
+        (method, warm_up), = connection.calls
+        self.assertEqual(method, "process.exec")
+
+        stopping = Deferred.fromCoroutine(self.manager.stop())
+        self.clock.advance(0.1)
+        self.assertNoResult(stopping)
+
+        # The reactor's shutdown closes the connection: the warm-up fails.
+        warm_up.errback(ConnectionError("the sandbox's agent connection closed"))
+        self.clock.advance(0.1)
+        self.assertEqual(list(self.runtime.removals), self.runtime.started)
+        self.assertNoResult(stopping)
+
+        self.runtime.removals[self.runtime.started[0]].callback(None)
+        self.clock.advance(0.1)
+        self.assertIsNone(self.successResultOf(stopping))
+        # The stopped pool does not boot again.
+        self.clock.advance(60)
+        self.assertEqual(len(self.runtime.started), 1)
