@@ -9,10 +9,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from sandboxd import manager as manager_module
 from sandboxd.config import parse_config
 from sandboxd.manager import SandboxManager
 from sandboxd.runtimes.interface import IRuntime, Started
+from sandboxd.store import Store
 
 
 @implementer(IRuntime)
@@ -42,6 +42,15 @@ class FakeRuntime:
     def list_owned(self):
         return succeed([])
 
+    def watch(self, callback):
+        self.watcher = callback
+        return _Watch()
+
+
+class _Watch:
+    def stop(self):
+        pass
+
 
 class FakeConnection:
     """
@@ -62,7 +71,10 @@ class FakeConnection:
     def whenLost(self):
         return self.lost
 
-    def disconnect(self):
+    def disconnect(self, reason="the sandbox was destroyed"):
+        self.connected = False
+
+    def abort(self, reason):
         self.connected = False
 
 
@@ -78,14 +90,17 @@ class StopDuringWarmUpTests(SynchronousTestCase):
         verifyObject(IRuntime, self.runtime)
         self.connections = []
 
-        def connect_agent(reactor, host, port, secret, label=None):
+        def connect_agent(reactor, host, port, secret, label=None, deadline=None):
             connection = FakeConnection()
             self.connections.append(connection)
             return succeed(connection)
 
-        self.patch(manager_module, "connect_agent", connect_agent)
         config = parse_config("[pool]\nmin_base = 1\n", "<test>", {})
-        self.manager = SandboxManager(self.clock, self.runtime, config, owner="/test")
+        store = Store(self.mktemp())
+        self.addCleanup(store.close)
+        self.manager = SandboxManager(
+            self.clock, self.runtime, config, store, owner="/test", connect=connect_agent
+        )
         started = Deferred.fromCoroutine(self.manager.start())
         self.assertIsNone(self.successResultOf(started))
 
