@@ -19,6 +19,7 @@ from twisted.internet.defer import (
     fail,
     succeed,
 )
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -46,6 +47,9 @@ PIDS_LIMIT = 256
 TMP_TMPFS = "rw,noexec,nosuid,nodev,size=100m"
 # Container starts in flight at once; more wait their turn.
 MAX_STARTING = 4
+# Seconds a destroyed sandbox's (killed) container may wait for starts to
+# finish before it is removed.
+MAX_REMOVAL_DELAY = 30.0
 
 
 def container_config(spec, network, agent_port):
@@ -350,14 +354,31 @@ class DockerRuntime:
 
     def destroy(self, container_id):
         """
-        Force-remove the container and its anonymous volumes; a container
-        that is already gone (or going) counts as removed.
+        Kill the container now, then remove it and its anonymous volumes
+        once no start is under way (at most C{MAX_REMOVAL_DELAY} seconds
+        later): under a burst of claims the engine's time goes to the warm
+        pool's refills first.  A container that is already gone (or going)
+        counts as removed.
         """
         return Deferred.fromCoroutine(self._destroy(container_id))
 
     async def _destroy(self, container_id):
         await self._after_io()
+        if self._starts_busy():
+            try:
+                await self._call("POST", f"/containers/{path_part(container_id)}/kill")
+            except EngineError as e:
+                if e.status not in (404, 409):
+                    raise RuntimeFailure(
+                        f"cannot kill container {container_id}: {e.message}"
+                    ) from e
+            give_up = self._reactor.seconds() + MAX_REMOVAL_DELAY
+            while self._starts_busy() and self._reactor.seconds() < give_up:
+                await deferLater(self._reactor, 0.1, lambda: None)
         await self._remove(container_id)
+
+    def _starts_busy(self):
+        return bool(self._starting.waiting) or self._starting.tokens < self._starting.limit
 
     def list_owned(self):
         """
