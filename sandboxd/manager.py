@@ -13,7 +13,6 @@ from twisted.logger import Logger
 from agent import wire
 from sandboxd.lifetimes import IdleReaper
 from sandboxd.pools import PoolSet
-from sandboxd.protocols.agent import AgentLost
 from sandboxd.protocols.connect import connect_agent
 from sandboxd.runtimes.interface import SandboxSpec
 from sandboxd.sandbox import Sandbox, State

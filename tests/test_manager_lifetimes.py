@@ -8,7 +8,6 @@ L{Clock}.
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from sandboxd.config import parse_config
@@ -16,39 +15,7 @@ from sandboxd.manager import SandboxManager
 from sandboxd.runtimes.interface import IRuntime, Started
 from sandboxd.sandbox import State
 from sandboxd.store import Store
-
-
-@implementer(IRuntime)
-class FakeRuntime:
-    name = "docker"
-
-    def __init__(self, owned=()):
-        self.started = []
-        self.destroyed = []
-        self.owned = list(owned)
-        self.watcher = None
-
-    def prepare(self, runtimes):
-        return succeed(None)
-
-    def start(self, spec):
-        container = f"c-{spec.sandbox_id}"
-        self.started.append(container)
-        return succeed(Started(spec.sandbox_id, container, "192.0.2.1", 7070))
-
-    def destroy(self, container_id):
-        self.destroyed.append(container_id)
-        return succeed(None)
-
-    def list_owned(self):
-        return succeed(self.owned)
-
-    def watch(self, callback):
-        self.watcher = callback
-        return self
-
-    def stop(self):
-        self.watcher = None
+from tests.fakeruntime import FakeRuntime
 
 
 class FakeConnection:

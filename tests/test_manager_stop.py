@@ -6,50 +6,13 @@ way, with a fake runtime, fake agent connections and a fake clock.
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from sandboxd.config import parse_config
 from sandboxd.manager import SandboxManager
-from sandboxd.runtimes.interface import IRuntime, Started
+from sandboxd.runtimes.interface import IRuntime
 from sandboxd.store import Store
-
-
-@implementer(IRuntime)
-class FakeRuntime:
-    """
-    Starts at once; each destroy waits for the test to fire it.
-    """
-
-    name = "docker"
-
-    def __init__(self):
-        self.started = []
-        self.removals = {}
-
-    def prepare(self, runtimes):
-        return succeed(None)
-
-    def start(self, spec):
-        container = f"c-{spec.sandbox_id}"
-        self.started.append(container)
-        return succeed(Started(spec.sandbox_id, container, "192.0.2.1", 7070))
-
-    def destroy(self, container_id):
-        self.removals[container_id] = Deferred()
-        return self.removals[container_id]
-
-    def list_owned(self):
-        return succeed([])
-
-    def watch(self, callback):
-        self.watcher = callback
-        return _Watch()
-
-
-class _Watch:
-    def stop(self):
-        pass
+from tests.fakeruntime import FakeRuntime
 
 
 class FakeConnection:
@@ -86,7 +49,7 @@ class StopDuringWarmUpTests(SynchronousTestCase):
 
     def setUp(self):
         self.clock = Clock()
-        self.runtime = FakeRuntime()
+        self.runtime = FakeRuntime(hold_removals=True)
         verifyObject(IRuntime, self.runtime)
         self.connections = []
 

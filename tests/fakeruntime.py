@@ -1,0 +1,56 @@
+"""
+A fake IRuntime for unit tests of the manager: starts at once at a made-up
+address, records what it starts and destroys, and lets the test play the
+engine's container events.
+"""
+
+from twisted.internet.defer import Deferred, succeed
+from zope.interface import implementer
+
+from sandboxd.runtimes.interface import IRuntime, Started
+
+
+@implementer(IRuntime)
+class FakeRuntime:
+    """
+    ``owned`` is what ``list_owned`` reports.  With ``hold_removals``, each
+    destroy waits for the test to fire ``removals[container_id]``.
+    """
+
+    name = "docker"
+
+    def __init__(self, owned=(), hold_removals=False):
+        self.started = []
+        self.destroyed = []
+        self.removals = {}
+        self.owned = list(owned)
+        self.watcher = None
+        self._hold = hold_removals
+
+    def prepare(self, runtimes):
+        return succeed(None)
+
+    def start(self, spec):
+        container = f"c-{spec.sandbox_id}"
+        self.started.append(container)
+        return succeed(Started(spec.sandbox_id, container, "192.0.2.1", 7070))
+
+    def destroy(self, container_id):
+        self.destroyed.append(container_id)
+        if not self._hold:
+            return succeed(None)
+        self.removals[container_id] = Deferred()
+        return self.removals[container_id]
+
+    def list_owned(self):
+        return succeed(self.owned)
+
+    def watch(self, callback):
+        """
+        Keep ``callback``: the test calls ``watcher(container_id, action)``.
+        """
+        self.watcher = callback
+        return self
+
+    def stop(self):
+        self.watcher = None
