@@ -698,6 +698,23 @@ class StartupTests(TestCase):
         self.assertEqual(done.returncode, 2)
         self.assertIn(b"SANDBOX_AGENT_SECRET", done.stderr)
 
+    def test_secret_scrubbed_from_environ_block(self):
+        """
+        The agent overwrites its secret in its own environment block, which
+        the kernel (or gVisor's Sentry) serves as /proc/<pid>/environ: even a
+        reader allowed to see that file (here root on the host) finds no
+        secret, and the agent still authenticates with it.
+        """
+        agent = AgentProcess()
+        self.addCleanup(agent.stop)
+        with open(f"/proc/{agent.pid}/environ", "rb") as f:
+            environ = f.read().split(b"\0")
+        self.assertIn(b"SANDBOX_AGENT_SECRET=" + b"x" * 64, environ)
+        self.assertNotIn(agent.secret.encode(), b"\0".join(environ))
+        client = agent.connect()
+        self.addCleanup(client.close)
+        self.assertEqual(client.call("process.exec", {"cmd": "echo ok"}).stdout, b"ok\n")
+
     def test_sigchld_reaper(self):
         """
         Without pidfds the agent waits for children through SIGCHLD.

@@ -15,7 +15,7 @@ import sys
 from twisted.trial.unittest import SynchronousTestCase
 
 from sandbox import FileError, PathNotFoundError, create_sandbox
-from tests.daemon import shared_daemon
+from tests.daemon import on_gvisor, runtime_daemon
 from tests.dockerutil import require_docker
 
 
@@ -26,9 +26,11 @@ class AgentE2ETestCase(SynchronousTestCase):
     sandbox (destroyed afterwards).
     """
 
+    runtime = "docker"
+
     def setUp(self):
         require_docker()
-        self.daemon = shared_daemon(min_base=2)
+        self.daemon = runtime_daemon(self.runtime)
 
     def scenario(self, body, **create):
         async def run():
@@ -773,3 +775,18 @@ class FileErrorTests(AgentE2ETestCase):
             self.assertEqual((caught.exception.code, caught.exception.path), ("EACCES", "/root/secret"))
 
         self.scenario(body, storage="32m")
+
+
+on_gvisor(
+    globals(),
+    FilesystemTests,
+    EnvTests,
+    ProcessTests,
+    LossTests,
+    ContainerLossTests,
+    TransferTests,
+    AttachTests,
+    NetTests,
+    WatchTests,
+    FileErrorTests,
+)
