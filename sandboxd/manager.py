@@ -10,6 +10,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from agent import wire
+from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
 from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
 from sandboxd.runtimes.interface import SandboxSpec
@@ -23,12 +24,6 @@ STOP_TIMEOUT = 60.0
 class UnknownProfile(Exception):
     """
     No profile has this name.
-    """
-
-
-class AtCapacity(Exception):
-    """
-    ``limits.max_sandboxes`` sandboxes are running already.
     """
 
 
@@ -53,6 +48,7 @@ class SandboxManager:
         self._sandboxes = {}
         self._removals = set()
         self._booting = 0
+        self.capacity = Capacity(config.limits)
         self.pools = PoolSet(
             self.profiles, config.pool, self._bootWarm, self._discard, reactor
         )
@@ -136,16 +132,12 @@ class SandboxManager:
         chosen = self.profiles.get(name)
         if chosen is None:
             raise UnknownProfile(name)
-        if len(self._sandboxes) >= self._config.limits.max_sandboxes:
-            raise AtCapacity(
-                f"{self._config.limits.max_sandboxes} sandboxes are running"
-                " (limits.max_sandboxes)"
-            )
         shape = (
             memory if memory is not None else chosen.memory,
             cpu if cpu is not None else chosen.cpu,
             storage if storage is not None else chosen.storage,
         )
+        self.capacity.check(self._sandboxes.values(), shape[0], shape[1])
         sandbox = None
         if shape == (chosen.memory, chosen.cpu, chosen.storage):
             sandbox = self.pools.claim(name)

@@ -61,6 +61,13 @@ class IRuntime(Interface):
         Remove a sandbox's container; succeeds if it is already gone.
         """
 
+    def stats(container_id):
+        """
+        Fire with the engine's raw resource sample of the container (the
+        Docker Engine API's stats object, with ``precpu_stats`` filled so a
+        CPU rate can be computed).
+        """
+
     def list_owned():
         """
         Fire with a list of (container_id, labels dict) of every container
