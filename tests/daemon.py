@@ -40,6 +40,9 @@ _shared = {}
 #: try an agent built under another tag, else the one `make images` builds.
 TEST_IMAGE = os.environ.get("SANDBOXD_TEST_IMAGE") or "sandbox-base:latest"
 
+#: The test daemons' [limits] unless a test gives its own.
+NO_RATE_LIMIT = "create_rate_limit = 1000000"
+
 #: The Docker runtimes every important integration suite runs on.
 RUNTIMES = ("docker", "docker+gvisor")
 
@@ -99,7 +102,10 @@ class Daemon:
     One daemon process with its own socket, data dir and TCP port.
     """
 
-    def __init__(self, min_base=1, extra_config="", pool_config="", runtime="docker"):
+    def __init__(
+        self, min_base=1, extra_config="", pool_config="", runtime="docker",
+        limits_config=None,
+    ):
         self.dir = tempfile.mkdtemp(prefix="sandboxd-test-")
         self.socket = os.path.join(self.dir, "sandboxd.sock")
         self.port = free_port()
@@ -110,6 +116,9 @@ class Daemon:
                 f'[server]\nsocket = "{self.socket}"\n'
                 f'data_dir = "{self.dir}/data"\n'
                 f'tcp = "127.0.0.1:{self.port}"\n'
+                # Test suites create far more than the default 20 sandboxes
+                # a minute over the one Unix socket caller.
+                f"[limits]\n{NO_RATE_LIMIT if limits_config is None else limits_config}\n"
                 f"[pool]\nmin_base = {min_base}\n{pool_config}"
                 f'[pool.base.default]\nmemory = "256m"\nruntime = "{runtime}"\n'
                 f'image = "{TEST_IMAGE}"\n' + extra_config

@@ -382,6 +382,24 @@ class StartTests(DockerTestCase):
             host["LogConfig"],
         )
 
+    async def test_gvisor_host_config(self):
+        """
+        A docker+gvisor sandbox runs under runsc with the same hardening;
+        its process cap is RLIMIT_NPROC inside the Sentry, and the host pids
+        cgroup leaves room for the Sentry's own threads.
+        """
+        started = await self.start(self.spec(runtime="docker+gvisor"))
+        host = self.docker.api.inspect_container(started.container_id)["HostConfig"]
+        self.assertEqual("runsc", host["Runtime"])
+        self.assertEqual(
+            [{"Name": "nproc", "Soft": 256, "Hard": 256}], host["Ulimits"]
+        )
+        self.assertEqual(3072, host["PidsLimit"])
+        self.assertTrue(host["ReadonlyRootfs"])
+        self.assertEqual(["ALL"], host["CapDrop"])
+        self.assertEqual(["no-new-privileges"], host["SecurityOpt"])
+        self.assertEqual(MEMORY, host["Memory"])
+
     async def test_inside(self):
         """
         Seen from inside: the root filesystem is read-only, /tmp and /root
