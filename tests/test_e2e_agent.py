@@ -20,6 +20,13 @@ from tests.dockerutil import require_docker
 
 
 
+#: Shell for the agent server's pid (PID 1's agent child).  gVisor has no
+#: /proc/<pid>/task/<tid>/children, so look for the other agent process.
+AGENT_SERVER_PID = (
+    "$(grep -l -a '[m].agent' /proc/[0-9]*/cmdline | cut -d/ -f3 | grep -vx 1 | head -n1)"
+)
+
+
 class AgentE2ETestCase(SynchronousTestCase):
     """
     A shared daemon; ``scenario(coroutine_function)`` runs it with a fresh
@@ -378,7 +385,7 @@ class LossTests(AgentE2ETestCase):
             await asyncio.sleep(0.3)
             # The agent server is PID 1's child; kill PID 1 (the container ends).
             start = loop.time()
-            killer = sbx.process.exec_("kill -9 $(cat /proc/1/task/1/children | cut -d' ' -f1)")
+            killer = sbx.process.exec_(f"kill -9 {AGENT_SERVER_PID}")
             pending.append(asyncio.ensure_future(killer))
             for call in pending:
                 with self.assertRaises(SandboxUnavailableError):
@@ -528,7 +535,7 @@ class TransferTests(AgentE2ETestCase):
 
         async def agent_rss(sbx):
             out = await sbx.process.exec_(
-                "grep VmRSS /proc/$(cut -d' ' -f1 /proc/1/task/1/children)/status"
+                f"grep VmRSS /proc/{AGENT_SERVER_PID}/status"
             )
             return int(out.stdout.split()[1]) * 1024
 
