@@ -29,6 +29,7 @@ from sandboxd.runtimes._engine import (
     path_part,
     socket_path,
 )
+from sandboxd.runtimes._firewall import FirewallError, HostFirewall, bridge_interface
 from sandboxd.runtimes.interface import (
     IRuntime,
     RuntimeFailure,
@@ -126,6 +127,11 @@ class DockerRuntime:
     with treq's C{request} method, which tests inject.  Every engine call
     gives up after C{timeout} seconds; at most C{max_starting} starts run at
     once, the others wait their turn.
+
+    C{firewall} (a L{HostFirewall}) keeps the bridge's containers from
+    opening connections to the host; by default iptables, except when
+    C{http} is injected (tests of the engine protocol), where it is off
+    unless given.
     """
 
     log = Logger()
@@ -140,6 +146,7 @@ class DockerRuntime:
         http=None,
         timeout=DEFAULT_TIMEOUT,
         max_starting=MAX_STARTING,
+        firewall=None,
     ):
         self._reactor = reactor
         self.bridge_name = bridge_name
@@ -150,6 +157,9 @@ class DockerRuntime:
         self._starting = DeferredSemaphore(max_starting)
         self._engine = None
         self._shutdown_trigger = None
+        if firewall is None and http is None:
+            firewall = HostFirewall(reactor)
+        self.firewall = firewall
 
     # -- the engine ----------------------------------------------------------
 
@@ -240,9 +250,21 @@ class DockerRuntime:
                     f"runtime {runtime} needs the {oci!r} runtime registered with "
                     f"dockerd (docker info lists: {', '.join(sorted(registered))})"
                 )
-        await self._ensure_network()
+        network = await self._ensure_network()
+        if self.firewall is not None:
+            try:
+                await self.firewall.isolate(bridge_interface(network))
+            except FirewallError as e:
+                raise RuntimeUnavailable(
+                    f"cannot keep sandboxes from connecting to the host: {e}"
+                    " (sandboxd needs root and iptables)"
+                ) from e
 
     async def _ensure_network(self):
+        """
+        Fire with the engine's inspect object of the bridge network, made
+        if missing.
+        """
         name = self.bridge_name
         for attempt in (1, 2):
             try:
@@ -262,25 +284,22 @@ class DockerRuntime:
                         f"sandboxes on it could reach each other; remove it "
                         f"(docker network rm {name}) and restart"
                     )
-                return
+                return found
+            body = {
+                "Name": name,
+                "Driver": "bridge",
+                "Options": {ICC_OPTION: "false"},
+                "Labels": {MANAGED_LABEL: "1"},
+                "CheckDuplicate": True,
+            }
             try:
-                await self._call(
-                    "POST",
-                    "/networks/create",
-                    body={
-                        "Name": name,
-                        "Driver": "bridge",
-                        "Options": {ICC_OPTION: "false"},
-                        "Labels": {MANAGED_LABEL: "1"},
-                        "CheckDuplicate": True,
-                    },
-                )
-                self.log.info("created network {network}", network=name)
-                return
+                created = await self._call("POST", "/networks/create", body=body)
             except EngineError as e:
                 if e.status != 409 or attempt == 2:
                     raise RuntimeUnavailable(f"cannot create network {name}: {e.message}") from e
-                # Someone created it meanwhile: look again.
+                continue  # Someone created it meanwhile: look again.
+            self.log.info("created network {network}", network=name)
+            return dict(body, Id=created["Id"])
 
     def start(self, spec):
         """
