@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -122,6 +123,10 @@ class LimitTests(SynchronousTestCase):
         )
         daemon.start()
         self.addCleanup(daemon.stop)
+        # With no warm pool, start() returns once the API answers, which is
+        # before the manager has removed orphans: a create racing that
+        # removal could lose its container.  Wait for the manager.
+        _wait_for_log(daemon, "sandboxd ready")
         first = daemon.request("POST", "/sandboxes", {})
         self.assertEqual(first[0], 201, first)
         self.assertEqual(daemon.request("POST", "/sandboxes", {})[0], 201)
@@ -163,6 +168,16 @@ class StartupTests(SynchronousTestCase):
         self.assertIn("sandboxd cannot start", log)
         self.assertIn("unknown runtime 'qemu'", log)
         self.assertFalse(os.path.exists(daemon.socket) and _answers(daemon), log)
+
+
+def _wait_for_log(daemon, text, patience=60):
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        with open(daemon.log, errors="replace") as f:
+            if text in f.read():
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} never logged:\n{daemon.logTail()}")
 
 
 def _answers(daemon):
