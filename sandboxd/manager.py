@@ -180,12 +180,16 @@ class SandboxManager:
         )
         await self._boot(sandbox)
         # A first command costs the agent more (cold code paths, first
-        # fork): pay it here rather than in the caller's first exec.
+        # fork): pay it here rather than in the caller's first exec.  It
+        # counts as booting, so that stop() waits for it and its removal.
+        self._booting += 1
         try:
             await sandbox.connection.call("process.exec", {"cmd": ["true"]})
         except Exception:
             self._discard(sandbox)
             raise
+        finally:
+            self._booting -= 1
         sandbox.moveTo(State.READY)
         return sandbox
 
