@@ -30,14 +30,13 @@ print(re.search(r"CapEff:\\s+(\\w+)", status).group(1), ctypes.CDLL(None).prctl(
 """
 
 
-#: Python busy for four seconds, printing its CPU time over wall time.
-NEIGHBOUR_LOOP = """\
-import time
-start, cpu = time.monotonic(), time.process_time()
-while time.monotonic() - start < 4:
-    pass
-print((time.process_time() - cpu) / (time.monotonic() - start))
-"""
+#: Four busy shell loops, for 20 s at most, in the background.
+BUSY_LOOPS = "for i in 1 2 3 4; do timeout 20 sh -c 'while :; do :; done' >/dev/null 2>&1 & done"
+
+#: Shell killing them.
+KILL_BUSY_LOOPS = (
+    "for p in $(grep -l -a '[w]hile :' /proc/[0-9]*/cmdline | cut -d/ -f3); do kill -9 $p; done"
+)
 
 
 def run(coroutine):
