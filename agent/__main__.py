@@ -24,6 +24,7 @@ for _name in _BLOCKED:
 
 
 def main():
+    init.scrub_environ_block()
     try:
         config = init.take_config()
     except init.ConfigError as e:

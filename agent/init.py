@@ -74,6 +74,35 @@ def take_config(environ=os.environ):
     )
 
 
+def scrub_environ_block(prefix=ENV_PREFIX):
+    """
+    Overwrite, in this process's memory, the values of the C environment
+    block's variables that start with ``prefix``, before ``take_config``
+    unsets them (``os.environ`` keeps its own copy).
+
+    The kernel serves ``/proc/<pid>/environ`` from that block.  Under runc
+    the non-dumpable flag hides it from the sandbox's other processes;
+    gVisor's Sentry shows it to any process of the sandbox regardless, so
+    the secret must not be there at all.  A no-op off Linux or without
+    ctypes.
+    """
+    try:
+        import ctypes
+
+        environ = ctypes.POINTER(ctypes.c_void_p).in_dll(ctypes.CDLL(None), "environ")
+    except (ImportError, OSError, AttributeError, ValueError):
+        return
+    wanted = prefix.encode()
+    index = 0
+    while environ[index]:
+        address = environ[index]
+        entry = ctypes.string_at(address)
+        if entry.startswith(wanted) and b"=" in entry:
+            start = entry.index(b"=") + 1
+            ctypes.memset(address + start, ord("x"), len(entry) - start)
+        index += 1
+
+
 def set_non_dumpable():
     """
     prctl(PR_SET_DUMPABLE, 0): other processes of the sandbox can read

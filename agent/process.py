@@ -10,6 +10,7 @@ the pipe fills and the process blocks, nothing piles up in the agent.
 
 import asyncio
 import os
+import select
 import signal
 import subprocess
 
@@ -43,6 +44,10 @@ SPAWN_SPEC = {
     "timeout": (p.seconds, None),
     "pty": (p.terminal_size, None),
 }
+#: Seconds after a pty's process exits before its output may be ended
+#: without the master's end-of-file (see Run._pty_settled).
+PTY_SETTLE = 0.1
+
 #: The default TERM of a pty whose environment names none.
 DEFAULT_TERM = "xterm-256color"
 
@@ -115,6 +120,7 @@ class Run:
         self._pending = []  # [channel, bytearray] not yet sent
         self._pending_size = 0
         self._flush_timer = None
+        self._settle_timer = None
         self._done = self._loop.create_future()
 
     @property
@@ -236,10 +242,10 @@ class Run:
         Release everything; kill the process group unless the run completed.
         """
         self._stopped = True
-        for timer in (self._timer, self._flush_timer):
+        for timer in (self._timer, self._flush_timer, self._settle_timer):
             if timer is not None:
                 timer.cancel()
-        self._flush_timer = None
+        self._flush_timer = self._settle_timer = None
         for pipe in self._pipes:
             self._close_pipe(pipe)
         if self._stdin is not None:
@@ -272,6 +278,26 @@ class Run:
     def _on_exit(self, status):
         self._status = status
         self._check_done()
+        if self._master is not None and not self._done.done():
+            self._settle_timer = self._loop.call_later(PTY_SETTLE, self._pty_settled)
+
+    def _pty_settled(self):
+        """
+        The pty's process exited a while ago and its master has not reported
+        the end (gVisor's never does: no EIO, no hang-up, once the last
+        replica closes).  When the master has nothing left to read, end its
+        output; otherwise look again later.  Under Linux the EIO comes first
+        and this never runs.
+        """
+        self._settle_timer = None
+        pipe = self._pipes[0]
+        if self._stopped or pipe.eof:
+            return
+        if pipe.reading and not _has_input(pipe.fd):
+            self._close_pipe(pipe)
+            self._check_done()
+        else:
+            self._settle_timer = self._loop.call_later(PTY_SETTLE, self._pty_settled)
 
     def _check_done(self):
         if self._status is None or self._done.done():
@@ -397,6 +423,13 @@ def _spawn(argv, cwd, env, stdin, stdout, stderr, preexec=None):
     # The Reaper waits for the child; keep subprocess from ever reaping it.
     proc.returncode = 0
     return proc.pid
+
+
+def _has_input(fd):
+    """
+    Whether a read of ``fd`` would return at once.
+    """
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _read(fd, size):

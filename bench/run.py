@@ -91,6 +91,45 @@ async def bench_create_echo_destroy(daemon, n):
     return samples, methods.count("warm") / len(methods)
 
 
+def bench_cold_create(daemon, n):
+    """
+    POST /sandboxes with a memory size unlike the profile's, so that every
+    create boots a container and connects its agent (then DELETE).
+    """
+    samples, methods = [], []
+    connection = UnixHTTPConnection(daemon.socket, timeout=120)
+    for _ in range(n):
+        start = time.perf_counter()
+        connection.request("POST", "/sandboxes", body=b'{"memory": "300m"}',
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        samples.append(time.perf_counter() - start)
+        methods.append(body["method"])
+        connection.request("DELETE", f"/sandboxes/{body['id']}")
+        connection.getresponse().read()
+    connection.close()
+    assert set(methods) == {"cold"}, methods
+    return samples
+
+
+def bench_runtime(runtime, n, cold_n):
+    """
+    Warm create, cold create and exec round trip on a daemon whose default
+    profile uses ``runtime`` (same image): their summaries.
+    """
+    daemon = Daemon(min_base=2, runtime=runtime)
+    daemon.start(timeout=180)
+    try:
+        warm, _ = bench_warm_create(daemon, n)
+        rtt, _ = asyncio.run(bench_exec_rtt(daemon, n))
+        daemon.waitReady(120)
+        cold = bench_cold_create(daemon, cold_n)
+    finally:
+        daemon.stop()
+    return {"warm_create": summary(warm), "cold_create": summary(cold), "exec_rtt": summary(rtt)}
+
+
 def wait_at_rest(daemon, timeout=60):
     """
     Block until the default pool is full and boots nothing.
@@ -226,10 +265,10 @@ def timed_command(argv, n):
     return samples
 
 
-def bench_docker_run(n):
+def bench_docker_run(n, oci_runtime="runc"):
     return timed_command(
-        ["docker", "run", "--rm", "--network", "none", "--entrypoint", "echo",
-         IMAGE, "hello"], n,
+        ["docker", "run", "--rm", "--runtime", oci_runtime, "--network", "none",
+         "--entrypoint", "echo", IMAGE, "hello"], n,
     )
 
 
@@ -266,9 +305,19 @@ def main(argv=None):
                         help="iterations of docker run (default 30; ~0.3 s each)")
     parser.add_argument("--sustained-seconds", type=int, default=60,
                         help="length of the 5 creates/s run (default 60)")
+    parser.add_argument("--runtime-iterations", type=int, default=50,
+                        help="iterations per runtime of the runc/gVisor comparison (default 50)")
+    parser.add_argument("--runtimes", default="docker,docker+gvisor",
+                        help="runtimes compared side by side (default docker,docker+gvisor;"
+                        " '' skips the comparison)")
+    parser.add_argument("--only-runtimes", action="store_true",
+                        help="run only the runtime comparison")
     parser.add_argument("--json", default="bench/results/latest.json")
     options = parser.parse_args(argv)
     n = options.iterations
+    runtimes = [r for r in options.runtimes.split(",") if r]
+    if options.only_runtimes:
+        return compare_runtimes(runtimes, options)
 
     daemon = Daemon(min_base=2)
     daemon.start()
@@ -334,6 +383,8 @@ def main(argv=None):
     print(table(rows))
     print(f"pool hit rate: warm create {warm_hits:.0%}, create-echo-destroy {ced_hits:.0%}")
     print(f"idle pool of 20: daemon CPU {idle_cpu:.2%} of one core")
+    if runtimes:
+        results["runtimes"] = compare_runtimes(runtimes, options, write=False)
     results["machine"] = {
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
@@ -343,6 +394,44 @@ def main(argv=None):
     with open(options.json, "w") as f:
         json.dump(results, f, indent=2)
     print(f"results written to {options.json}")
+
+
+#: docker run's --runtime for each of our runtime names.
+OCI_RUNTIMES = {"docker": "runc", "docker+gvisor": "runsc"}
+
+
+def compare_runtimes(runtimes, options, write=True):
+    """
+    Cold create, warm create and exec round trip on each runtime, beside
+    ``docker run`` on the same OCI runtime; print a table, return the
+    results (written to --json when ``write``).
+    """
+    n, cold_n = options.runtime_iterations, max(5, options.runtime_iterations // 5)
+    results = {}
+    rows = []
+    for runtime in runtimes:
+        measured = bench_runtime(runtime, n, cold_n)
+        measured["docker_run"] = summary(
+            bench_docker_run(max(5, options.docker_iterations // 3), OCI_RUNTIMES[runtime])
+        )
+        results[runtime] = measured
+        peer = measured["docker_run"]["p50_ms"]
+        rows += [
+            (f"{runtime}: warm create", measured["warm_create"],
+             f"{peer / measured['warm_create']['p50_ms']:.0f}x faster than docker run"),
+            (f"{runtime}: cold create (boot + agent)", measured["cold_create"],
+             f"{peer / measured['cold_create']['p50_ms']:.1f}x docker run"),
+            (f"{runtime}: exec round trip", measured["exec_rtt"], ""),
+            (f"{runtime}: docker run --runtime {OCI_RUNTIMES[runtime]}",
+             measured["docker_run"], ""),
+        ]
+    print(table(rows))
+    if write:
+        os.makedirs(os.path.dirname(options.json) or ".", exist_ok=True)
+        with open(options.json, "w") as f:
+            json.dump({"runtimes": results}, f, indent=2)
+        print(f"results written to {options.json}")
+    return results
 
 
 if __name__ == "__main__":

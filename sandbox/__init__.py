@@ -25,6 +25,7 @@ from sandbox.client import Client
 from sandbox.errors import (
     CapacityError,
     DaemonUnavailableError,
+    RateLimitedError,
     FileError,
     InvalidEndpointError,
     InvalidRequestError,
@@ -67,6 +68,7 @@ __all__ = [
     "InvalidRequestError",
     "NotFoundError",
     "CapacityError",
+    "RateLimitedError",
     "ServerError",
     "SandboxUnavailableError",
     "FileError",

@@ -97,6 +97,14 @@ class CapacityError(SandboxError):
         self.retry_after = retry_after
 
 
+class RateLimitedError(CapacityError):
+    """
+    ``RATE_LIMITED`` (429): this caller created more sandboxes in the last
+    minute than the daemon allows.  ``retry_after`` is the ``Retry-After``
+    delay in seconds.
+    """
+
+
 class ServerError(SandboxError):
     """
     The daemon failed: ``INTERNAL`` (a bug), ``RUNTIME_ERROR`` (the container
@@ -176,6 +184,7 @@ _BY_CODE = {
     "UNKNOWN_PROFILE": NotFoundError,
     "NOT_FOUND": NotFoundError,
     "AT_CAPACITY": CapacityError,
+    "RATE_LIMITED": RateLimitedError,
     "INTERNAL": ServerError,
     "RUNTIME_ERROR": ServerError,
     "SANDBOX_UNAVAILABLE": SandboxUnavailableError,
@@ -209,8 +218,8 @@ def error_from(code, message, status=None, details=None, retry_after=None):
                 cls = ServerError if status >= 500 else SandboxError
         else:
             cls = SandboxError
-    if cls is CapacityError:
-        return CapacityError(code, message, status, details, retry_after)
+    if issubclass(cls, CapacityError):
+        return cls(code, message, status, details, retry_after)
     return cls(code, message, status, details)
 
 

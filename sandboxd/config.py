@@ -246,6 +246,8 @@ class LimitsConfig:
     max_sandboxes: int = _setting("int", 100, _positive)
     max_memory: int = _setting("size", "4g", _positive)
     max_cpu: float = _setting("float", 4.0, _positive)
+    max_total_memory: int = _setting("size", "0", _not_negative)
+    max_total_cpu: float = _setting("float", 0.0, _not_negative)
     max_ttl: int = _setting("int", 86400, _positive)
     idle_timeout: float = _setting("duration", "5m", _positive)
     max_templates: int = _setting("int", 50, _positive)
@@ -445,6 +447,12 @@ def _check_config(config, source):
         if profile.memory > limits.max_memory:
             fail(f"pool.base.{name}.memory", f"{format_size(profile.memory)} is above "
                  f"limits.max_memory ({format_size(limits.max_memory)})")
+        if limits.max_total_memory and profile.memory > limits.max_total_memory:
+            fail(f"pool.base.{name}.memory", f"{format_size(profile.memory)} is above "
+                 f"limits.max_total_memory ({format_size(limits.max_total_memory)})")
+        if limits.max_total_cpu and profile.cpu > limits.max_total_cpu:
+            fail(f"pool.base.{name}.cpu",
+                 f"{profile.cpu:g} is above limits.max_total_cpu ({limits.max_total_cpu:g})")
         if profile.cpu > limits.max_cpu:
             fail(f"pool.base.{name}.cpu",
                  f"{profile.cpu:g} is above limits.max_cpu ({limits.max_cpu:g})")

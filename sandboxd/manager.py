@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from agent import wire
 from sandboxd.lifetimes import IdleReaper
+from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
 from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
 from sandboxd.runtimes.interface import SandboxSpec
@@ -27,12 +28,6 @@ ADOPT_TIMEOUT = 5.0
 class UnknownProfile(Exception):
     """
     No profile has this name.
-    """
-
-
-class AtCapacity(Exception):
-    """
-    ``limits.max_sandboxes`` sandboxes are running already.
     """
 
 
@@ -71,7 +66,10 @@ class SandboxManager:
         self._booting = 0
         self._watching = None
         self._stopping = False
+        self._up = False
+        self._waitingForStart = []
         self.reaper = IdleReaper(reactor, self._expired, config.limits.idle_timeout)
+        self.capacity = Capacity(config.limits)
         self.pools = PoolSet(
             self.profiles, config.pool, self._bootWarm, self._discard, reactor
         )
@@ -102,6 +100,10 @@ class SandboxManager:
                 consumeErrors=True,
             )
         self.pools.start()
+        self._up = True
+        waiting, self._waitingForStart = self._waitingForStart, []
+        for waiter in waiting:
+            waiter.callback(None)
 
     async def _adopt(self, containers):
         """
@@ -219,20 +221,24 @@ class SandboxManager:
         A running sandbox for the caller: warm when the pool has one of
         exactly this shape, cold otherwise.
         """
+        if not self._up:
+            # Adoption and orphan removal first: a container made meanwhile
+            # could be taken for an orphan.
+            waiter = Deferred()
+            self._waitingForStart.append(waiter)
+            await waiter
         name = profile or "default"
         chosen = self.profiles.get(name)
         if chosen is None:
             raise UnknownProfile(name)
-        if len(self._sandboxes) >= self._config.limits.max_sandboxes:
-            raise AtCapacity(
-                f"{self._config.limits.max_sandboxes} sandboxes are running"
-                " (limits.max_sandboxes)"
-            )
         shape = (
             memory if memory is not None else chosen.memory,
             cpu if cpu is not None else chosen.cpu,
             storage if storage is not None else chosen.storage,
         )
+        # Failed sandboxes stay listed but hold no container: they do not count.
+        alive = (s for s in self._sandboxes.values() if s.alive)
+        self.capacity.check(alive, shape[0], shape[1])
         sandbox = None
         if shape == (chosen.memory, chosen.cpu, chosen.storage):
             sandbox = self.pools.claim(name)

@@ -39,8 +39,11 @@ class ManagerService(Service):
     def _failed(self, failure):
         self.log.critical("sandboxd cannot start: {error}", error=failure.value)
         self.ready.errback(failure)
+        # A check that fails at once fails before twistd runs the reactor.
         if self._reactor.running:
             self._reactor.stop()
+        else:
+            self._reactor.callWhenRunning(self._reactor.stop)
 
     def stopService(self):
         super().stopService()

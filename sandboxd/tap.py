@@ -15,6 +15,7 @@ from sandboxd.config import ConfigError, load_config
 from sandboxd.manager import SandboxManager
 from sandboxd.runtimes.docker import DockerRuntime
 from sandboxd.service import ManagerService
+from sandboxd.stats import SandboxStats
 from sandboxd.store import Store, StoreError
 
 
@@ -59,7 +60,7 @@ def makeService(options, reactor=None):
     manager = SandboxManager(
         reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
     )
-    api = SandboxAPI(manager, config, reactor)
+    api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor))
     site = QuietSite(api.resource())
     site.displayTracebacks = False
     top = MultiService()

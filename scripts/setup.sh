@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Install everything sandboxd needs on a Debian bookworm machine (run as root).
 # Idempotent and fast when everything is already there:
-#   - Debian packages: docker.io (dockerd, containerd, runc), mmdebstrap, iptables, tmux
+#   - Debian packages: docker.io (dockerd, containerd, runc), runsc (gVisor),
+#     mmdebstrap, iptables, tmux
 #   - .venv with the project installed in editable mode, plus the test extra
 #   - Twisted's plugin cache (twisted/plugins/dropin.cache)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # --- Debian packages: `apt-get update` only when something is missing. ---
-packages=(docker.io mmdebstrap iptables tmux)
+packages=(docker.io runsc mmdebstrap iptables tmux)
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

@@ -36,6 +36,16 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 _shared = {}
 
+#: The image of the test daemons' default profile: SANDBOXD_TEST_IMAGE, to
+#: try an agent built under another tag, else the one `make images` builds.
+TEST_IMAGE = os.environ.get("SANDBOXD_TEST_IMAGE") or "sandbox-base:latest"
+
+#: The test daemons' [limits] unless a test gives its own.
+NO_RATE_LIMIT = "create_rate_limit = 1000000"
+
+#: The Docker runtimes every important integration suite runs on.
+RUNTIMES = ("docker", "docker+gvisor")
+
 
 def shared_daemon(name="default", **options):
     """
@@ -51,6 +61,36 @@ def shared_daemon(name="default", **options):
     return daemon
 
 
+def runtime_daemon(runtime, min_base=2):
+    """
+    The shared daemon whose default profile runs on ``runtime`` (one of
+    L{RUNTIMES}); the runc one is the modules' usual shared daemon.
+    """
+    if runtime == "docker":
+        return shared_daemon(min_base=min_base)
+    return shared_daemon(runtime, min_base=min_base, runtime=runtime)
+
+
+def on_gvisor(namespace, *classes):
+    """
+    Add to a test module's ``namespace`` (its ``globals()``) a subclass of
+    each class in ``classes`` whose ``runtime`` is ``docker+gvisor``: the
+    same tests against a daemon whose default profile runs under runsc.
+    The classes pick their daemon with L{runtime_daemon}(self.runtime).
+    """
+    for cls in classes:
+        name = f"GVisor{cls.__name__}"
+        namespace[name] = type(
+            name,
+            (cls,),
+            {
+                "runtime": "docker+gvisor",
+                "__module__": namespace["__name__"],
+                "__doc__": f"{(cls.__doc__ or '').strip()}\n\n(On gVisor: runtime docker+gvisor.)",
+            },
+        )
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,7 +102,10 @@ class Daemon:
     One daemon process with its own socket, data dir and TCP port.
     """
 
-    def __init__(self, min_base=1, extra_config="", pool_config=""):
+    def __init__(
+        self, min_base=1, extra_config="", pool_config="", runtime="docker",
+        limits_config=None,
+    ):
         self.dir = tempfile.mkdtemp(prefix="sandboxd-test-")
         self.socket = os.path.join(self.dir, "sandboxd.sock")
         self.port = free_port()
@@ -73,8 +116,12 @@ class Daemon:
                 f'[server]\nsocket = "{self.socket}"\n'
                 f'data_dir = "{self.data_dir}"\n'
                 f'tcp = "127.0.0.1:{self.port}"\n'
+                # Test suites create far more than the default 20 sandboxes
+                # a minute over the one Unix socket caller.
+                f"[limits]\n{NO_RATE_LIMIT if limits_config is None else limits_config}\n"
                 f"[pool]\nmin_base = {min_base}\n{pool_config}"
-                f'[pool.base.default]\nmemory = "256m"\n' + extra_config
+                f'[pool.base.default]\nmemory = "256m"\nruntime = "{runtime}"\n'
+                f'image = "{TEST_IMAGE}"\n' + extra_config
             )
         self.process = None
         self.log = os.path.join(self.dir, "sandboxd.log")

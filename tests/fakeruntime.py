@@ -42,6 +42,9 @@ class FakeRuntime:
         self.removals[container_id] = Deferred()
         return self.removals[container_id]
 
+    def stats(self, container_id):
+        return succeed({})
+
     def list_owned(self):
         return succeed(self.owned)
 

@@ -254,6 +254,77 @@ class APITests(TestCase):
         self.assertEqual(health["sandboxes"], 0)
 
 
+class _Stats:
+    """
+    Answers SandboxStats.read from a dict, or fails.
+    """
+
+    def __init__(self):
+        self.fail_with = None
+
+    async def read(self, sandbox):
+        if self.fail_with is not None:
+            raise self.fail_with
+        return {"pids": 3, "sandbox": sandbox.id}
+
+
+class LimitAndStatsTests(TestCase):
+    """
+    The create rate limit (429) and the stats route.
+    """
+
+    def setUp(self):
+        self.config = parse_config("[limits]\ncreate_rate_limit = 2\n")
+        self.manager = FakeManager(self.config)
+        self.clock = Clock()
+        self.stats = _Stats()
+        api = SandboxAPI(self.manager, self.config, self.clock, stats=self.stats)
+        self.treq = StubTreq(api.resource())
+
+    call = APITests.call
+    assertError = APITests.assertError
+
+    async def test_rate_limited(self):
+        """
+        Past limits.create_rate_limit creates in a minute, POST /sandboxes is
+        a 429 RATE_LIMITED with Retry-After, without reaching the manager;
+        the allowance comes back with time.
+        """
+        for _ in range(2):
+            response, _ = await self.call("POST", "/sandboxes", {})
+            self.assertEqual(response.code, 201)
+        response, parsed = await self.assertError("POST", "/sandboxes", {}, 429, "RATE_LIMITED")
+        self.assertEqual(response.headers.getRawHeaders("Retry-After"), ["30"])
+        self.assertIn("limits.create_rate_limit", parsed["error"]["message"])
+        self.assertEqual(len(self.manager.created), 2)
+        self.clock.advance(30)
+        response, _ = await self.call("POST", "/sandboxes", {})
+        self.assertEqual(response.code, 201)
+
+    async def test_stats(self):
+        """
+        GET /sandboxes/{id}/stats answers what the stats reader gives; an
+        unknown id is 404 and an engine failure 502.
+        """
+        _, sandbox = await self.call("POST", "/sandboxes", {})
+        response, stats = await self.call("GET", f"/sandboxes/{sandbox['id']}/stats")
+        self.assertEqual((response.code, stats), (200, {"pids": 3, "sandbox": sandbox["id"]}))
+        await self.assertError("GET", "/sandboxes/sbx-nope/stats", None, 404, "SANDBOX_NOT_FOUND")
+        self.stats.fail_with = RuntimeFailure("engine down")
+        await self.assertError("GET", f"/sandboxes/{sandbox['id']}/stats", None, 502, "RUNTIME_ERROR")
+        self.manager.destroy(sandbox["id"])
+        await self.assertError("GET", f"/sandboxes/{sandbox['id']}/stats", None, 404, "SANDBOX_NOT_FOUND")
+
+    async def test_no_stats_reader(self):
+        """
+        A daemon built without a stats reader answers 501 NOT_AVAILABLE.
+        """
+        api = SandboxAPI(self.manager, self.config, self.clock)
+        self.treq = StubTreq(api.resource())
+        _, sandbox = await self.call("POST", "/sandboxes", {})
+        await self.assertError("GET", f"/sandboxes/{sandbox['id']}/stats", None, 501, "NOT_AVAILABLE")
+
+
 class UnixSocketAPI(SandboxAPI):
     """
     The API as served on the Unix socket (StubTreq's requests come from TCP

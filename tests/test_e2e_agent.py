@@ -15,9 +15,16 @@ import sys
 from twisted.trial.unittest import SynchronousTestCase
 
 from sandbox import FileError, PathNotFoundError, create_sandbox
-from tests.daemon import shared_daemon
+from tests.daemon import on_gvisor, runtime_daemon
 from tests.dockerutil import require_docker
 
+
+
+#: Shell for the agent server's pid (PID 1's agent child).  gVisor has no
+#: /proc/<pid>/task/<tid>/children, so look for the other agent process.
+AGENT_SERVER_PID = (
+    "$(grep -l -a '[m].agent' /proc/[0-9]*/cmdline | cut -d/ -f3 | grep -vx 1 | head -n1)"
+)
 
 
 class AgentE2ETestCase(SynchronousTestCase):
@@ -26,9 +33,11 @@ class AgentE2ETestCase(SynchronousTestCase):
     sandbox (destroyed afterwards).
     """
 
+    runtime = "docker"
+
     def setUp(self):
         require_docker()
-        self.daemon = shared_daemon(min_base=2)
+        self.daemon = runtime_daemon(self.runtime)
 
     def scenario(self, body, **create):
         async def run():
@@ -377,7 +386,7 @@ class LossTests(AgentE2ETestCase):
             await asyncio.sleep(0.3)
             # The agent server is PID 1's child; kill PID 1 (the container ends).
             start = loop.time()
-            killer = sbx.process.exec_("kill -9 $(cat /proc/1/task/1/children | cut -d' ' -f1)")
+            killer = sbx.process.exec_(f"kill -9 {AGENT_SERVER_PID}")
             pending.append(asyncio.ensure_future(killer))
             for call in pending:
                 with self.assertRaises(SandboxUnavailableError):
@@ -527,7 +536,7 @@ class TransferTests(AgentE2ETestCase):
 
         async def agent_rss(sbx):
             out = await sbx.process.exec_(
-                "grep VmRSS /proc/$(cut -d' ' -f1 /proc/1/task/1/children)/status"
+                f"grep VmRSS /proc/{AGENT_SERVER_PID}/status"
             )
             return int(out.stdout.split()[1]) * 1024
 
@@ -774,3 +783,18 @@ class FileErrorTests(AgentE2ETestCase):
             self.assertEqual((caught.exception.code, caught.exception.path), ("EACCES", "/root/secret"))
 
         self.scenario(body, storage="32m")
+
+
+on_gvisor(
+    globals(),
+    FilesystemTests,
+    EnvTests,
+    ProcessTests,
+    LossTests,
+    ContainerLossTests,
+    TransferTests,
+    AttachTests,
+    NetTests,
+    WatchTests,
+    FileErrorTests,
+)

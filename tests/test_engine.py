@@ -672,7 +672,10 @@ class RuntimeTests(TestCase):
                 },
                 "CapDrop": ["ALL"],
                 "SecurityOpt": ["no-new-privileges"],
-                "PidsLimit": 256,
+                # gVisor: the process cap is enforced inside the Sentry;
+                # the host cgroup leaves room for its threads.
+                "PidsLimit": 3072,
+                "Ulimits": [{"Name": "nproc", "Soft": 256, "Hard": 256}],
                 "Memory": 268435456,
                 "MemorySwap": 268435456,
                 "NanoCpus": 500_000_000,

@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.server import Site
 from zope.interface.verify import verifyObject
 
+from sandboxd.runtimes._firewall import bridge_interface
 from sandboxd.runtimes.docker import DockerRuntime
 from sandboxd.runtimes.interface import (
     IRuntime,
@@ -145,7 +146,9 @@ class UnitTests(TestCase):
         path = os.path.join(directory, "docker.sock")
         port = reactor.listenUNIX(path, site)
         self.addCleanup(port.stopListening)
-        runtime = DockerRuntime(reactor, bridge_name=NETWORK, socket_path=path)
+        runtime = DockerRuntime(
+            reactor, bridge_name=NETWORK, socket_path=path, firewall=RecordingFirewall()
+        )
         await runtime.prepare(["docker"])
         self.assertEqual(1, len(connections))
         await runtime.stop()
@@ -159,6 +162,18 @@ class UnitTests(TestCase):
                 break
             await deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(connections, closed)
+
+
+class RecordingFirewall:
+    """
+    A HostFirewall that records the interfaces it was asked to isolate.
+    """
+
+    def __init__(self):
+        self.isolated = []
+
+    async def isolate(self, interface):
+        self.isolated.append(interface)
 
 
 class DockerTestCase(TestCase):
@@ -176,9 +191,14 @@ class DockerTestCase(TestCase):
         self.addCleanup(self._remove_network)
         self.addCleanup(self.runtime.stop)
 
-    def _remove_network(self):
+    async def _remove_network(self):
         import docker.errors
 
+        try:
+            network = self.docker.api.inspect_network(self.network)
+        except docker.errors.NotFound:
+            return
+        await self.runtime.firewall.release(bridge_interface(network))
         try:
             self.docker.networks.get(self.network).remove()
         except docker.errors.NotFound:
@@ -295,6 +315,40 @@ class NetworkTests(DockerTestCase):
         self.assertNotIn(b"CONNECTED", output)
         self.assertRegex(output.decode(), "timed out|refused|unreachable")
 
+    async def test_host_is_unreachable(self):
+        """
+        A sandbox cannot open a connection to a host service listening on
+        every address (through the bridge's gateway), while the host still
+        reaches a listener in the sandbox: prepare() installed the host firewall
+        for the bridge.
+        """
+        sandbox = await self.start()
+        network = self.docker.api.inspect_network(self.network)
+        gateway = network["IPAM"]["Config"][0]["Gateway"]
+        listener = socket.socket()
+        self.addCleanup(listener.close)
+        listener.bind(("0.0.0.0", 0))
+        listener.listen(5)
+        port = listener.getsockname()[1]
+        code, output = await self.exec_in(
+            sandbox.container_id,
+            [
+                "python3",
+                "-c",
+                f"import socket\nsocket.create_connection(({gateway!r}, {port}), timeout=3)\n"
+                "print('CONNECTED')\n",
+            ],
+        )
+        self.assertNotIn(b"CONNECTED", output)
+        self.assertNotEqual(0, code)
+        await self.exec_in(
+            sandbox.container_id,
+            ["python3", "-m", "http.server", str(LISTEN_PORT), "--bind", "0.0.0.0"],
+            detach=True,
+        )
+        reply = await self.host_get(sandbox.host, LISTEN_PORT)
+        self.assertTrue(reply.startswith(b"HTTP/1.0 200"), reply[:100])
+
     async def host_get(self, host, port, attempts=100):
         """
         GET / from the host, retrying while the listener starts.
@@ -381,6 +435,24 @@ class StartTests(DockerTestCase):
             {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}},
             host["LogConfig"],
         )
+
+    async def test_gvisor_host_config(self):
+        """
+        A docker+gvisor sandbox runs under runsc with the same hardening;
+        its process cap is RLIMIT_NPROC inside the Sentry, and the host pids
+        cgroup leaves room for the Sentry's own threads.
+        """
+        started = await self.start(self.spec(runtime="docker+gvisor"))
+        host = self.docker.api.inspect_container(started.container_id)["HostConfig"]
+        self.assertEqual("runsc", host["Runtime"])
+        self.assertEqual(
+            [{"Name": "nproc", "Soft": 256, "Hard": 256}], host["Ulimits"]
+        )
+        self.assertEqual(3072, host["PidsLimit"])
+        self.assertTrue(host["ReadonlyRootfs"])
+        self.assertEqual(["ALL"], host["CapDrop"])
+        self.assertEqual(["no-new-privileges"], host["SecurityOpt"])
+        self.assertEqual(MEMORY, host["Memory"])
 
     async def test_inside(self):
         """

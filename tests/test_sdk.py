@@ -22,6 +22,7 @@ import sandbox
 from agent import wire
 from sandbox import (
     CapacityError,
+    RateLimitedError,
     Client,
     DaemonUnavailableError,
     FileError,
@@ -133,6 +134,11 @@ class ErrorMappingTests(SynchronousTestCase):
         e = error_from_http(503, "Service Unavailable", {"retry-after": "2"}, body)
         self.assertIsInstance(e, CapacityError)
         self.assertEqual((e.retry_after, e.status, e.details), (2.0, 503, {"limit": 100}))
+        body = b'{"error": {"code": "RATE_LIMITED", "message": "slow down"}}'
+        e = error_from_http(429, "Too Many Requests", {"retry-after": "20"}, body)
+        self.assertIsInstance(e, RateLimitedError)
+        self.assertIsInstance(e, CapacityError)
+        self.assertEqual((e.retry_after, e.status), (20.0, 429))
         e = error_from_http(502, "Bad Gateway", {}, b"<html>oops</html>")
         self.assertIsInstance(e, ServerError)
         self.assertEqual(e.code, "HTTP_502")

@@ -22,6 +22,7 @@ from sandboxd.api.requests import (
 )
 from sandboxd.api.session import SessionFactory
 from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
+from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
 from sandboxd.runtimes.interface import RuntimeFailure
 
 
@@ -39,10 +40,14 @@ class SandboxAPI:
     app = Klein()
     log = Logger()
 
-    def __init__(self, manager, config, clock):
+    def __init__(self, manager, config, clock, stats=None):
         self._manager = manager
         self._config = config
         self._clock = clock
+        self._stats = stats
+        self._creates = RateLimiter(
+            config.limits.create_rate_limit, config.limits.rate_limit_entries, clock
+        )
         self._sessions = WebSocketResource(SessionFactory(manager, clock))
 
     def resource(self):
@@ -79,6 +84,12 @@ class SandboxAPI:
 
     @app.route("/sandboxes", methods=["POST"])
     async def create(self, request):
+        try:
+            self._creates.take(caller_of(request))
+        except RateLimited as e:
+            raise ApiError(
+                429, "RATE_LIMITED", str(e), headers={"Retry-After": str(e.retry_after)}
+            )
         body = read_json_object(request)
         wanted = parse_create(body, self._config.limits)
         try:
@@ -121,6 +132,19 @@ class SandboxAPI:
             raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
         request.setResponseCode(204)
         return b""
+
+    @app.route("/sandboxes/<sandbox_id>/stats", methods=["GET"])
+    async def stats(self, request, sandbox_id):
+        sandbox = self._sandbox(sandbox_id)
+        if self._stats is None:
+            raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no stats")
+        try:
+            summary = await self._stats.read(sandbox)
+        except RuntimeFailure as e:
+            if self._manager.get(sandbox_id) is None:
+                raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
+            raise ApiError(502, "RUNTIME_ERROR", str(e))
+        return _json(request, summary)
 
     @app.route("/sandboxes/<sandbox_id>/ws", methods=["GET"])
     def session(self, request, sandbox_id):

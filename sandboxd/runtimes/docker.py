@@ -31,6 +31,7 @@ from sandboxd.runtimes._engine import (
     socket_path,
 )
 from sandboxd.runtimes._events import ContainerWatch
+from sandboxd.runtimes._firewall import FirewallError, HostFirewall, bridge_interface
 from sandboxd.runtimes.interface import (
     IRuntime,
     RuntimeFailure,
@@ -44,6 +45,13 @@ OCI_RUNTIMES = {"docker": None, "docker+gvisor": "runsc"}
 MANAGED_LABEL = "sandboxd.managed"
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
 PIDS_LIMIT = 256
+# Under gVisor's ptrace platform each task of the sandbox costs about eight
+# host threads (measured: 240 sleeping tasks, 1960 host pids), beside the
+# Sentry's own: a host pids limit of 256 kills the whole sandbox at ~30
+# tasks.  There the Sentry enforces PIDS_LIMIT as RLIMIT_NPROC (it applies
+# it to root as well), and the host cgroup gets room for that many tasks'
+# threads and the Sentry's, still bounded.
+GVISOR_HOST_PIDS_LIMIT = 12 * PIDS_LIMIT
 TMP_TMPFS = "rw,noexec,nosuid,nodev,size=100m"
 # Container starts in flight at once; more wait their turn.
 MAX_STARTING = 4
@@ -87,6 +95,9 @@ def container_config(spec, network, agent_port):
     oci = OCI_RUNTIMES[spec.runtime]
     if oci is not None:
         host_config["Runtime"] = oci
+    if oci == "runsc":
+        host_config["PidsLimit"] = GVISOR_HOST_PIDS_LIMIT
+        host_config["Ulimits"] = [{"Name": "nproc", "Soft": PIDS_LIMIT, "Hard": PIDS_LIMIT}]
     return {
         "Image": spec.image,
         "Hostname": spec.sandbox_id,
@@ -121,6 +132,11 @@ class DockerRuntime:
     with treq's C{request} method, which tests inject.  Every engine call
     gives up after C{timeout} seconds; at most C{max_starting} starts run at
     once, the others wait their turn.
+
+    C{firewall} (a L{HostFirewall}) keeps the bridge's containers from
+    opening connections to the host; by default iptables, except when
+    C{http} is injected (tests of the engine protocol), where it is off
+    unless given.
     """
 
     log = Logger()
@@ -135,6 +151,7 @@ class DockerRuntime:
         http=None,
         timeout=DEFAULT_TIMEOUT,
         max_starting=MAX_STARTING,
+        firewall=None,
     ):
         self._reactor = reactor
         self.bridge_name = bridge_name
@@ -145,6 +162,9 @@ class DockerRuntime:
         self._starting = DeferredSemaphore(max_starting)
         self._engine = None
         self._shutdown_trigger = None
+        if firewall is None and http is None:
+            firewall = HostFirewall(reactor)
+        self.firewall = firewall
 
     # -- the engine ----------------------------------------------------------
 
@@ -235,9 +255,21 @@ class DockerRuntime:
                     f"runtime {runtime} needs the {oci!r} runtime registered with "
                     f"dockerd (docker info lists: {', '.join(sorted(registered))})"
                 )
-        await self._ensure_network()
+        network = await self._ensure_network()
+        if self.firewall is not None:
+            try:
+                await self.firewall.isolate(bridge_interface(network))
+            except FirewallError as e:
+                raise RuntimeUnavailable(
+                    f"cannot keep sandboxes from connecting to the host: {e}"
+                    " (sandboxd needs root and iptables)"
+                ) from e
 
     async def _ensure_network(self):
+        """
+        Fire with the engine's inspect object of the bridge network, made
+        if missing.
+        """
         name = self.bridge_name
         for attempt in (1, 2):
             try:
@@ -257,25 +289,22 @@ class DockerRuntime:
                         f"sandboxes on it could reach each other; remove it "
                         f"(docker network rm {name}) and restart"
                     )
-                return
+                return found
+            body = {
+                "Name": name,
+                "Driver": "bridge",
+                "Options": {ICC_OPTION: "false"},
+                "Labels": {MANAGED_LABEL: "1"},
+                "CheckDuplicate": True,
+            }
             try:
-                await self._call(
-                    "POST",
-                    "/networks/create",
-                    body={
-                        "Name": name,
-                        "Driver": "bridge",
-                        "Options": {ICC_OPTION: "false"},
-                        "Labels": {MANAGED_LABEL: "1"},
-                        "CheckDuplicate": True,
-                    },
-                )
-                self.log.info("created network {network}", network=name)
-                return
+                created = await self._call("POST", "/networks/create", body=body)
             except EngineError as e:
                 if e.status != 409 or attempt == 2:
                     raise RuntimeUnavailable(f"cannot create network {name}: {e.message}") from e
-                # Someone created it meanwhile: look again.
+                continue  # Someone created it meanwhile: look again.
+            self.log.info("created network {network}", network=name)
+            return dict(body, Id=created["Id"])
 
     def start(self, spec):
         """

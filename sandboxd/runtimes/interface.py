@@ -68,6 +68,13 @@ class IRuntime(Interface):
         daemon's back; return an object whose ``stop()`` ends the watch.
         """
 
+    def stats(container_id):
+        """
+        Fire with the engine's raw resource sample of the container (the
+        Docker Engine API's stats object, with ``precpu_stats`` filled so a
+        CPU rate can be computed).
+        """
+
     def list_owned():
         """
         Fire with a list of (container_id, labels dict) of every container

@@ -1,0 +1,82 @@
+"""
+Per-caller rate limiting of sandbox creation (``limits.create_rate_limit``
+per caller per minute), with a bounded table of callers.
+"""
+
+import math
+from collections import OrderedDict
+
+#: The window ``create_rate_limit`` counts in, in seconds.
+WINDOW = 60.0
+
+
+class RateLimited(Exception):
+    """
+    The caller used up its allowance; ``retry_after`` is the whole number of
+    seconds until it may try again.
+    """
+
+    def __init__(self, caller, limit, retry_after):
+        super().__init__(
+            f"more than {limit} creates per minute from {caller}"
+            f" (limits.create_rate_limit); retry in {retry_after} s"
+        )
+        self.caller = caller
+        self.retry_after = retry_after
+
+
+class RateLimiter:
+    """
+    A token bucket per caller: ``rate`` tokens, refilled evenly over
+    L{WINDOW} seconds (so at most ``rate`` creates in any minute after a
+    burst, then one every ``60 / rate`` seconds).
+
+    At most ``entries`` callers are tracked.  When a new caller arrives at a
+    full table, the caller seen least recently is dropped; its bucket was
+    the likeliest to be full again, so forgetting it is the smallest
+    possible gift.  Time comes from ``clock`` (an L{IReactorTime}).
+    """
+
+    def __init__(self, rate, entries, clock, window=WINDOW):
+        if rate <= 0 or entries <= 0:
+            raise ValueError("rate and entries must be positive")
+        self.rate = rate
+        self.entries = entries
+        self._clock = clock
+        self._per_second = rate / window
+        self._buckets = OrderedDict()  # caller -> (tokens, when)
+
+    def __len__(self):
+        return len(self._buckets)
+
+    def take(self, caller):
+        """
+        Spend one token of ``caller``'s bucket, or raise L{RateLimited}
+        (spending nothing).
+        """
+        now = self._clock.seconds()
+        tokens, when = self._buckets.pop(caller, (float(self.rate), now))
+        tokens = min(float(self.rate), tokens + (now - when) * self._per_second)
+        if tokens >= 1.0:
+            self._buckets[caller] = (tokens - 1.0, now)
+            self._evict()
+            return
+        self._buckets[caller] = (tokens, now)
+        wait = (1.0 - tokens) / self._per_second
+        raise RateLimited(caller, self.rate, max(1, math.ceil(wait - 1e-9)))
+
+    def _evict(self):
+        while len(self._buckets) > self.entries:
+            self._buckets.popitem(last=False)
+
+
+def caller_of(request):
+    """
+    Who is creating, for rate limiting: the peer's IP address over TCP,
+    ``"unix"`` over the Unix socket (one local caller: the socket's
+    permissions decide who that is).  When multi-tenant identities land, the
+    verified identity replaces this.
+    """
+    address = request.getClientAddress()
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) and host else "unix"
