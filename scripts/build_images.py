@@ -12,20 +12,26 @@ Debian's updates).  Each image has a directory
 images/NAME/ holding
 
     packages    the Debian packages of its root filesystem, one a line
-    Dockerfile  what goes on top of that root filesystem: the guest agent,
-                or for "daemon" sandboxd itself
+    env         (optional) its environment, one NAME=VALUE a line, set on
+                the root filesystem when it is imported
+    Dockerfile  (daemon only) what goes on top of that root filesystem:
+                sandboxd itself; the sandbox images (base, python, node,
+                full) are all built from images/sandbox.Dockerfile, which
+                adds the guest agent, with the build arguments ROOTFS and
+                IMAGE
 
 and goes through these stages, each printed with its elapsed time:
 
     rootfs   mmdebstrap --variant=minbase --include=PACKAGES into a tar, from
              the Debian mirror of this machine's apt sources.  Skipped when
              the image sandbox-rootfs:bookworm[-NAME] carries the same recipe
-             hash (suite, options and package list) as its label.
-    import   docker import of that tar as sandbox-rootfs:bookworm[-NAME]
+             hash (suite, options, package list and env) as its label.
+    import   docker import of that tar as sandbox-rootfs:bookworm[-NAME],
+             with the image's env
     wheels   (daemon only) pip wheel of the daemon's dependencies with this
              machine's pip configuration, kept in build/images/ while
              setup.cfg does not change
-    image    docker build of images/NAME/Dockerfile on a context holding
+    image    docker build of the image's Dockerfile on a context holding
              only what it copies (agent/, or the daemon's wheels)
 
 Long stages print their own progress (packages fetched, unpacked and set
@@ -64,6 +70,8 @@ ROOTFS_ENV = [
     "ENV LANG=C.UTF-8",
 ]
 CACHE = os.path.join(ROOT, "build", "images")
+SANDBOX_DOCKERFILE = os.path.join(ROOT, "images", "sandbox.Dockerfile")
+ENV_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=([^\s\"'\\$`]*)$")
 
 
 def image_tag(name):
@@ -95,6 +103,41 @@ def read_packages(path):
     return packages
 
 
+def read_env(path):
+    """
+    The environment in C{path} (none when there is no such file): one
+    NAME=VALUE a line, in file order, # comments and blank lines ignored.
+    Values are plain words (no blanks, quotes, backslashes or $): they go
+    into a Dockerfile ENV line as they are.  Raise L{ValueError} naming the
+    file and line of anything else.
+    """
+    if not os.path.exists(path):
+        return []
+    env = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if line and not ENV_LINE.match(line):
+                raise ValueError(f"{os.path.relpath(path, ROOT)} line {number}: {line!r} is not "
+                                 "NAME=VALUE (a plain value: no blanks, quotes, \\, $ or `)")
+            if line:
+                env.append(line)
+    return env
+
+
+def dockerfile(name):
+    """
+    The Dockerfile image C{name} is built from and the build arguments it
+    takes beyond the labels': images/NAME/Dockerfile when there is one (the
+    daemon's), else the sandbox images' shared one, told its root filesystem
+    and name.
+    """
+    own = os.path.join(ROOT, "images", name, "Dockerfile")
+    if os.path.exists(own):
+        return own, {}
+    return SANDBOX_DOCKERFILE, {"ROOTFS": rootfs_tag(name), "IMAGE": name}
+
+
 def mmdebstrap_args(packages):
     return [
         MMDEBSTRAP_OPTIONS[0],
@@ -103,13 +146,14 @@ def mmdebstrap_args(packages):
     ]
 
 
-def recipe_hash(packages):
+def recipe_hash(packages, env=()):
     """
     16 hex digits naming the root filesystem's recipe: the suite, the
-    mmdebstrap options and the package list (computed as the former shell
-    script did, so an existing base root filesystem stays valid).
+    mmdebstrap options, the package list and the environment C{env} set at
+    import (computed as the former shell script did when C{env} is empty,
+    so an existing base root filesystem stays valid).
     """
-    text = " ".join([SUITE, *mmdebstrap_args(packages)]) + "\n"
+    text = " ".join([SUITE, *mmdebstrap_args(packages), *(f"ENV {e}" for e in env)]) + "\n"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -169,26 +213,31 @@ class Builder:
         started = time.monotonic()
         directory = os.path.join(ROOT, "images", name)
         packages = read_packages(os.path.join(directory, "packages"))
-        recipe = recipe_hash(packages)
+        try:
+            env = read_env(os.path.join(directory, "env"))
+        except ValueError as e:
+            raise Failed(name, "env", str(e))
+        recipe = recipe_hash(packages, env)
         cached = (not self.refresh
                   and self.docker.label(rootfs_tag(name), "sandboxd.rootfs-recipe") == recipe)
         if cached:
             self.reporter.say(name, f"rootfs {rootfs_tag(name)} is up to date (recipe {recipe})")
         else:
-            self.build_rootfs(name, packages, recipe)
+            self.build_rootfs(name, packages, env, recipe)
         context = os.path.join(self.workdir, f"{name}-context")
         os.mkdir(context)
-        shutil.copy(os.path.join(directory, "Dockerfile"), context)
+        path, build_args = dockerfile(name)
+        shutil.copy(path, os.path.join(context, "Dockerfile"))
         if name == "daemon":
             self.daemon_context(name, context)
         else:
             copy_tree(os.path.join(ROOT, "agent"), os.path.join(context, "agent"))
-        build_args = {
+        build_args.update({
             "SANDBOXD_VERSION": project_version(),
             "AGENT_PROTOCOL": protocol_version(),
             "AGENT_SHA256": tree_hash(os.path.join(ROOT, "agent")),
             "ROOTFS_RECIPE": recipe,
-        }
+        })
         tag = image_tag(name)
         previous = self.docker.image_id(tag)
         self.docker.build(name, context, tag, build_args)
@@ -201,7 +250,7 @@ class Builder:
         self.reporter.say(name, f"{tag} ready in {elapsed:.0f} s ({size / 1e6:.0f} MB)")
         self.results.append((name, tag, elapsed, size, cached))
 
-    def build_rootfs(self, name, packages, recipe):
+    def build_rootfs(self, name, packages, env, recipe):
         tar = os.path.join(self.workdir, f"{name}-rootfs.tar")
         try:
             source = self.mirror()
@@ -215,7 +264,7 @@ class Builder:
             ["mmdebstrap", "--verbose", *mmdebstrap_args(packages), SUITE, tar, source],
             watcher=AptWatcher(),
         )
-        changes = [*ROOTFS_ENV, "LABEL sandboxd.image=rootfs",
+        changes = [*ROOTFS_ENV, *(f"ENV {e}" for e in env), "LABEL sandboxd.image=rootfs",
                    f"LABEL sandboxd.rootfs-recipe={recipe}"]
         previous = self.docker.image_id(rootfs_tag(name))
         self.docker.import_tar(name, tar, rootfs_tag(name), changes)

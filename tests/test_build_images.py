@@ -44,6 +44,65 @@ class RecipeTests(TestCase):
         for other in (["python3"], ["python3", "jq", "git"], ["jq", "python3"]):
             self.assertNotEqual(build_images.recipe_hash(other), base, other)
 
+    def test_env_in_recipe(self):
+        """
+        An empty environment leaves the recipe as it was; a variable added,
+        changed or moved changes it.
+        """
+        packages = ["python3", "nodejs"]
+        plain = build_images.recipe_hash(packages)
+        self.assertEqual(build_images.recipe_hash(packages, []), plain)
+        one = build_images.recipe_hash(packages, ["A=1"])
+        self.assertNotEqual(one, plain)
+        for other in (["A=2"], ["A=1", "B=2"], ["B=2", "A=1"]):
+            self.assertNotEqual(build_images.recipe_hash(packages, other), one, other)
+        self.assertNotEqual(build_images.recipe_hash(packages, ["A=1", "B=2"]),
+                            build_images.recipe_hash(packages, ["B=2", "A=1"]))
+
+    def test_read_env(self):
+        """
+        One NAME=VALUE a line, in order, comments and blank lines ignored;
+        no file is no environment.
+        """
+        path = self.mktemp()
+        self.assertEqual(build_images.read_env(path), [])
+        with open(path, "w") as f:
+            f.write("# a comment\nMPLBACKEND=Agg\n\n  NPM_CONFIG_FUND=false  # off\nEMPTY=\n")
+        self.assertEqual(build_images.read_env(path),
+                         ["MPLBACKEND=Agg", "NPM_CONFIG_FUND=false", "EMPTY="])
+
+    def test_bad_env(self):
+        """
+        A line that is not NAME=VALUE with a plain value is refused, naming
+        the line.
+        """
+        for line in ("NOVALUE", "1A=b", "A=two words", 'A="quoted"', "A=$HOME", "A=b\\c",
+                     "=x"):
+            path = self.mktemp()
+            with open(path, "w") as f:
+                f.write(f"OK=1\n{line}\n")
+            with self.assertRaises(ValueError, msg=line) as caught:
+                build_images.read_env(path)
+            self.assertIn("line 2", str(caught.exception))
+
+    def test_bad_env_stops_the_build(self):
+        """
+        The builder reports an image whose env file is malformed as a
+        failure of its env step, before any Docker command.
+        """
+        images = self.mktemp()
+        os.makedirs(os.path.join(images, "images", "broken"))
+        with open(os.path.join(images, "images", "broken", "packages"), "w") as f:
+            f.write("python3\n")
+        with open(os.path.join(images, "images", "broken", "env"), "w") as f:
+            f.write("A=b c\n")
+        self.patch(build_images, "ROOT", images)
+        builder = build_images.Builder(Reporter(images, io.StringIO()), images, docker=None)
+        with self.assertRaises(Failed) as caught:
+            builder.build("broken")
+        self.assertEqual((caught.exception.image, caught.exception.step), ("broken", "env"))
+        self.assertIn("images/broken/env line 1", caught.exception.reason)
+
     def test_read_packages(self):
         """
         One or more names a line, in order; comments and blank lines are
@@ -56,23 +115,62 @@ class RecipeTests(TestCase):
 
     def test_every_image_directory(self):
         """
-        Every image in ORDER has a package list with python3 and a
-        Dockerfile built on its own root filesystem; the sandbox images
-        start the agent in isolated mode, the daemon image starts twistd.
+        Every image in ORDER has a package list with python3 and a valid
+        environment; the daemon has its own Dockerfile, on its own root
+        filesystem, starting twistd; the sandbox images share
+        images/sandbox.Dockerfile, told their root filesystem and name by
+        build arguments, which starts the agent in isolated mode.
         """
         for name in build_images.ORDER:
             directory = os.path.join(ROOT, "images", name)
             packages = build_images.read_packages(os.path.join(directory, "packages"))
             self.assertIn("python3", packages, name)
-            with open(os.path.join(directory, "Dockerfile")) as f:
+            build_images.read_env(os.path.join(directory, "env"))
+            path, args = build_images.dockerfile(name)
+            with open(path) as f:
                 dockerfile = f.read()
-            self.assertIn(f"FROM {build_images.rootfs_tag(name)}\n", dockerfile, name)
-            self.assertIn(f"sandboxd.image={name}", dockerfile, name)
             entrypoint = re.search(r"^ENTRYPOINT (.*)$", dockerfile, re.M).group(1)
             if name == "daemon":
+                self.assertEqual(path, os.path.join(directory, "Dockerfile"))
+                self.assertEqual(args, {})
+                self.assertIn(f"FROM {build_images.rootfs_tag(name)}\n", dockerfile)
+                self.assertIn("sandboxd.image=daemon", dockerfile)
                 self.assertIn('"twistd"', entrypoint)
             else:
+                self.assertEqual(path, os.path.join(ROOT, "images", "sandbox.Dockerfile"), name)
+                self.assertFalse(os.path.exists(os.path.join(directory, "Dockerfile")), name)
+                self.assertEqual(args, {"ROOTFS": build_images.rootfs_tag(name), "IMAGE": name})
                 self.assertEqual(entrypoint, '["python3", "-I", "-m", "agent"]', name)
+
+    def test_sandbox_dockerfile(self):
+        """
+        The shared Dockerfile takes its base image from ROOTFS (declared
+        before FROM, which the legacy builder allows) and names the image in
+        its labels from IMAGE, declared after the agent's layers so that
+        those are cached; its defaults build base.
+        """
+        with open(build_images.SANDBOX_DOCKERFILE) as f:
+            lines = [line for line in f.read().splitlines() if line and line[0] != "#"]
+        self.assertEqual(lines[:2], ["ARG ROOTFS=sandbox-rootfs:bookworm", "FROM $ROOTFS"])
+        self.assertEqual(build_images.rootfs_tag("base"), "sandbox-rootfs:bookworm")
+        image = lines.index("ARG IMAGE=base")
+        self.assertGreater(image, lines.index('ENTRYPOINT ["python3", "-I", "-m", "agent"]'))
+        labels = "\n".join(lines[image:])
+        self.assertIn("sandboxd.image=$IMAGE ", labels)
+        self.assertIn("org.opencontainers.image.title=sandbox-$IMAGE ", labels)
+        self.assertNotIn("ENV ", "\n".join(lines))
+
+    def test_image_environments(self):
+        """
+        The python and node images' environments are their env files; base
+        and full have none.
+        """
+        def env(name):
+            return build_images.read_env(os.path.join(ROOT, "images", name, "env"))
+
+        self.assertEqual(env("python"), ["MPLBACKEND=Agg"])
+        self.assertEqual(env("node"), ["NPM_CONFIG_UPDATE_NOTIFIER=false", "NPM_CONFIG_FUND=false"])
+        self.assertEqual((env("base"), env("full")), ([], []))
 
     def test_tags(self):
         """

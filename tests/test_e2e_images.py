@@ -95,13 +95,15 @@ class PythonProfileTests(ProfileTestCase):
     def test_numpy_and_matplotlib_png(self):
         """
         A numpy computation prints the right number; a matplotlib figure
-        saved to /root downloads as a PNG; pandas and pip are there too.
+        saved to /root downloads as a PNG, with the Agg backend the image's
+        environment chose; pandas and pip are there too.
         """
         script = (
             "import numpy as np, pandas as pd, matplotlib.pyplot as plt\n"
             "a = np.arange(1, 101, dtype=float)\n"
             "print(int(a.sum()), int((a @ a)))\n"
             "print(pd.DataFrame({'x': a}).x.mean())\n"
+            "import os; print(os.environ.get('MPLBACKEND'), plt.get_backend())\n"
             "plt.plot(a, np.sqrt(a))\n"
             "plt.savefig('/root/plot.png')\n"
         )
@@ -115,7 +117,7 @@ class PythonProfileTests(ProfileTestCase):
             return out, png, pip
 
         out, png, pip = self.scenario("python", body)
-        self.assertEqual(out.split(), ["5050", "338350", "50.5"])
+        self.assertEqual(out.split(), ["5050", "338350", "50.5", "Agg", "agg"])
         self.assertEqual(png[:8], PNG_MAGIC)
         self.assertGreater(len(png), 1000)
         self.assertIn("pip ", pip)
@@ -130,16 +132,19 @@ class NodeProfileTests(ProfileTestCase):
     def test_node_and_npm_init(self):
         """
         node -e evaluates JavaScript; npm init -y writes a package.json
-        named after the directory.
+        named after the directory; the image's environment turns npm's
+        update check and funding notices off.
         """
 
         async def body(sbx):
             out = await self.ok(sbx, "node -e 'console.log([1, 2, 3].map(x => x * 7).join(\",\"))'")
             await self.ok(sbx, "mkdir /root/demo && cd /root/demo && npm init -y")
             package = await sbx.fs.read("/root/demo/package.json")
-            return out, json.loads(package)
+            config = await self.ok(sbx, "npm config get update-notifier fund")
+            return out, json.loads(package), config
 
-        out, package = self.scenario("node", body)
+        out, package, config = self.scenario("node", body)
+        self.assertEqual(config.split(), ["update-notifier=false", "fund=false"])
         self.assertEqual(out, "7,14,21\n")
         self.assertEqual(package["name"], "demo")
         self.assertEqual(package["version"], "1.0.0")
@@ -221,7 +226,8 @@ class ImageLabelTests(SynchronousTestCase):
     def test_labels(self):
         """
         Each image's labels name it and the project's version, and match
-        the agent in this tree and the package list in images/NAME/packages.
+        the agent in this tree and the package list and environment in
+        images/NAME/; the environment is the image's.
         """
         require_docker()
         tags = {name: build_images.image_tag(name) for name in build_images.ORDER}
@@ -230,11 +236,15 @@ class ImageLabelTests(SynchronousTestCase):
         for name, tag in tags.items():
             require_image(tag)
             done = subprocess.run(
-                ["docker", "image", "inspect", "-f", "{{json .Config.Labels}}", tag],
+                ["docker", "image", "inspect", "-f", "{{json .Config}}", tag],
                 capture_output=True, text=True, check=True)
-            labels = json.loads(done.stdout)
+            config = json.loads(done.stdout)
+            labels = config["Labels"]
             packages = build_images.read_packages(os.path.join(ROOT, "images", name, "packages"))
+            env = build_images.read_env(os.path.join(ROOT, "images", name, "env"))
             self.assertEqual(labels.get("sandboxd.image"), name, tag)
+            title = "sandboxd" if name == "daemon" else f"sandbox-{name}"
+            self.assertEqual(labels.get("org.opencontainers.image.title"), title, tag)
             self.assertEqual(labels.get("org.opencontainers.image.version"),
                              build_images.project_version(), tag)
             self.assertEqual(labels.get("sandboxd.agent.version"),
@@ -244,4 +254,6 @@ class ImageLabelTests(SynchronousTestCase):
             self.assertEqual(labels.get("sandboxd.agent.sha256"), agent,
                              f"{tag} holds another agent: run make images")
             self.assertEqual(labels.get("sandboxd.rootfs-recipe"),
-                             build_images.recipe_hash(packages), tag)
+                             build_images.recipe_hash(packages, env), tag)
+            for variable in env:
+                self.assertIn(variable, config["Env"], tag)
