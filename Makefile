@@ -3,6 +3,8 @@
 #   make test                    all tests (CI=true turns Docker skips into failures)
 #   make test TESTS=tests.test_config
 #   make run CONFIG=config/sandboxd.toml
+#   make bench                   benchmarks beside the peers (docs/benchmarks.md)
+#   make bench BENCHFLAGS=--quick
 SHELL := /bin/bash
 VENV := .venv
 TESTS ?= tests
@@ -28,7 +30,9 @@ run: setup dockerd images
 test: setup dockerd images
 	$(VENV)/bin/trial $(TRIALFLAGS) $(TESTS)
 
+# The peers (llm-sandbox, epicbox) and matplotlib go to bench/.peers-venv.
 bench: setup dockerd images
+	bash bench/setup-peers.sh
 	$(VENV)/bin/python bench/run.py $(BENCHFLAGS)
 
 clean:

@@ -10,7 +10,7 @@ import os
 import time
 
 from sandbox import Client, create_sandbox
-from tests.daemon import UnixHTTPConnection
+from tests.daemon import Daemon, UnixHTTPConnection
 
 from peers import EXPECTED, SNIPPET
 
@@ -221,12 +221,13 @@ def bench_concurrent_creates(daemon, n=100):
 
 async def _sustained(daemon, rate, seconds):
     client = Client(daemon.endpoint)
-    samples, warm, hits = [], 0, []
+    samples, hits, offsets = [], [], []
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
         for i in range(int(rate * seconds)):
             await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+            offsets.append(round(loop.time() - start, 3))
             t = time.perf_counter()
             info = await client.create()
             samples.append(time.perf_counter() - t)
@@ -234,13 +235,14 @@ async def _sustained(daemon, rate, seconds):
             await client.destroy(info["id"])
     finally:
         await client.close()
-    return samples, hits
+    return samples, hits, offsets
 
 
 def bench_sustained(daemon, rate=5.0, seconds=60):
     """
-    Creates (each destroyed right after) at a steady ``rate`` per second:
-    (create latencies, per-create warm flags).
+    Creates (each destroyed right after) at a steady ``rate`` per second
+    (or as fast as they return, when a slow one holds up the next):
+    (create latencies, per-create warm flags, seconds into the run of each).
     """
     return asyncio.run(_sustained(daemon, rate, seconds))
 
@@ -263,3 +265,20 @@ def rss_bytes(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def bench_idle_pool_cpu(warm=20, seconds=30):
+    """
+    The daemon's CPU share (of one core) while it keeps ``warm`` sandboxes
+    idle (health checks included), after the pool has filled.
+    """
+    daemon = Daemon(
+        min_base=warm, pool_config=f"max_warm = {warm}\ntotal_warm = {warm}\n"
+    )
+    daemon.start(timeout=300)
+    try:
+        before = cpu_seconds(daemon.process.pid)
+        time.sleep(seconds)
+        return (cpu_seconds(daemon.process.pid) - before) / seconds
+    finally:
+        daemon.stop(timeout=180)

@@ -6,9 +6,10 @@ records
 
 - the daemon's RSS, each agent's RSS (the sandbox's PID 1) and the RSS of
   each sandbox's containerd shim (the host's own per-container cost);
-- exec round trip on an open session, warm create, create -> python snippet
-  -> destroy, ``GET /sandboxes``, and ``docker exec`` into one of the same
-  containers (the peer, at the same load).
+- exec round trip on an open session (``probes`` times), warm create and
+  create -> python snippet -> destroy (a quarter as many), ``GET /sandboxes``
+  (half as many), and ``docker exec`` into one of the same containers (the
+  peer, at the same load).
 """
 
 import asyncio
@@ -156,11 +157,12 @@ async def _level(daemon, client, live, level, probes, docker_probes):
         row["exec_rtt"] = summary(await exec_rtt(probe, probes))
     finally:
         await probe.close()
+    creates = max(10, probes // 4)
     row["warm_create"] = summary(
-        (await asyncio.to_thread(bench_warm_create, daemon, probes // 2))[0]
+        (await asyncio.to_thread(bench_warm_create, daemon, creates))[0]
     )
     row["create_snippet_destroy"] = summary(
-        (await asyncio.to_thread(bench_create_snippet_destroy, daemon, probes // 2))[0]
+        (await asyncio.to_thread(bench_create_snippet_destroy, daemon, creates))[0]
     )
     row["list_sandboxes"] = summary(list_latency(daemon, probes // 2))
     container = containers(daemon)[live[0]][0]
