@@ -256,15 +256,28 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_bytes(pid):
-    """
-    Resident set size of a process (VmRSS), in bytes.
-    """
-    with open(f"/proc/{pid}/status") as f:
+def _field(path, name):
+    with open(path) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(name):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def rss_bytes(pid):
+    """
+    Resident set size of a process (VmRSS), in bytes: shared pages (the
+    Python binary, libc) count in full in every process.
+    """
+    return _field(f"/proc/{pid}/status", "VmRSS:")
+
+
+def pss_bytes(pid):
+    """
+    Proportional set size (Pss), in bytes: each shared page split among the
+    processes sharing it, so these add up to the memory really used.
+    """
+    return _field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def bench_idle_pool_cpu(warm=20, seconds=30):

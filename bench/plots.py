@@ -92,16 +92,19 @@ def scaling_memory(results, out):
     live = [r["live"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     left.plot(live, [r["daemon_rss_mb"] for r in rows], "o-", label="daemon RSS")
-    for key, label in (("agent_rss", "agent RSS (mean)"), ("shim_rss", "containerd shim RSS (mean)")):
-        left.plot(live, [(r[key] or {}).get("mean_mb", 0) for r in rows], "o-", label=label)
+    for key, label in (("agent_rss", "agent RSS"), ("agent_pss", "agent PSS"),
+                       ("shim_rss", "containerd shim RSS"), ("shim_pss", "containerd shim PSS")):
+        left.plot(live, [(r.get(key) or {}).get("mean_mb", 0) for r in rows], "o-",
+                  label=f"{label} (mean per sandbox)")
     left.set_xlabel("live sandboxes")
     left.set_ylabel("MB")
     left.set_title("Per process")
-    right.plot(live, [r["daemon_rss_mb"] for r in rows], "o-", label="daemon")
-    for key, label in (("agent_rss", "all agents"), ("shim_rss", "all shims")):
-        right.plot(live, [(r[key] or {}).get("total_mb", 0) for r in rows], "o-", label=label)
+    right.plot(live, [r.get("daemon_pss_mb", r["daemon_rss_mb"]) for r in rows], "o-",
+               label="daemon")
+    for key, label in (("agent_pss", "all agents"), ("shim_pss", "all shims")):
+        right.plot(live, [(r.get(key) or {}).get("total_mb", 0) for r in rows], "o-", label=label)
     right.set_xlabel("live sandboxes")
-    right.set_ylabel("MB (RSS, shared pages counted in each)")
+    right.set_ylabel("MB (PSS: shared pages split)")
     right.set_title("Totals")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)

@@ -68,13 +68,13 @@ def console_table(results):
 
 
 def scaling_console(rows):
-    lines = [f"{'live':>5} {'daemon MB':>10} {'agent MB':>9} {'shim MB':>8}"
+    lines = [f"{'live':>5} {'daemon MB':>10} {'agent MB':>9} {'agent PSS':>9} {'shim MB':>8}"
              f" {'exec p50':>9} {'exec p99':>9} {'warm p50':>9} {'snippet p50':>12}"
              f" {'list p50':>9} {'docker exec p50':>16}"]
     for r in rows:
         lines.append(
             f"{r['live']:5d} {r['daemon_rss_mb']:10.1f} {_mean(r['agent_rss']):>9}"
-            f" {_mean(r['shim_rss']):>8} {r['exec_rtt']['p50_ms']:9.2f}"
+            f" {_mean(r.get('agent_pss')):>9} {_mean(r['shim_rss']):>8} {r['exec_rtt']['p50_ms']:9.2f}"
             f" {r['exec_rtt']['p99_ms']:9.2f} {r['warm_create']['p50_ms']:9.2f}"
             f" {r['create_snippet_destroy']['p50_ms']:12.2f}"
             f" {r['list_sandboxes']['p50_ms']:9.2f} {r['docker_exec']['p50_ms']:16.2f}"
@@ -108,16 +108,19 @@ def markdown_table(results):
         f"Idle pool of 20 warm sandboxes: the daemon uses"
         f" {results['idle_pool_20_cpu_share']:.2%} of one core.",
         "",
-        "| live sandboxes | daemon RSS MB | agent RSS MB (mean / max) | shim RSS MB (mean)"
+        "| live sandboxes | daemon RSS MB | agent RSS MB (mean / max) | agent PSS MB (mean)"
+        " | shim RSS / PSS MB (mean) | all agents + shims PSS MB"
         " | exec p50 / p99 ms | warm create p50 / p99 ms | create-snippet-destroy p50 ms"
         " | GET /sandboxes p50 ms | docker exec p50 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["scaling"]:
         agent = r["agent_rss"] or {}
+        total = sum((r.get(k) or {}).get("total_mb", 0) for k in ("agent_pss", "shim_pss"))
         out.append(
             f"| {r['live']} | {r['daemon_rss_mb']:.1f} | {agent.get('mean_mb', '-')} /"
-            f" {agent.get('max_mb', '-')} | {_mean(r['shim_rss'])} |"
+            f" {agent.get('max_mb', '-')} | {_mean(r.get('agent_pss'))} |"
+            f" {_mean(r['shim_rss'])} / {_mean(r.get('shim_pss'))} | {total:.0f} |"
             f" {r['exec_rtt']['p50_ms']:.2f} / {r['exec_rtt']['p99_ms']:.2f} |"
             f" {r['warm_create']['p50_ms']:.2f} / {r['warm_create']['p99_ms']:.2f} |"
             f" {r['create_snippet_destroy']['p50_ms']:.2f} |"

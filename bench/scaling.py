@@ -5,7 +5,8 @@ default, each with a small memory limit), and at every level the bench
 records
 
 - the daemon's RSS, each agent's RSS (the sandbox's PID 1) and the RSS of
-  each sandbox's containerd shim (the host's own per-container cost);
+  each sandbox's containerd shim (the host's own per-container cost), and
+  the same as PSS (shared pages split between their users, so they add up);
 - exec round trip on an open session (``probes`` times), warm create and
   create -> python snippet -> destroy (a quarter as many), ``GET /sandboxes``
   (half as many), and ``docker exec`` into one of the same containers (the
@@ -22,8 +23,8 @@ from sandbox import Client, connect_sandbox
 from tests.daemon import Daemon
 
 from ours import (
-    bench_create_snippet_destroy, bench_warm_create, exec_rtt, rss_bytes,
-    wait_at_rest,
+    bench_create_snippet_destroy, bench_warm_create, exec_rtt, pss_bytes,
+    rss_bytes, wait_at_rest,
 )
 from peers import timedCommand
 from stats import summary
@@ -73,17 +74,21 @@ def parent(pid):
 
 def memory(daemon, live_ids):
     """
-    Daemon RSS, and per live sandbox the agent's and its shim's RSS (MB).
+    Daemon RSS, and per live sandbox the agent's and its shim's RSS and
+    PSS (MB).
     """
     found = containers(daemon)
-    agents, shims = [], []
+    agents, shims, agents_pss, shims_pss = [], [], [], []
     for sid in live_ids:
         if sid not in found:
             continue
         pid = found[sid][1]
         try:
+            shim = parent(pid)
             agents.append(rss_bytes(pid) / MB)
-            shims.append(rss_bytes(parent(pid)) / MB)
+            shims.append(rss_bytes(shim) / MB)
+            agents_pss.append(pss_bytes(pid) / MB)
+            shims_pss.append(pss_bytes(shim) / MB)
         except OSError:
             continue
 
@@ -99,8 +104,11 @@ def memory(daemon, live_ids):
 
     return {
         "daemon_rss_mb": round(rss_bytes(daemon.process.pid) / MB, 1),
+        "daemon_pss_mb": round(pss_bytes(daemon.process.pid) / MB, 1),
         "agent_rss": stats(agents),
         "shim_rss": stats(shims),
+        "agent_pss": stats(agents_pss),
+        "shim_pss": stats(shims_pss),
     }
 
 
