@@ -7,7 +7,7 @@ lives in bench/.peers-venv, not in the project's dependencies):
 writes latency.png (each scenario's latency distribution beside its peers'),
 snippet.png (the one-snippet task, p50 with p90/p99), scaling-memory.png and
 scaling-latency.png (how the figures grow with live sandboxes) and
-sustained.png (5 creates/s over time, hits and misses).
+sustained.png (5 creates/s over time, hits and misses, closed and open loop).
 """
 
 import json
@@ -141,12 +141,21 @@ def scaling_latency(results, out):
 
 
 def sustained(results, out):
-    row = next((r for r in results["scenarios"] if r["key"] == "sustained_5_per_s"), None)
-    if not row or "warm_flags" not in row:
+    rows = [r for r in results["scenarios"]
+            if r["key"] in ("sustained_5_per_s", "open_loop_5_per_s") and "warm_flags" in r]
+    if not rows:
         return
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 3.2 * len(rows)), squeeze=False)
+    for ax, row in zip(axes.flat, rows):
+        sustained_panel(ax, row)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "sustained.png"), dpi=90)
+    plt.close(fig)
+
+
+def sustained_panel(ax, row):
     samples, flags = row["ours"]["samples_ms"], row["warm_flags"]
     t = row.get("offsets_s") or [i / 5.0 for i in range(len(samples))]
-    fig, ax = plt.subplots(figsize=(10, 3.5))
     for warm, color, label in ((True, "tab:green", "warm (pool hit)"), (False, "tab:red", "cold (miss)")):
         points = [(x, y) for x, y, f in zip(t, samples, flags) if f == warm]
         if points:
@@ -155,12 +164,9 @@ def sustained(results, out):
     log_axis(ax.yaxis)
     ax.set_xlabel("seconds into the run")
     ax.set_ylabel("create latency, ms (log)")
-    ax.set_title(f"5 creates/s, pool hit rate {row['pool_hit_rate']:.1%}")
+    ax.set_title(f"{row['label']}: pool hit rate {row['pool_hit_rate']:.1%}", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "sustained.png"), dpi=90)
-    plt.close(fig)
 
 
 def main(argv):

@@ -73,6 +73,11 @@ def run_ours(options, say):
             daemon, 5.0, options.sustained_seconds
         )
         ours.wait_at_rest(daemon)
+        say(f"sandboxd: 5 creates/s arriving for {options.open_loop_seconds} s (open loop)")
+        out["open"], out["open_hits"], out["open_at"] = ours.bench_sustained(
+            daemon, 5.0, options.open_loop_seconds, open_loop=True
+        )
+        ours.wait_at_rest(daemon)
         say("sandboxd: 100 concurrent creates")
         out["burst"], out["burst_warm"] = ours.bench_concurrent_creates(daemon, 100)
     finally:
@@ -83,8 +88,8 @@ def run_ours(options, say):
 def run_peers(options, say):
     n, p, t = options.iterations, options.peer_iterations, options.transfer_iterations
     out = {}
-    say(f"docker run --rm: echo x{p}, python snippet x{p}")
-    out["docker_run_echo"] = peers.dockerRunEcho(p)
+    say(f"docker run --rm: echo x{max(10, p // 2)}, python snippet x{p}")
+    out["docker_run_echo"] = peers.dockerRunEcho(max(10, p // 2))
     out["docker_run_snippet"] = peers.dockerRunSnippet(p)
     say(f"docker exec: echo x{n}, python snippet x{n}")
     out["docker_exec"] = peers.dockerExec(n)
@@ -153,10 +158,16 @@ def assemble(o, p):
                  summary(o["burst"]),
                  {"100 concurrent docker run --rm echo": get("docker_burst")},
                  warm=o["burst_warm"]),
-        scenario("sustained_5_per_s", "5 creates/s (each destroyed right after)",
+        scenario("sustained_5_per_s",
+                 "5 creates/s, closed loop (each destroyed right after)",
                  summary(o["sustained"]), {},
                  pool_hit_rate=round(sum(o["sustained_hits"]) / len(o["sustained_hits"]), 4),
                  warm_flags=o["sustained_hits"], offsets_s=o["sustained_at"]),
+        scenario("open_loop_5_per_s",
+                 "5 creates/s, open loop (arrivals on schedule)",
+                 summary(o["open"]), {},
+                 pool_hit_rate=round(sum(o["open_hits"]) / len(o["open_hits"]), 4),
+                 warm_flags=o["open_hits"], offsets_s=o["open_at"]),
     ]
 
 
@@ -191,7 +202,10 @@ def parse(argv):
                              " llm-sandbox, epicbox: 0.2-0.5 s each; default 100)")
     parser.add_argument("--transfer-iterations", type=int, default=10,
                         help="iterations of each 100 MiB transfer (default 10)")
-    parser.add_argument("--sustained-seconds", type=int, default=60)
+    parser.add_argument("--sustained-seconds", type=int, default=60,
+                        help="length of the closed-loop 5 creates/s run (default 60)")
+    parser.add_argument("--open-loop-seconds", type=int, default=15,
+                        help="length of the open-loop 5 creates/s run (default 15)")
     parser.add_argument("--levels", default="10,100,200",
                         help="live sandbox counts of the scaling run")
     parser.add_argument("--scaling-probes", type=int, default=100,
@@ -206,6 +220,7 @@ def parse(argv):
     if options.quick:
         options.iterations, options.peer_iterations = 20, 5
         options.transfer_iterations, options.sustained_seconds = 2, 10
+        options.open_loop_seconds = 5
         options.levels, options.scaling_probes, options.idle_seconds = "5,10", 20, 5
     options.levels = [int(x) for x in options.levels.split(",")]
     return options

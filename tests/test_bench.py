@@ -140,6 +140,7 @@ class CommittedResultsTests(TestCase):
             "read_100mib": {"docker cp out", "llm-sandbox copy_from_runtime"},
             "concurrent_100_creates": {"100 concurrent docker run --rm echo"},
             "sustained_5_per_s": set(),
+            "open_loop_5_per_s": set(),
         }
         for key, peers in expected.items():
             self.assertIn(key, rows)
