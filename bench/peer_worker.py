@@ -38,7 +38,7 @@ LABEL = {"sandboxd.bench": "peer"}
 MiB = 1 << 20
 
 
-def llmSession(image):
+def llm_session(image):
     from llm_sandbox import SandboxSession
 
     session = SandboxSession(
@@ -57,11 +57,11 @@ def llmSession(image):
     return session
 
 
-def llmSnippet(image, n):
+def llm_snippet(image, n):
     samples = []
     for _ in range(n):
         start = time.perf_counter()
-        with llmSession(image) as session:
+        with llm_session(image) as session:
             result = session.run(SNIPPET)
         samples.append(time.perf_counter() - start)
         if result.stdout != EXPECTED:
@@ -69,9 +69,9 @@ def llmSnippet(image, n):
     return {"samples": samples}
 
 
-def llmExec(image, n):
+def llm_exec(image, n):
     samples = []
-    with llmSession(image) as session:
+    with llm_session(image) as session:
         for _ in range(3):
             session.execute_command("echo hello")
         for _ in range(n):
@@ -83,9 +83,9 @@ def llmExec(image, n):
     return {"samples": samples}
 
 
-def llmCopy(image, n, size):
+def llm_copy(image, n, size):
     writes, reads = [], []
-    with tempfile.TemporaryDirectory() as tmp, llmSession(image) as session:
+    with tempfile.TemporaryDirectory() as tmp, llm_session(image) as session:
         src = os.path.join(tmp, "big.bin")
         with open(src, "wb") as f:
             for _ in range(size // MiB):
@@ -113,7 +113,7 @@ def llmCopy(image, n, size):
     return {"samples": writes, "read_samples": reads}
 
 
-def epicboxSnippet(image, n):
+def epicbox_snippet(image, n):
     import epicbox
 
     epicbox.configure(profiles=[epicbox.Profile("python", image)])
@@ -129,7 +129,7 @@ def epicboxSnippet(image, n):
     return {"samples": samples}
 
 
-def quietLogs():
+def quiet_logs():
     """
     epicbox logs every step through structlog at INFO; keep stdout for our
     JSON and stderr for errors.
@@ -149,16 +149,16 @@ def main(argv=None):
     parser.add_argument("--image", default="sandbox-base:latest")
     parser.add_argument("--size", type=int, default=100 * MiB)
     options = parser.parse_args(argv)
-    quietLogs()
+    quiet_logs()
     n, image = options.iterations, options.image
     if options.scenario == "llm-sandbox-snippet":
-        out = llmSnippet(image, n)
+        out = llm_snippet(image, n)
     elif options.scenario == "llm-sandbox-exec":
-        out = llmExec(image, n)
+        out = llm_exec(image, n)
     elif options.scenario == "llm-sandbox-copy":
-        out = llmCopy(image, n, options.size)
+        out = llm_copy(image, n, options.size)
     else:
-        out = epicboxSnippet(image, n)
+        out = epicbox_snippet(image, n)
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
 

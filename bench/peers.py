@@ -29,7 +29,7 @@ LABEL = "sandboxd.bench=peer"
 MiB = 1 << 20
 
 
-def timedCommand(argv, n, expect=None):
+def timed_command(argv, n, expect=None):
     """
     Run ``argv`` ``n`` times; the wall-clock seconds of each run.
     """
@@ -43,23 +43,23 @@ def timedCommand(argv, n, expect=None):
     return samples
 
 
-def dockerRunSnippet(n):
+def docker_run_snippet(n):
     """
     ``docker run --rm IMAGE python3 -c SNIPPET``: a fresh container per
     snippet, the baseline every sandbox library builds on.
     """
-    return summary(timedCommand(
+    return summary(timed_command(
         ["docker", "run", "--rm", "--network", "none", "--label", LABEL,
          PEER_IMAGE, "python3", "-c", SNIPPET], n, EXPECTED,
     ))
 
 
-def dockerRunEcho(n):
+def docker_run_echo(n):
     """
     ``docker run --rm IMAGE echo hello``: about the least a new container
     costs.
     """
-    return summary(timedCommand(
+    return summary(timed_command(
         ["docker", "run", "--rm", "--network", "none", "--label", LABEL,
          PEER_IMAGE, "echo", "hello"], n, "hello\n",
     ))
@@ -83,21 +83,21 @@ class LongContainer:
         subprocess.run(["docker", "rm", "-f", self.id], capture_output=True)
 
 
-def dockerExec(n):
+def docker_exec(n):
     """
     ``docker exec C echo hello`` and ``docker exec C python3 -c SNIPPET`` on
     one running container.
     """
     with LongContainer() as c:
-        timedCommand(["docker", "exec", c.id, "echo", "hello"], 3)
-        echo = timedCommand(["docker", "exec", c.id, "echo", "hello"], n, "hello\n")
-        snippet = timedCommand(
+        timed_command(["docker", "exec", c.id, "echo", "hello"], 3)
+        echo = timed_command(["docker", "exec", c.id, "echo", "hello"], n, "hello\n")
+        snippet = timed_command(
             ["docker", "exec", c.id, "python3", "-c", SNIPPET], n, EXPECTED
         )
     return {"echo": summary(echo), "snippet": summary(snippet)}
 
 
-def dockerCp(n, size=100 * MiB):
+def docker_cp(n, size=100 * MiB):
     """
     ``docker cp`` of a ``size`` file into and out of a running container,
     ``n`` times each way.
@@ -110,15 +110,15 @@ def dockerCp(n, size=100 * MiB):
                 f.write(os.urandom(MiB))
         back = os.path.join(tmp, "back.bin")
         for _ in range(n):
-            into += timedCommand(["docker", "cp", src, f"{c.id}:/tmp/big.bin"], 1)
-            out += timedCommand(["docker", "cp", f"{c.id}:/tmp/big.bin", back], 1)
+            into += timed_command(["docker", "cp", src, f"{c.id}:/tmp/big.bin"], 1)
+            out += timed_command(["docker", "cp", f"{c.id}:/tmp/big.bin", back], 1)
             if os.path.getsize(back) != size:
                 raise RuntimeError("docker cp brought back a different size")
             os.remove(back)
-    return withRates({"write": summary(into), "read": summary(out)}, size)
+    return with_rates({"write": summary(into), "read": summary(out)}, size)
 
 
-def withRates(pair, size):
+def with_rates(pair, size):
     """
     Add MB/s at the median to a {"write", "read"} pair of summaries.
     """
@@ -127,7 +127,7 @@ def withRates(pair, size):
     return pair
 
 
-def peersAvailable():
+def peers_available():
     return os.access(PEERS_PYTHON, os.X_OK)
 
 
@@ -145,27 +145,27 @@ def library(scenario, n, **options):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def llmSandboxSnippet(n):
+def llm_sandbox_snippet(n):
     return summary(library("llm-sandbox-snippet", n)["samples"])
 
 
-def llmSandboxExec(n):
+def llm_sandbox_exec(n):
     return summary(library("llm-sandbox-exec", n)["samples"])
 
 
-def llmSandboxCopy(n, size=100 * MiB):
+def llm_sandbox_copy(n, size=100 * MiB):
     out = library("llm-sandbox-copy", n, size=size)
-    return withRates(
+    return with_rates(
         {"write": summary(out["samples"]), "read": summary(out["read_samples"])},
         size,
     )
 
 
-def epicboxSnippet(n):
+def epicbox_snippet(n):
     return summary(library("epicbox-snippet", n)["samples"])
 
 
-def concurrentDockerRuns(n=100):
+def concurrent_docker_runs(n=100):
     """
     ``n`` ``docker run --rm IMAGE true`` at once (one thread each): each
     one's latency and how many failed.
@@ -185,7 +185,7 @@ def concurrentDockerRuns(n=100):
     return out
 
 
-def removeLeftovers():
+def remove_leftovers():
     """
     Remove any container a peer left behind (ours carry the bench label).
     """

@@ -89,23 +89,23 @@ def run_peers(options, say):
     n, p, t = options.iterations, options.peer_iterations, options.transfer_iterations
     out = {}
     say(f"docker run --rm: echo x{max(10, p // 2)}, python snippet x{p}")
-    out["docker_run_echo"] = peers.dockerRunEcho(max(10, p // 2))
-    out["docker_run_snippet"] = peers.dockerRunSnippet(p)
+    out["docker_run_echo"] = peers.docker_run_echo(max(10, p // 2))
+    out["docker_run_snippet"] = peers.docker_run_snippet(p)
     say(f"docker exec: echo x{n}, python snippet x{n}")
-    out["docker_exec"] = peers.dockerExec(n)
+    out["docker_exec"] = peers.docker_exec(n)
     say(f"docker cp 100 MiB in/out x{t}")
-    out["docker_cp"] = peers.dockerCp(t)
+    out["docker_cp"] = peers.docker_cp(t)
     say("100 concurrent docker run")
-    out["docker_burst"] = peers.concurrentDockerRuns(100)
-    if not peers.peersAvailable():
+    out["docker_burst"] = peers.concurrent_docker_runs(100)
+    if not peers.peers_available():
         say("no bench/.peers-venv (bash bench/setup-peers.sh): skipping llm-sandbox, epicbox")
         return out
     say(f"epicbox: snippet x{p}")
-    out["epicbox_snippet"] = peers.epicboxSnippet(p)
+    out["epicbox_snippet"] = peers.epicbox_snippet(p)
     say(f"llm-sandbox: snippet x{p}, exec x{n}, 100 MiB copy x{t}")
-    out["llm_snippet"] = peers.llmSandboxSnippet(p)
-    out["llm_exec"] = peers.llmSandboxExec(n)
-    out["llm_copy"] = peers.llmSandboxCopy(t)
+    out["llm_snippet"] = peers.llm_sandbox_snippet(p)
+    out["llm_exec"] = peers.llm_sandbox_exec(n)
+    out["llm_copy"] = peers.llm_sandbox_copy(t)
     return out
 
 
@@ -238,7 +238,7 @@ def main(argv=None):
         scaling = bench_scaling(options.levels, options.scaling_probes)
         p = run_peers(options, say)
     finally:
-        peers.removeLeftovers()
+        peers.remove_leftovers()
     results = {
         "started": started.isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - say.start),
@@ -256,7 +256,7 @@ def main(argv=None):
         f.write(markdown_table(results))
     print(console_table(results))
     print(f"results written to {path}")
-    if not options.no_plots and peers.peersAvailable():
+    if not options.no_plots and peers.peers_available():
         subprocess.run([peers.PEERS_PYTHON, os.path.join(HERE, "plots.py"), path,
                         options.out], check=True)
     say("done")

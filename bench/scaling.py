@@ -26,7 +26,7 @@ from ours import (
     bench_create_snippet_destroy, bench_warm_create, exec_rtt, pss_bytes,
     rss_bytes, wait_at_rest,
 )
-from peers import timedCommand
+from peers import timed_command
 from stats import summary
 
 LIVE_MEMORY = "64m"
@@ -175,7 +175,7 @@ async def _level(daemon, client, live, level, probes, docker_probes):
     row["list_sandboxes"] = summary(list_latency(daemon, probes // 2))
     container = containers(daemon)[live[0]][0]
     row["docker_exec"] = summary(await asyncio.to_thread(
-        timedCommand, ["docker", "exec", container, "echo", "hello"], docker_probes
+        timed_command, ["docker", "exec", container, "echo", "hello"], docker_probes
     ))
     return row
 
