@@ -32,9 +32,8 @@ import sys
 import tempfile
 import time
 
-SNIPPET = "print(6 * 7)"
-EXPECTED = "42\n"
-LABEL = {"sandboxd.bench": "peer"}
+from peers import EXPECTED, LABEL, SNIPPET  # standard library only
+
 MiB = 1 << 20
 
 
@@ -50,7 +49,7 @@ def llm_session(image):
             "entrypoint": ["sleep", "infinity"],
             "init": True,
             "network_disabled": True,
-            "labels": LABEL,
+            "labels": dict([LABEL.split("=", 1)]),
         },
     )
     session.language_handler.config.execution_commands = ["python3 {file}"]
