@@ -5,6 +5,8 @@
 #   make run CONFIG=config/sandboxd.toml
 #   make images                  every image; IMAGES="base python" some of them;
 #                                REFRESH=1 rebuilds their Debian root filesystems too
+#   make bench                   benchmarks beside the peers (docs/benchmarks.md)
+#   make bench BENCHFLAGS=--quick
 SHELL := /bin/bash
 VENV := .venv
 TESTS ?= tests
@@ -32,7 +34,9 @@ run: setup dockerd images
 test: setup dockerd images
 	$(VENV)/bin/trial $(TRIALFLAGS) $(TESTS)
 
+# The peers (llm-sandbox, epicbox) and matplotlib go to bench/.peers-venv.
 bench: setup dockerd images
+	bash bench/setup-peers.sh
 	$(VENV)/bin/python bench/run.py $(BENCHFLAGS)
 
 clean:
