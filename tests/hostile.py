@@ -77,6 +77,8 @@ class HostileTestCase(SynchronousTestCase):
     # Helpers
 
     def create(self, **body):
+        # Attacks open several sessions one after the other: outlive each.
+        body.setdefault("ttl", 600)
         status, sandbox = self.daemon.request("POST", "/sandboxes", body)
         self.assertEqual(status, 201, sandbox)
         self.addCleanup(self.daemon.request, "DELETE", f"/sandboxes/{sandbox['id']}")

@@ -38,7 +38,7 @@ class ContainerDaemon(Daemon):
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 ["docker", "run", "--rm", "--name", self.name,
-                 "--network", "host",
+                 "--network", "host", "--cap-add", "NET_ADMIN",
                  "-v", "/var/run/docker.sock:/var/run/docker.sock",
                  "-v", f"{self.dir}:{self.dir}",
                  "-e", f"SANDBOX_ENDPOINT={self.endpoint}",
@@ -95,8 +95,9 @@ class DaemonImageTests(SynchronousTestCase):
         The image starts under docker run with the Docker socket mounted;
         sbx on the host gets its health through the Unix socket in the
         mounted directory; a sandbox it creates runs a command (the daemon
-        reaches the agent on the bridge); docker stop ends it cleanly and
-        its sandboxes go with it.
+        reaches the agent on the bridge); docker stop ends it cleanly,
+        removing its warm pool and keeping the sandbox it handed out (for
+        the next start to adopt).
         """
         require_docker()
         require_image(IMAGE)
@@ -128,7 +129,11 @@ class DaemonImageTests(SynchronousTestCase):
         subprocess.run(["docker", "stop", "-t", "60", daemon.name],
                        capture_output=True, check=True, timeout=90)
         self.assertEqual(daemon.process.wait(30), 0, daemon.logTail())
-        self.assertEqual(daemon.ownedAfterRemovals(), [], daemon.logTail())
+        (kept,) = daemon.ownedAfterRemovals()
+        labels = subprocess.run(
+            ["docker", "inspect", "-f", '{{index .Config.Labels "sandboxd.id"}}', kept],
+            capture_output=True, text=True, check=True).stdout.strip()
+        self.assertEqual(labels, sandbox_id, daemon.logTail())
 
     def test_compose_file(self):
         """

@@ -10,7 +10,7 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from tests.daemon import Daemon
+from tests.daemon import NO_RATE_LIMIT, Daemon
 from tests.dockerutil import require_docker
 
 LIVE = 20
@@ -28,7 +28,7 @@ class LifecycleTestCase(TestCase):
     def setUp(self):
         self.docker = require_docker()
         self.daemon = Daemon(
-            min_base=1, extra_config=f"[limits]\nmax_sandboxes = 40\n{self.limits}"
+            min_base=1, limits_config=f"{NO_RATE_LIMIT}\nmax_sandboxes = 40\n{self.limits}"
         )
         self.daemon.start()
         self.addCleanup(self.daemon.stop)
