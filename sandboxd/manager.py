@@ -11,6 +11,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from agent import wire
+from sandboxd.adoption import reconnect
 from sandboxd.lifetimes import IdleReaper
 from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
 from sandboxd.pools import PoolSet
@@ -21,8 +22,6 @@ from sandboxd.sandbox import Sandbox, State
 
 #: Seconds ``stop`` waits for boots and removals under way.
 STOP_TIMEOUT = 60.0
-#: Seconds a restarted daemon gives each recorded agent to answer.
-ADOPT_TIMEOUT = 5.0
 
 
 class UnknownProfile(Exception):
@@ -107,56 +106,37 @@ class SandboxManager:
 
     async def _adopt(self, containers):
         """
-        Reconnect to the agent of every recorded running or disconnected
-        sandbox whose container is still ours; forget the other records.
-        Return the container ids adopted.
+        Take back every recorded sandbox whose container and agent are
+        still there; forget the other records.  Return the container ids
+        adopted.
         """
         records = self._store.sandboxes()
-        attempts = []
-        for record in records:
-            if (
-                record.state in (State.RUNNING.value, State.DISCONNECTED.value)
-                and record.container_id in containers
-            ):
-                attempts.append(Deferred.fromCoroutine(self._adoptOne(record)))
-            else:
-                self._store.delete(record.id)
-        results = await DeferredList(attempts, consumeErrors=True)
-        adopted = {container for ok, container in results if ok and container}
+        adopted, given_up = await reconnect(
+            self._reactor, records, containers, self._connect
+        )
+        for record, reason in given_up:
+            self._store.delete(record.id)
+            if reason is not None:
+                self.log.warn("sandbox {sandbox} is lost: {reason}",
+                              sandbox=record.id, reason=reason)
+                self._store.addEvent("sandbox.failed", record.id, self._reactor.seconds(),
+                                     {"reason": f"not adopted: {reason}"}, record.identity)
+        for sandbox in adopted:
+            self._register(sandbox)
+            # Sessions did not survive the restart: the sandbox is idle from
+            # now (or from when it last was, if it was idle already).
+            if sandbox.state is State.RUNNING:
+                sandbox.moveTo(State.DISCONNECTED)
+                sandbox.idle_since = self._reactor.seconds()
+                self._store.update(
+                    sandbox.id, state=sandbox.state.value, idle_since=sandbox.idle_since
+                )
+                self._event("sandbox.disconnected", sandbox, reason="daemon restarted")
+            self.reaper.arm(sandbox)
         if records:
-            self.log.info(
-                "adopted {n} of {total} recorded sandboxes",
-                n=len(adopted), total=len(records),
-            )
-        return adopted
-
-    async def _adoptOne(self, record):
-        sandbox = Sandbox.fromRecord(record)
-        try:
-            sandbox.connection = await self._connect(
-                self._reactor, sandbox.host, sandbox.port, sandbox.secret,
-                deadline=ADOPT_TIMEOUT, label=sandbox.id,
-            )
-        except Exception as e:
-            self.log.warn(
-                "sandbox {sandbox} cannot be adopted: {error}", sandbox=sandbox.id,
-                error=e,
-            )
-            self._store.delete(sandbox.id)
-            self._event("sandbox.failed", sandbox, reason=f"not adopted: {e}")
-            return None
-        self._register(sandbox)
-        # Sessions did not survive the restart: the sandbox is idle from now
-        # (or from when it last was, if it was idle already).
-        if sandbox.state is State.RUNNING:
-            sandbox.moveTo(State.DISCONNECTED)
-            sandbox.idle_since = self._reactor.seconds()
-            self._store.update(
-                sandbox.id, state=sandbox.state.value, idle_since=sandbox.idle_since
-            )
-            self._event("sandbox.disconnected", sandbox, reason="daemon restarted")
-        self.reaper.arm(sandbox)
-        return sandbox.container_id
+            self.log.info("adopted {n} of {total} recorded sandboxes",
+                          n=len(adopted), total=len(records))
+        return {sandbox.container_id for sandbox in adopted}
 
     async def stop(self):
         """
