@@ -387,12 +387,23 @@ class SandboxManager:
     def _containerEvent(self, container_id, action):
         """
         The engine says a container died or was paused: its sandbox fails
-        now, so that open calls end at once instead of hanging.
+        now, so that open calls end at once instead of hanging.  An OOM
+        kill inside is recorded (``sandbox.oom``); the sandbox fails only if
+        its container dies of it.
         """
         sandbox = self._containers.get(container_id)
         if sandbox is None:
             return
-        self._fail(sandbox, f"its container {'was paused' if action == 'pause' else 'exited'}")
+        if action == "oom":
+            sandbox.oom_kills += 1
+            if sandbox.state in (State.RUNNING, State.DISCONNECTED, State.FAILED):
+                self._event("sandbox.oom", sandbox, kills=sandbox.oom_kills)
+        elif action == "pause":
+            self._fail(sandbox, "its container was paused")
+        elif sandbox.oom_kills:
+            self._fail(sandbox, "its container exited after running out of memory")
+        else:
+            self._fail(sandbox, "its container exited")
 
     def _agentLost(self, sandbox, lost):
         self._fail(sandbox, f"its agent connection was lost: {lost.message}")

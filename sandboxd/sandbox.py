@@ -88,6 +88,8 @@ class Sandbox:
     idle_since: float = None
     connection: object = attr.ib(default=None, repr=False)
     sessions: set = attr.ib(factory=set, repr=False)
+    #: OOM kills the engine reported in its container.
+    oom_kills: int = attr.ib(default=0, repr=False)
     #: Sessions whose client dropped, by resume token (api/detached.py).
     detached: dict = attr.ib(factory=dict, repr=False)
 

@@ -184,6 +184,20 @@ class FailureTests(ManagerTestCase):
         self.assertTrue(self.manager.destroy(sandbox.id))
         self.assertEqual(self.store.sandboxes(), [])
 
+    def test_oomInside(self):
+        """
+        An OOM kill inside is recorded (sandbox.oom) without failing the
+        sandbox; if the container then dies, the failure says why.
+        """
+        self.makeManager()
+        sandbox = self.create(ttl=30)
+        self.runtime.watcher(sandbox.container_id, "oom")
+        self.assertIs(sandbox.state, State.RUNNING)
+        self.assertEqual(self.events(sandbox), ["sandbox.created", "sandbox.oom"])
+        self.runtime.watcher(sandbox.container_id, "die")
+        (failed,) = self.store.events(sandbox_id=sandbox.id)[-1:]
+        self.assertIn("out of memory", failed.data["reason"])
+
     def test_unknownContainerIgnored(self):
         """
         Events about containers the daemon does not know change nothing.

@@ -5,7 +5,8 @@ A container killed from outside (or by the OOM killer reaching PID 1) takes
 its network namespace with it, and the daemon's TCP connection to its agent
 may then hang for minutes.  The engine says at once: one long ``GET
 /events`` filtered to our containers' ``die`` and ``pause`` actions tells the
-daemon to fail the sandbox's open calls without waiting.
+daemon to fail the sandbox's open calls without waiting (and ``oom`` tells
+it of an OOM kill inside).
 """
 
 import json
@@ -14,8 +15,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-#: The actions that make a sandbox unusable.
-ACTIONS = ("die", "pause")
+#: The actions that make a sandbox unusable, and OOM kills inside it.
+ACTIONS = ("die", "pause", "oom")
 #: Seconds between attempts to follow the stream again after it broke.
 RETRY_DELAY = 1.0
 

@@ -64,8 +64,9 @@ class IRuntime(Interface):
     def watch(callback):
         """
         Call ``callback(container_id, action)`` as soon as one of our
-        sandboxes dies (``"die"``) or is frozen (``"pause"``) behind the
-        daemon's back; return an object whose ``stop()`` ends the watch.
+        sandboxes dies (``"die"``), is frozen (``"pause"``) behind the
+        daemon's back, or has a process killed for want of memory
+        (``"oom"``); return an object whose ``stop()`` ends the watch.
         """
 
     def stats(container_id):
