@@ -20,7 +20,7 @@ import subprocess
 import time
 
 from sandbox import Client, connect_sandbox
-from tests.daemon import Daemon
+from tests.daemon import NO_RATE_LIMIT, Daemon
 
 from ours import (
     bench_create_snippet_destroy, bench_warm_create, exec_rtt, pss_bytes,
@@ -38,7 +38,7 @@ def scaling_daemon(most):
     A daemon allowed ``most`` live sandboxes (plus room for the probes).
     """
     return Daemon(
-        min_base=2, extra_config=f"[limits]\nmax_sandboxes = {most + 20}\n"
+        min_base=2, limits_config=f"{NO_RATE_LIMIT}\nmax_sandboxes = {most + 20}"
     )
 
 
