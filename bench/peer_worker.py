@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from peers import EXPECTED, LABEL, SNIPPET  # standard library only
+from peers import EXPECTED, LABEL, SNIPPET, random_file  # standard library only
 
 MiB = 1 << 20
 
@@ -85,10 +85,7 @@ def llm_exec(image, n):
 def llm_copy(image, n, size):
     writes, reads = [], []
     with tempfile.TemporaryDirectory() as tmp, llm_session(image) as session:
-        src = os.path.join(tmp, "big.bin")
-        with open(src, "wb") as f:
-            for _ in range(size // MiB):
-                f.write(os.urandom(MiB))
+        src = random_file(os.path.join(tmp, "big.bin"), size)
         back = os.path.join(tmp, "back")
         for i in range(n):
             start = time.perf_counter()

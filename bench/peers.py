@@ -29,6 +29,16 @@ LABEL = "sandboxd.bench=peer"
 MiB = 1 << 20
 
 
+def random_file(path, size):
+    """
+    Write ``size`` random bytes (whole MiB) to ``path``; return the path.
+    """
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(os.urandom(MiB))
+    return path
+
+
 def timed_command(argv, n, expect=None):
     """
     Run ``argv`` ``n`` times; the wall-clock seconds of each run.
@@ -104,10 +114,7 @@ def docker_cp(n, size=100 * MiB):
     """
     into, out = [], []
     with tempfile.TemporaryDirectory() as tmp, LongContainer() as c:
-        src = os.path.join(tmp, "big.bin")
-        with open(src, "wb") as f:
-            for _ in range(size // MiB):
-                f.write(os.urandom(MiB))
+        src = random_file(os.path.join(tmp, "big.bin"), size)
         back = os.path.join(tmp, "back.bin")
         for _ in range(n):
             into += timed_command(["docker", "cp", src, f"{c.id}:/tmp/big.bin"], 1)

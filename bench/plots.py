@@ -87,25 +87,31 @@ def snippet(results, out):
     plt.close(fig)
 
 
+def memory_panel(ax, live, rows, field, series, ylabel, title):
+    """
+    One line per (row key, label) of ``series``: its ``field`` at each level.
+    """
+    for key, label in series:
+        ax.plot(live, [(r.get(key) or {}).get(field, 0) for r in rows], "o-", label=label)
+    ax.set_xlabel("live sandboxes")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+
+
 def scaling_memory(results, out):
     rows = results["scaling"]
     live = [r["live"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
     left.plot(live, [r["daemon_rss_mb"] for r in rows], "o-", label="daemon RSS")
-    for key, label in (("agent_rss", "agent RSS"), ("agent_pss", "agent PSS"),
-                       ("shim_rss", "containerd shim RSS"), ("shim_pss", "containerd shim PSS")):
-        left.plot(live, [(r.get(key) or {}).get("mean_mb", 0) for r in rows], "o-",
-                  label=f"{label} (mean per sandbox)")
-    left.set_xlabel("live sandboxes")
-    left.set_ylabel("MB")
-    left.set_title("Per process")
+    per_sandbox = [(key, f"{label} (mean per sandbox)") for key, label in (
+        ("agent_rss", "agent RSS"), ("agent_pss", "agent PSS"),
+        ("shim_rss", "containerd shim RSS"), ("shim_pss", "containerd shim PSS"))]
+    memory_panel(left, live, rows, "mean_mb", per_sandbox, "MB", "Per process")
     right.plot(live, [r.get("daemon_pss_mb", r["daemon_rss_mb"]) for r in rows], "o-",
                label="daemon")
-    for key, label in (("agent_pss", "all agents"), ("shim_pss", "all shims")):
-        right.plot(live, [(r.get(key) or {}).get("total_mb", 0) for r in rows], "o-", label=label)
-    right.set_xlabel("live sandboxes")
-    right.set_ylabel("MB (PSS: shared pages split)")
-    right.set_title("Totals")
+    memory_panel(right, live, rows, "total_mb",
+                 [("agent_pss", "all agents"), ("shim_pss", "all shims")],
+                 "MB (PSS: shared pages split)", "Totals")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

@@ -159,17 +159,22 @@ def assemble(o, p):
                  summary(o["burst"]),
                  {"100 concurrent docker run --rm echo": get("docker_burst")},
                  warm=o["burst_warm"]),
-        scenario("sustained_5_per_s",
-                 "5 creates/s, closed loop (each destroyed right after)",
-                 summary(o["sustained"]), {},
-                 pool_hit_rate=round(sum(o["sustained_hits"]) / len(o["sustained_hits"]), 4),
-                 warm_flags=o["sustained_hits"], offsets_s=o["sustained_at"]),
-        scenario("open_loop_5_per_s",
-                 "5 creates/s, open loop (arrivals on schedule)",
-                 summary(o["open"]), {},
-                 pool_hit_rate=round(sum(o["open_hits"]) / len(o["open_hits"]), 4),
-                 warm_flags=o["open_hits"], offsets_s=o["open_at"]),
+        sustained("sustained_5_per_s",
+                  "5 creates/s, closed loop (each destroyed right after)", o, "sustained"),
+        sustained("open_loop_5_per_s",
+                  "5 creates/s, open loop (arrivals on schedule)", o, "open"),
     ]
+
+
+def sustained(key, title, o, run):
+    """
+    A sustained-rate scenario from run ``run`` of ``o``: latencies, hit
+    rate, and each create's warm flag and start offset.
+    """
+    hits = o[f"{run}_hits"]
+    return scenario(key, title, summary(o[run]), {},
+                    pool_hit_rate=round(sum(hits) / len(hits), 4),
+                    warm_flags=hits, offsets_s=o[f"{run}_at"])
 
 
 def machine():

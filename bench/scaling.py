@@ -30,6 +30,9 @@ from peers import timed_command
 from stats import summary
 
 LIVE_MEMORY = "64m"
+# Live sandboxes must outlive the run: with no ttl a sandbox is destroyed
+# when its last session closes (the exec probe's) or after idle_timeout.
+LIVE_TTL = 3600
 MB = 1e6
 
 
@@ -114,7 +117,7 @@ def memory(daemon, live_ids):
 
 async def grow(client, live, target, concurrency=16):
     """
-    Create live sandboxes (cold, LIVE_MEMORY each) until ``live`` holds
+    Create live sandboxes (cold, LIVE_MEMORY each, kept LIVE_TTL) until ``live`` holds
     ``target``: the create latencies.
     """
     gate = asyncio.Semaphore(concurrency)
@@ -123,7 +126,9 @@ async def grow(client, live, target, concurrency=16):
     async def one():
         async with gate:
             start = time.perf_counter()
-            info = await client.create(memory=LIVE_MEMORY, labels={"bench": "live"})
+            info = await client.create(
+                memory=LIVE_MEMORY, ttl=LIVE_TTL, labels={"bench": "live"}
+            )
             samples.append(time.perf_counter() - start)
             live.append(info["id"])
 

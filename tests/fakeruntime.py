@@ -1,7 +1,7 @@
 """
-A fake IRuntime for unit tests of the manager: starts at once at a made-up
-address, records what it starts and destroys, and lets the test play the
-engine's container events.
+Fakes for unit tests of the manager: an IRuntime that starts at once at a
+made-up address, records what it starts and destroys, and lets the test play
+the engine's container events; and an agent connection.
 """
 
 from twisted.internet.defer import Deferred, succeed
@@ -57,3 +57,39 @@ class FakeRuntime:
 
     def stop(self):
         self.watcher = None
+
+
+class FakeConnection:
+    """
+    An agent connection.  Every call answers ``{"exit_code": 0}`` at once,
+    or with ``hold_calls`` waits for the test to fire it (``calls`` holds
+    ``(method, deferred)``).  ``lost`` fires when the test loses it.
+    """
+
+    connected = True
+
+    def __init__(self, hold_calls=False):
+        self.calls = []
+        self.lost = Deferred()
+        self.aborted = None
+        self._hold = hold_calls
+
+    def call(self, method, params=None):
+        if not self._hold:
+            return succeed({"exit_code": 0})
+        d = Deferred()
+        self.calls.append((method, d))
+        return d
+
+    def ping(self, timeout):
+        return succeed(self.connected)
+
+    def whenLost(self):
+        return self.lost
+
+    def disconnect(self, reason="the sandbox was destroyed"):
+        self.connected = False
+
+    def abort(self, reason):
+        self.connected = False
+        self.aborted = reason

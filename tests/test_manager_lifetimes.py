@@ -15,31 +15,7 @@ from sandboxd.manager import SandboxManager
 from sandboxd.runtimes.interface import IRuntime, Started
 from sandboxd.sandbox import State
 from sandboxd.store import Store
-from tests.fakeruntime import FakeRuntime
-
-
-class FakeConnection:
-    connected = True
-
-    def __init__(self):
-        self.lost = Deferred()
-        self.aborted = None
-
-    def call(self, method, params=None):
-        return succeed({"exit_code": 0})
-
-    def ping(self, timeout):
-        return succeed(self.connected)
-
-    def whenLost(self):
-        return self.lost
-
-    def disconnect(self, reason="the sandbox was destroyed"):
-        self.connected = False
-
-    def abort(self, reason):
-        self.connected = False
-        self.aborted = reason
+from tests.fakeruntime import FakeConnection, FakeRuntime
 
 
 class FakeSession:

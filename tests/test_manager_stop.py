@@ -12,33 +12,7 @@ from sandboxd.config import parse_config
 from sandboxd.manager import SandboxManager
 from sandboxd.runtimes.interface import IRuntime
 from sandboxd.store import Store
-from tests.fakeruntime import FakeRuntime
-
-
-class FakeConnection:
-    """
-    An agent connection whose calls wait for the test to answer them.
-    """
-
-    connected = True
-
-    def __init__(self):
-        self.calls = []
-        self.lost = Deferred()
-
-    def call(self, method, params):
-        d = Deferred()
-        self.calls.append((method, d))
-        return d
-
-    def whenLost(self):
-        return self.lost
-
-    def disconnect(self, reason="the sandbox was destroyed"):
-        self.connected = False
-
-    def abort(self, reason):
-        self.connected = False
+from tests.fakeruntime import FakeConnection, FakeRuntime
 
 
 class StopDuringWarmUpTests(SynchronousTestCase):
@@ -54,7 +28,7 @@ class StopDuringWarmUpTests(SynchronousTestCase):
         self.connections = []
 
         def connect_agent(reactor, host, port, secret, label=None, deadline=None):
-            connection = FakeConnection()
+            connection = FakeConnection(hold_calls=True)
             self.connections.append(connection)
             return succeed(connection)
 
