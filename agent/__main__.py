@@ -47,6 +47,7 @@ def _serve(config):
             config.cwd,
             config.use_pidfd,
             on_listening=_announce,
+            zygote=config.zygote,
         )
     )
     return 0

@@ -30,14 +30,15 @@ class Config:
     The agent's settings, from SANDBOX_AGENT_* variables.
     """
 
-    __slots__ = ("secret", "host", "port", "cwd", "use_pidfd")
+    __slots__ = ("secret", "host", "port", "cwd", "use_pidfd", "zygote")
 
-    def __init__(self, secret, host, port, cwd, use_pidfd):
+    def __init__(self, secret, host, port, cwd, use_pidfd, zygote=True):
         self.secret = secret
         self.host = host
         self.port = port
         self.cwd = cwd
         self.use_pidfd = use_pidfd
+        self.zygote = zygote
 
 
 def take_config(environ=os.environ):
@@ -45,8 +46,9 @@ def take_config(environ=os.environ):
     Remove every SANDBOX_AGENT_* variable from ``environ``; the Config.
 
     SECRET (64 hex characters) is required; HOST, PORT, CWD (the default
-    working directory of processes, else /root when it exists) and PIDFD ("0"
-    forces the SIGCHLD reaper) are optional.
+    working directory of processes, else /root when it exists), PIDFD ("0"
+    forces the SIGCHLD reaper) and ZYGOTE ("0": no Python zygote, every
+    ``python3 -c`` starts an interpreter) are optional.
     """
     values = {
         name[len(ENV_PREFIX) :]: environ.pop(name)
@@ -71,6 +73,7 @@ def take_config(environ=os.environ):
         port,
         cwd,
         values.get("PIDFD") != "0",
+        values.get("ZYGOTE") != "0",
     )
 
 

@@ -19,6 +19,7 @@ from .errors import RequestError, from_oserror
 from .procutil import _descendants, _pump_stdin, _set_size, _StdinFeeder, _take_terminal
 from .reaper import exit_code
 from .wire import CHANNEL_STDERR, CHANNEL_STDOUT, CHUNK_SIZE, Code
+from .zygote import ZygoteUnavailable
 
 DEFAULT_MAX_OUTPUT = 16 << 20
 #: How long process.exec holds small output, so that a short command's DATA
@@ -117,6 +118,7 @@ class Run:
         self._completed = False
         self._waking = False
         self._timer = None
+        self._watch = agent.reaper.watch
         self._pending = []  # [channel, bytearray] not yet sent
         self._pending_size = 0
         self._flush_timer = None
@@ -192,7 +194,9 @@ class Run:
                 stdin, stdin_w = os.pipe2(os.O_CLOEXEC)
                 child_ends.append(stdin)
             try:
-                self._pid = _spawn(args["cmd"], cwd, env, stdin, out_w, err_w)
+                self._pid, self._watch = _start_process(
+                    agent, args["cmd"], cwd, env, stdin, out_w, err_w
+                )
             except BaseException:
                 for fd in (out_r, err_r, stdin_w):
                     if fd is not None:
@@ -210,7 +214,7 @@ class Run:
         if size is not None:
             stdin_w = os.dup(self._master)
             stdin_data = None
-        agent.reaper.watch(self._pid, self._on_exit)
+        self._watch(self._pid, self._on_exit)
         if args["timeout"] is not None:
             self._timer = self._loop.call_later(args["timeout"], self._on_timeout)
         if streamed:
@@ -399,6 +403,21 @@ class Run:
             self._stream.send_data(chunk, channel)
         self._pending = []
         self._pending_size = 0
+
+
+def _start_process(agent, argv, cwd, env, stdin, stdout, stderr):
+    """
+    Start ``argv`` without a terminal: forked off the Python zygote when it
+    takes the command, else spawned.  ``(pid, watch)``: ``watch(pid,
+    callback)`` reports the exit.
+    """
+    zygote = agent.zygote
+    if zygote is not None and zygote.accepts(argv, env):
+        try:
+            return zygote.spawn(argv, cwd, env, stdin, stdout, stderr), zygote.watch
+        except ZygoteUnavailable:
+            pass
+    return _spawn(argv, cwd, env, stdin, stdout, stderr), agent.reaper.watch
 
 
 def _spawn(argv, cwd, env, stdin, stdout, stderr, preexec=None):

@@ -13,6 +13,7 @@ from . import params, wire
 from .errors import RequestError
 from .methods import METHODS
 from .reaper import Reaper
+from .zygote import Zygote
 from .stream import Stream
 from .wire import Code, FrameType, ProtocolError
 
@@ -30,15 +31,20 @@ class Agent:
     the child reaper and the I/O threads.
     """
 
-    def __init__(self, secret, cwd, env=None, use_pidfd=None):
+    def __init__(self, secret, cwd, env=None, use_pidfd=None, zygote=True):
         self.secret = secret
         self.cwd = cwd
         self.env = dict(os.environ if env is None else env)
-        self.reaper = Reaper(asyncio.get_running_loop(), use_pidfd)
+        loop = asyncio.get_running_loop()
+        self.reaper = Reaper(loop, use_pidfd)
         self.executor = concurrent.futures.ThreadPoolExecutor(
             IO_THREADS, thread_name_prefix="agent-io"
         )
         self.devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        #: Forks ``python3 -c`` snippets instead of starting an interpreter.
+        self.zygote = Zygote(loop, self.env, cwd, self.devnull) if zygote else None
+        if self.zygote is not None and not self.zygote.start():
+            self.zygote = None
         self.connections = set()
         #: The running processes by pid (for process.signal and process.resize).
         self.processes = {}
@@ -59,6 +65,8 @@ class Agent:
         if tasks:
             await asyncio.wait(tasks, timeout=5)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.zygote is not None:
+            self.zygote.close()
         self.reaper.close()
         os.close(self.devnull)
 
@@ -334,13 +342,16 @@ def _error_frame(sid, error):
     return wire.error(sid, error.code, error.message)
 
 
-async def serve(secret, host="0.0.0.0", port=7070, cwd=None, use_pidfd=None, on_listening=None):
+async def serve(
+    secret, host="0.0.0.0", port=7070, cwd=None, use_pidfd=None, on_listening=None,
+    zygote=True,
+):
     """
     Serve until SIGTERM or SIGINT.  ``on_listening(host, port)`` is called
     once the socket is bound.
     """
     loop = asyncio.get_running_loop()
-    agent = Agent(secret, cwd or os.getcwd(), use_pidfd=use_pidfd)
+    agent = Agent(secret, cwd or os.getcwd(), use_pidfd=use_pidfd, zygote=zygote)
     server = await loop.create_server(
         lambda: Connection(agent), host, port, reuse_address=True, backlog=128
     )

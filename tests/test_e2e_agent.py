@@ -363,6 +363,36 @@ class ProcessTests(AgentE2ETestCase):
         self.scenario(body)
 
 
+    def test_python_snippets_forked_like_fresh(self):
+        """
+        ``python3 -c`` runs forked off the agent's zygote (its parent is not
+        the agent), with the output, errors and exit status a fresh
+        interpreter started by a shell gives.
+        """
+        probes = [
+            "import sys; print(sys.argv, __name__, sorted(dir()), sys.path, sorted(sys.modules))",
+            "import os, sys; print(os.getcwd(), os.environ['WHO'], sys.stdin.read(), sys.stdout.line_buffering)",
+            "import sys; print('out'); sys.exit('bye')",
+            "1 / 0",
+        ]
+
+        async def body(sbx):
+            agent = await sbx.process.exec_(f"echo {AGENT_SERVER_PID}")
+            parent = await sbx.process.exec_(["python3", "-c", "import os; print(os.getppid())"])
+            self.assertNotIn(parent.stdout.strip(), ("1", agent.stdout.strip()))
+            for code in probes:
+                params = dict(env={"WHO": "me", "CODE": code}, stdin="in", cwd="/tmp")
+                forked = await sbx.process.exec_(["python3", "-c", code, "x"], **params)
+                fresh = await sbx.process.exec_('python3 -c "$CODE" x', **params)
+                self.assertEqual(
+                    (forked.stdout, forked.stderr, forked.exit_code),
+                    (fresh.stdout, fresh.stderr, fresh.exit_code),
+                    code,
+                )
+
+        self.scenario(body)
+
+
 class LossTests(AgentE2ETestCase):
     """
     A sandbox dying mid-call.
