@@ -99,7 +99,7 @@ def bench_create_snippet_destroy(daemon, n):
     )
 
 
-async def _at_rest(daemon, n):
+async def _at_rest(daemon, n, argv, expect):
     client = Client(daemon.endpoint)
     rows = []
     try:
@@ -108,22 +108,28 @@ async def _at_rest(daemon, n):
             t0 = time.perf_counter()
             sbx = await create_sandbox(client=client)
             t1 = time.perf_counter()
-            await sbx.process.exec_("echo hello")
+            result = await sbx.process.exec_(argv)
             t2 = time.perf_counter()
             await sbx.destroy()
             t3 = time.perf_counter()
+            if result.stdout != expect:
+                raise RuntimeError(f"{argv!r} printed {result.stdout!r}")
             rows.append((t3 - t0, t1 - t0, t2 - t1, t3 - t2))
     finally:
         await client.close()
     return [list(column) for column in zip(*rows)]
 
 
-def bench_at_rest(daemon, n):
+def bench_at_rest(daemon, n, argv="echo hello", expect="hello\n"):
     """
-    create -> echo -> destroy with the machine idle before each (no refill
-    running): (totals, creates, first execs, destroys).
+    create -> ``argv`` -> destroy with the machine idle before each (no
+    refill running): (totals, creates, first execs, destroys).
     """
-    return asyncio.run(_at_rest(daemon, n))
+    return asyncio.run(_at_rest(daemon, n, argv, expect))
+
+
+def bench_snippet_at_rest(daemon, n):
+    return bench_at_rest(daemon, n, ["python3", "-c", SNIPPET], EXPECTED)
 
 
 async def exec_rtt(sbx, n, argv="echo hello", expect="hello\n"):

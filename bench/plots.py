@@ -110,7 +110,8 @@ def scaling_memory(results, out):
     right.plot(live, [r.get("daemon_pss_mb", r["daemon_rss_mb"]) for r in rows], "o-",
                label="daemon")
     memory_panel(right, live, rows, "total_mb",
-                 [("agent_pss", "all agents"), ("shim_pss", "all shims")],
+                 [("sandbox_pss", "all sandbox processes (agent, zygote)"),
+                  ("shim_pss", "all shims")],
                  "MB (PSS: shared pages split)", "Totals")
     for ax in (left, right):
         ax.grid(True, alpha=0.3)

@@ -108,18 +108,21 @@ def markdown_table(results):
         f"Idle pool of 20 warm sandboxes: the daemon uses"
         f" {results['idle_pool_20_cpu_share']:.2%} of one core.",
         "",
-        "| live sandboxes | daemon RSS MB | agent RSS MB (mean / max) | agent PSS MB (mean)"
-        " | shim RSS / PSS MB (mean) | all agents + shims PSS MB"
+        "| live sandboxes | daemon RSS MB | agent PID 1 RSS MB (mean / max) | agent PID 1 PSS MB (mean)"
+        " | sandbox processes PSS MB (mean) | shim RSS / PSS MB (mean)"
+        " | all sandboxes + shims PSS MB"
         " | exec p50 / p99 ms | warm create p50 / p99 ms | create-snippet-destroy p50 ms"
         " | GET /sandboxes p50 ms | docker exec p50 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results["scaling"]:
         agent = r["agent_rss"] or {}
-        total = sum((r.get(k) or {}).get("total_mb", 0) for k in ("agent_pss", "shim_pss"))
+        own = "sandbox_pss" if r.get("sandbox_pss") else "agent_pss"
+        total = sum((r.get(k) or {}).get("total_mb", 0) for k in (own, "shim_pss"))
         out.append(
             f"| {r['live']} | {r['daemon_rss_mb']:.1f} | {agent.get('mean_mb', '-')} /"
             f" {agent.get('max_mb', '-')} | {_mean(r.get('agent_pss'))} |"
+            f" {_mean(r.get('sandbox_pss'))} |"
             f" {_mean(r['shim_rss'])} / {_mean(r.get('shim_pss'))} | {total:.0f} |"
             f" {r['exec_rtt']['p50_ms']:.2f} / {r['exec_rtt']['p99_ms']:.2f} |"
             f" {r['warm_create']['p50_ms']:.2f} / {r['warm_create']['p99_ms']:.2f} |"

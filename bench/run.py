@@ -66,6 +66,8 @@ def run_ours(options, say):
         rest = max(10, n // 10)
         say(f"sandboxd: create -> echo -> destroy at rest x{rest}")
         out["at_rest"] = ours.bench_at_rest(daemon, rest)
+        say(f"sandboxd: create -> python snippet -> destroy at rest x{rest}")
+        out["snippet_at_rest"] = ours.bench_snippet_at_rest(daemon, rest)
         say(f"sandboxd: 100 MiB write/read x{options.transfer_iterations}")
         out["write"], out["read"] = ours.bench_transfer(daemon, options.transfer_iterations)
         daemon.waitReady(120)
@@ -84,6 +86,26 @@ def run_ours(options, say):
     finally:
         daemon.stop(timeout=180)
     return out
+
+
+#: The pool a user expecting bursts of 5 creates/s would configure: enough
+#: warm sandboxes to cover what the refill cannot keep up with for a minute.
+SIZED_POOL = "total_warm = 32\n"
+
+
+def run_sized_pool(options, say):
+    """
+    The closed-loop 5 creates/s run again, on a daemon whose pool is sized
+    for it (SIZED_POOL).
+    """
+    daemon = Daemon(min_base=2, pool_config=SIZED_POOL)
+    daemon.start(timeout=180)
+    try:
+        ours.wait_at_rest(daemon, timeout=300)
+        say(f"sandboxd: 5 creates/s for {options.sustained_seconds} s, pool total_warm 32")
+        return ours.bench_sustained(daemon, 5.0, options.sustained_seconds)
+    finally:
+        daemon.stop(timeout=180)
 
 
 def run_peers(options, say):
@@ -124,12 +146,18 @@ def assemble(o, p):
                  {"docker run --rm echo": get("docker_run_echo")},
                  pool_hit_rate=o["warm_create_hits"]),
         scenario("create_snippet_destroy",
-                 "create -> python3 -c 'print(6 * 7)' -> destroy (SDK)",
+                 "create -> python3 -c 'print(6 * 7)' -> destroy (SDK), back to back",
                  summary(o["csd"]),
                  {"docker run --rm python3 -c": get("docker_run_snippet"),
                   "llm-sandbox open/run/close": get("llm_snippet"),
                   "epicbox.run": get("epicbox_snippet")},
                  pool_hit_rate=o["csd_hits"]),
+        scenario("at_rest_create_snippet_destroy",
+                 "  same, pool at rest before each (no refill running)",
+                 summary(o["snippet_at_rest"][0]),
+                 {"docker run --rm python3 -c": get("docker_run_snippet"),
+                  "llm-sandbox open/run/close": get("llm_snippet"),
+                  "epicbox.run": get("epicbox_snippet")}),
         scenario("create_echo_destroy", "create -> echo hello -> destroy (SDK)",
                  summary(o["ced"]),
                  {"docker run --rm echo": get("docker_run_echo")},
@@ -161,6 +189,8 @@ def assemble(o, p):
                  warm=o["burst_warm"]),
         sustained("sustained_5_per_s",
                   "5 creates/s, closed loop (each destroyed right after)", o, "sustained"),
+        sustained("sized_pool_5_per_s",
+                  "5 creates/s, closed loop, pool.total_warm = 32", o, "sized"),
         sustained("open_loop_5_per_s",
                   "5 creates/s, open loop (arrivals on schedule)", o, "open"),
     ]
@@ -244,6 +274,7 @@ def main(argv=None):
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
         o = run_ours(options, say)
+        o["sized"], o["sized_hits"], o["sized_at"] = run_sized_pool(options, say)
         say(f"sandboxd: idle pool of 20 for {options.idle_seconds} s")
         idle_cpu = ours.bench_idle_pool_cpu(20, options.idle_seconds)
         say(f"sandboxd: scaling to {options.levels} live sandboxes")

@@ -75,13 +75,41 @@ def parent(pid):
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
+def process_tree():
+    """
+    {pid: [child pids]} of every process on the host.
+    """
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                children.setdefault(parent(name), []).append(int(name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return children
+
+
+def tree_pss(pid, children):
+    """
+    PSS of ``pid`` and every process below it: a sandbox's agent (init and
+    server) and its Python zygote, idle.
+    """
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += pss_bytes(current)
+        stack.extend(children.get(current, ()))
+    return total
+
+
 def memory(daemon, live_ids):
     """
     Daemon RSS, and per live sandbox the agent's and its shim's RSS and
-    PSS (MB).
+    PSS, and the PSS of all the sandbox's processes (MB).
     """
     found = containers(daemon)
-    agents, shims, agents_pss, shims_pss = [], [], [], []
+    children = process_tree()
+    agents, shims, agents_pss, shims_pss, sandboxes_pss = [], [], [], [], []
     for sid in live_ids:
         if sid not in found:
             continue
@@ -92,6 +120,7 @@ def memory(daemon, live_ids):
             shims.append(rss_bytes(shim) / MB)
             agents_pss.append(pss_bytes(pid) / MB)
             shims_pss.append(pss_bytes(shim) / MB)
+            sandboxes_pss.append(tree_pss(pid, children) / MB)
         except OSError:
             continue
 
@@ -112,6 +141,7 @@ def memory(daemon, live_ids):
         "shim_rss": stats(shims),
         "agent_pss": stats(agents_pss),
         "shim_pss": stats(shims_pss),
+        "sandbox_pss": stats(sandboxes_pss),
     }
 
 
