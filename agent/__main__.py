@@ -1,26 +1,15 @@
 """
 `python3 -m agent` (or `sandbox-agent`): the guest agent of a sandbox.
+
+As PID 1 it forks before loading the server: the init that stays behind
+(reaping orphans, forwarding signals) then holds little more than a bare
+interpreter, instead of a copy of every module the server loads.
 """
 
+import os
 import sys
 
-# asyncio imports ssl and hashlib imports _hashlib, and with them libssl
-# and libcrypto (several MB resident), for TLS the agent never serves and
-# one HMAC-SHA256 per connection that the builtin sha256 does as well.
-# Keep them out while the agent loads; net.fetch imports ssl for real when
-# it first needs it.
-_BLOCKED = [name for name in ("ssl", "_hashlib") if name not in sys.modules]
-for _name in _BLOCKED:
-    sys.modules[_name] = None
-
-import asyncio  # noqa: E402
-import os  # noqa: E402
-
-from . import init, server  # noqa: E402
-
-for _name in _BLOCKED:
-    if sys.modules.get(_name, 0) is None:
-        del sys.modules[_name]
+from . import init
 
 
 def main():
@@ -38,7 +27,30 @@ def main():
     sys.exit(status)
 
 
+def _load_server():
+    """
+    asyncio and the server.  asyncio imports ssl and hashlib imports
+    _hashlib, and with them libssl and libcrypto (several MB resident), for
+    TLS the agent never serves and one HMAC-SHA256 per connection that the
+    builtin sha256 does as well: keep them out while these load; net.fetch
+    imports ssl for real when it first needs it.
+    """
+    blocked = [name for name in ("ssl", "_hashlib") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None
+    try:
+        import asyncio
+
+        from . import server
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
+    return asyncio, server
+
+
 def _serve(config):
+    asyncio, server = _load_server()
     asyncio.run(
         server.serve(
             config.secret,

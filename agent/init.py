@@ -4,10 +4,8 @@ process, and when the agent is PID 1 run a tiny init beside it.
 """
 
 import os
-import re
 import signal
 import sys
-import traceback
 
 from .reaper import exit_code
 
@@ -15,7 +13,7 @@ ENV_PREFIX = "SANDBOX_AGENT_"
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 7070
 _PR_SET_DUMPABLE = 4
-_SECRET = re.compile(r"[0-9a-fA-F]{64}")
+_HEX = frozenset("0123456789abcdefABCDEF")
 _FORWARDED = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -58,7 +56,7 @@ def take_config(environ=os.environ):
     secret = values.get("SECRET")
     if not secret:
         raise ConfigError(f"{ENV_PREFIX}SECRET is not set")
-    if not _SECRET.fullmatch(secret):
+    if len(secret) != 64 or not _HEX.issuperset(secret):
         raise ConfigError(f"{ENV_PREFIX}SECRET must be 64 hex characters")
     try:
         port = int(values.get("PORT", DEFAULT_PORT))
@@ -131,6 +129,8 @@ def run_as_init(child_main):
         try:
             status = child_main()
         except BaseException:
+            import traceback  # PID 1 stays small: only when it is needed
+
             traceback.print_exc()
         finally:
             sys.stderr.flush()
