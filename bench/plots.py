@@ -149,7 +149,8 @@ def scaling_latency(results, out):
 
 def sustained(results, out):
     rows = [r for r in results["scenarios"]
-            if r["key"] in ("sustained_5_per_s", "open_loop_5_per_s") and "warm_flags" in r]
+            if r["key"] in ("sustained_5_per_s", "sized_pool_5_per_s", "open_loop_5_per_s")
+            and "warm_flags" in r]
     if not rows:
         return
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 3.2 * len(rows)), squeeze=False)
