@@ -13,9 +13,9 @@ from . import params, wire
 from .errors import RequestError
 from .methods import METHODS
 from .reaper import Reaper
-from .zygote import Zygote
 from .stream import Stream
 from .wire import Code, FrameType, ProtocolError
+from .zygote import Zygote
 
 #: Seconds a connection may take to authenticate.
 AUTH_TIMEOUT = 30.0

@@ -88,7 +88,6 @@ class Zygote:
         self._watched = {}
         self._exited = {}
         self._down_since = None
-        self._resolved = {}
 
     @property
     def running(self):
@@ -139,13 +138,19 @@ class Zygote:
         """
         Stop the zygote (it exits when its channel closes).
         """
+        self._hang_up(grace=1)
+
+    def _hang_up(self, grace):
+        """
+        Close the channel and reap the zygote, killed after ``grace`` seconds.
+        """
         if self._channel is not None:
             self._loop.remove_reader(self._channel.fileno())
             self._channel.close()
             self._channel = None
         if self._process is not None:
             try:
-                self._process.wait(timeout=1)  # it exits on the hang-up
+                self._process.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
@@ -166,17 +171,19 @@ class Zygote:
         return self.running or self._restart()
 
     def _same_interpreter(self, name, path):
-        key = (name, path)
-        if key not in self._resolved:
-            found = shutil.which(name, path=path) if "/" not in name else name
-            same = found is not None and (
-                os.path.dirname(os.path.abspath(found)) == os.path.dirname(self._interpreter)
-                and os.path.realpath(found) == os.path.realpath(self._interpreter)
-            )
-            if len(self._resolved) > 64:
-                self._resolved.clear()
-            self._resolved[key] = same
-        return self._resolved[key]
+        """
+        Whether ``name``, looked up as exec would, is the zygote's interpreter
+        (the same file in the same directory).  Not cached: a program put on
+        the PATH later must be found.
+        """
+        if "/" in name:
+            found = name if os.path.isabs(name) else None
+        else:
+            found = shutil.which(name, path=path)
+        return found is not None and (
+            os.path.dirname(os.path.abspath(found)) == os.path.dirname(self._interpreter)
+            and os.path.realpath(found) == os.path.realpath(self._interpreter)
+        )
 
     def _restart(self):
         now = self._loop.time()
@@ -267,14 +274,7 @@ class Zygote:
         any way to learn how they end.  Kill them and report them killed;
         try a new zygote after RESTART_DELAY.
         """
-        if self._channel is not None:
-            self._loop.remove_reader(self._channel.fileno())
-            self._channel.close()
-            self._channel = None
-        if self._process is not None:
-            self._process.kill()
-            self._process.wait()
-            self._process = None
+        self._hang_up(grace=0)
         self._down_since = self._loop.time()
         watched, self._watched = self._watched, {}
         for pid, callback in watched.items():
@@ -282,4 +282,4 @@ class Zygote:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
-            callback(signal.SIGKILL)  # the wait status of a SIGKILL death
+            self._loop.call_soon(callback, signal.SIGKILL)  # a SIGKILL death's wait status

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import time
 
+from twisted.trial.unittest import SynchronousTestCase
+
 from agent import zygote
 
 from .agent_helpers import AGENT_PYTHON, AgentProcess, pids_in_group, wait_until
@@ -180,3 +182,39 @@ class ZygoteLossTests(AgentTestCase):
         self.addCleanup(client.close)
         reply = client.call("process.exec", {"cmd": [AGENT_PYTHON, "-c", "import os; print(os.getppid())"]})
         self.assertEqual(int(reply.stdout), agent.pid)
+
+
+class ZygoteMessageTests(SynchronousTestCase):
+    """
+    What the zygote sends is parsed as untrusted: sandbox code can replace it.
+    """
+
+    def test_parse(self):
+        """
+        Only ASCII messages of the three kinds pass; pids must be a child's.
+        """
+        self.assertEqual(zygote._parse(b"pid 42"), ("pid", "42"))
+        self.assertEqual(zygote._parse(b"exit 42 9"), ("exit", "42 9"))
+        for bad in (b"spawn 1", b"", b"\xff\xfe", b"pid\xc3\xa9 1"):
+            self.assertRaises(ValueError, zygote._parse, bad)
+        self.assertEqual(zygote._pid("42"), 42)
+        for bad in ("1", "0", "-5", "x", ""):
+            self.assertRaises(ValueError, zygote._pid, bad)
+
+    def test_only_the_same_interpreter(self):
+        """
+        A link to the interpreter from another directory (a virtualenv's
+        ``python``) and a relative path are not the zygote's interpreter.
+        """
+        directory = self.mktemp()
+        os.mkdir(directory)
+        os.symlink(AGENT_PYTHON, os.path.join(directory, "python"))
+        z = zygote.Zygote(loop=None, env={}, cwd=directory, devnull=None,
+                          interpreter=AGENT_PYTHON)
+        self.assertTrue(z._same_interpreter(AGENT_PYTHON, ""))
+        self.assertTrue(z._same_interpreter(
+            os.path.basename(AGENT_PYTHON), os.path.dirname(AGENT_PYTHON)))
+        self.assertFalse(z._same_interpreter("python", directory))
+        self.assertFalse(z._same_interpreter(os.path.join(directory, "python"), ""))
+        self.assertFalse(z._same_interpreter("./python", directory))
+        self.assertFalse(z._same_interpreter("no-such-python", directory))
