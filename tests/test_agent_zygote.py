@@ -85,6 +85,23 @@ class ZygoteTests(AgentTestCase):
                 code,
             )
 
+    def test_streams_follow_their_files(self):
+        """
+        The standard streams match a fresh interpreter's whatever the files
+        behind them: stdin from /dev/null (no stdin given) or from a pipe.
+        """
+        code = ("import sys; print([(s.seekable(), s.isatty(), s.line_buffering, s.buffer.raw.name)"
+                " for s in (sys.stdin, sys.stdout, sys.stderr)])")
+        for stdin in (None, "input"):
+            params = {} if stdin is None else {"stdin": stdin}
+            reply = self.snippet(code, cwd=self.tmp, **params)
+            fresh = subprocess.run(
+                [AGENT_PYTHON, "-c", code], cwd=self.tmp, env=self.agent_env(),
+                capture_output=True, **({"stdin": subprocess.DEVNULL} if stdin is None
+                                        else {"input": stdin.encode()}),
+            )
+            self.assertEqual((reply.stdout, reply.stderr), (fresh.stdout, fresh.stderr), stdin)
+
     def test_only_standard_descriptors(self):
         """
         The child holds stdin, stdout and stderr and nothing of the zygote's.
