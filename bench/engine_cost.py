@@ -16,10 +16,8 @@ agent's own start-up cost is the difference), on the bridge or with no network
 """
 
 import argparse
-import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,25 +27,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from sandboxd.runtimes.docker import ICC_OPTION, container_config  # noqa: E402
 from sandboxd.runtimes.interface import SandboxSpec  # noqa: E402
+from tests.daemon import UnixHTTPConnection  # noqa: E402
 
 NETWORK = "sandboxd-engine-cost"
 OWNER = "/bench/engine-cost"
 
 
-class EngineConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=120)
-        self._path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
-
-
 def engine(method, path, body=None):
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    connection = EngineConnection(host.removeprefix("unix://"))
+    connection = UnixHTTPConnection(host.removeprefix("unix://"), timeout=120)
     try:
         connection.request(method, path, json.dumps(body) if body is not None else None,
                            {"Content-Type": "application/json"})

@@ -40,18 +40,27 @@ def flush(warm):
         daemon.stop(timeout=180)
 
 
-def sustained(floor, max_warm, seconds):
+def sustained_from(floor, max_warm, seconds, say=print):
+    """
+    5 creates/s for ``seconds`` (closed loop) from a pool whose floor is
+    ``floor``: (latencies, per-create warm flags, seconds into the run).
+    """
     daemon = Daemon(min_base=floor, pool_config=f"max_warm = {max(floor, max_warm)}\n")
     daemon.start(timeout=300)
     try:
         ours.wait_at_rest(daemon, timeout=300)
-        _, warm, offsets = ours.bench_sustained(daemon, 5.0, seconds)
-        misses = [at for at, hit in zip(offsets, warm) if not hit]
-        print(f"floor {floor}: {len(warm)} creates in {offsets[-1]:.1f} s, hit rate"
-              f" {sum(warm) / len(warm):.1%}"
-              + (f", first miss at {misses[0]:.1f} s" if misses else ""))
+        say(f"sandboxd: 5 creates/s for {seconds} s, pool floor {floor}")
+        return ours.bench_sustained(daemon, 5.0, seconds)
     finally:
         daemon.stop(timeout=180)
+
+
+def sustained(floor, max_warm, seconds):
+    _, warm, offsets = sustained_from(floor, max_warm, seconds)
+    misses = [at for at, hit in zip(offsets, warm) if not hit]
+    print(f"floor {floor}: {len(warm)} creates in {offsets[-1]:.1f} s, hit rate"
+          f" {sum(warm) / len(warm):.1%}"
+          + (f", first miss at {misses[0]:.1f} s" if misses else ""))
 
 
 def main(argv=None):

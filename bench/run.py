@@ -26,6 +26,7 @@ sys.path.insert(0, HERE)
 
 import ours  # noqa: E402
 import peers  # noqa: E402
+from refill import sustained_from  # noqa: E402
 from report import console_table, markdown_table, scenario  # noqa: E402
 from runtimes import runtime_scenarios  # noqa: E402
 from scaling import bench_scaling  # noqa: E402
@@ -93,22 +94,6 @@ def run_ours(options, say):
 #: (docs/pool.md), so a 300-create minute needs about 300 - 4 x 60 = 60 in
 #: stock at its start.
 SIZED_FLOOR, SIZED_CEILING = 60, 64
-
-
-def run_sized_pool(options, say):
-    """
-    The closed-loop 5 creates/s run again, on a daemon whose pool is sized
-    for it (SIZED_FLOOR warm at the start).
-    """
-    daemon = Daemon(min_base=SIZED_FLOOR, pool_config=f"max_warm = {SIZED_CEILING}\n")
-    daemon.start(timeout=180)
-    try:
-        ours.wait_at_rest(daemon, timeout=300)
-        say(f"sandboxd: 5 creates/s for {options.sustained_seconds} s,"
-            f" pool floor {SIZED_FLOOR}")
-        return ours.bench_sustained(daemon, 5.0, options.sustained_seconds)
-    finally:
-        daemon.stop(timeout=180)
 
 
 def run_peers(options, say):
@@ -278,7 +263,9 @@ def main(argv=None):
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
         o = run_ours(options, say)
-        o["sized"], o["sized_hits"], o["sized_at"] = run_sized_pool(options, say)
+        o["sized"], o["sized_hits"], o["sized_at"] = sustained_from(
+            SIZED_FLOOR, SIZED_CEILING, options.sustained_seconds, say
+        )
         say(f"sandboxd: idle pool of 20 for {options.idle_seconds} s")
         idle_cpu = ours.bench_idle_pool_cpu(20, options.idle_seconds)
         say(f"sandboxd: scaling to {options.levels} live sandboxes")
