@@ -32,6 +32,10 @@ from sandboxd.protocols.agent import IStreamHandler
 _FT = wire.FrameType
 _RELAYED = frozenset({_FT.DATA, _FT.END, _FT.CANCEL, _FT.WINDOW})
 
+#: Bytes of client messages held while the agent reconnects; beyond, they
+#: go on at once (and fail with SANDBOX_UNAVAILABLE).
+HOLD_LIMIT = 8 * 1024 * 1024
+
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_AGENT_LOST = 1011
@@ -55,6 +59,10 @@ class SandboxSession(WebSocketServerProtocol):
     """
     One client's session with one sandbox.
     """
+
+    #: Client messages held while the agent reconnects (else None).
+    _held = None
+    _heldSize = 0
 
     def onConnect(self, request):
         sandbox_id = sandbox_id_from_path(request.path)
@@ -130,6 +138,23 @@ class SandboxSession(WebSocketServerProtocol):
         return detached
 
     def onMessage(self, payload, isBinary):
+        if self._held is None and getattr(self._connection, "reconnecting", False):
+            # The agent's server was killed and is coming back (a link,
+            # sandboxd.protocols.link): hold the client's messages till then.
+            self._held = []
+            self._connection.whenConnected().addCallback(self._release)
+        if self._held is not None and self._heldSize + len(payload) <= HOLD_LIMIT:
+            self._held.append((payload, isBinary))
+            self._heldSize += len(payload)
+            return
+        self._relay(payload, isBinary)
+
+    def _release(self, up):
+        held, self._held, self._heldSize = self._held, None, 0
+        for payload, isBinary in held:
+            self._relay(payload, isBinary)
+
+    def _relay(self, payload, isBinary):
         if not isBinary:
             self._protocolError(wire.Code.BAD_PAYLOAD, "messages must be binary frames")
             return
