@@ -12,6 +12,7 @@ from twisted.web.server import Site
 
 from sandboxd.api.app import SandboxAPI
 from sandboxd.config import ConfigError, load_config
+from sandboxd.eventfeed import EventFeed
 from sandboxd.manager import SandboxManager
 from sandboxd.runtimes.docker import DockerRuntime
 from sandboxd.service import ManagerService
@@ -60,7 +61,8 @@ def makeService(options, reactor=None):
     manager = SandboxManager(
         reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
     )
-    api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor))
+    api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor),
+                     events=EventFeed(store))
     site = QuietSite(api.resource())
     site.displayTracebacks = False
     top = MultiService()

@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from sandboxd import __version__
 from sandboxd.api.errors import ApiError, error_body
+from sandboxd.api.events import EventStreamResource, parse_stream_request
 from sandboxd.api.requests import (
     MAX_EVENT_PAGE,
     event_json,
@@ -40,8 +41,9 @@ class SandboxAPI:
     app = Klein()
     log = Logger()
 
-    def __init__(self, manager, config, clock, stats=None):
+    def __init__(self, manager, config, clock, stats=None, events=None):
         self._manager = manager
+        self._events = events
         self._config = config
         self._clock = clock
         self._stats = stats
@@ -187,6 +189,13 @@ class SandboxAPI:
         return _json(request, status)
 
     # Events
+
+    @app.route("/events", methods=["GET"])
+    def eventStream(self, request):
+        if self._events is None:
+            raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no event stream")
+        after, wanted = parse_stream_request(request)
+        return EventStreamResource(self._events, self._clock, after, wanted)
 
     @app.route("/events/history", methods=["GET"])
     def eventHistory(self, request):
