@@ -60,7 +60,13 @@ class IEventFeed(Interface):
     Kept events and new ones (what an SSE stream reads).
     """
 
-    subscribers = Attribute("How many subscribers there are now.")
+    subscribers = Attribute("How many subscribers (clients) there are now.")
+
+    def observe(observer):
+        """
+        Call ``observer(event)`` with every new event, for the daemon's own
+        use (metrics); not counted as a subscriber, never dropped.
+        """
 
     def subscribe(subscriber):
         """Deliver every new event to ``subscriber`` (an IEventSubscriber)."""
@@ -74,6 +80,9 @@ class IEventFeed(Interface):
     def bounds():
         """``(oldest, newest)`` ids of the kept events, ``(None, None)`` if none."""
 
+    def record(type, sandbox_id=None, data=None, identity=""):
+        """Record a new event (it reaches the subscribers); return it."""
+
 
 @implementer(IEventFeed)
 class EventFeed:
@@ -83,14 +92,18 @@ class EventFeed:
 
     log = Logger()
 
-    def __init__(self, store):
+    def __init__(self, store, clock):
         self._store = store
+        self._clock = clock
         self._subscribers = []
         store.observeEvents(self._publish)
 
     @property
     def subscribers(self):
         return len(self._subscribers)
+
+    def observe(self, observer):
+        self._store.observeEvents(observer)
 
     def subscribe(self, subscriber):
         self._subscribers.append(subscriber)
@@ -100,6 +113,13 @@ class EventFeed:
             self._subscribers.remove(subscriber)
         except ValueError:
             pass
+
+    def record(self, type, sandbox_id=None, data=None, identity=""):
+        """
+        Record an event that belongs to no sandbox's lifecycle (``pool.*``,
+        ``config.*``); subscribers get it like any other.
+        """
+        return self._store.addEvent(type, sandbox_id, self._clock.seconds(), data, identity)
 
     def replay(self, after, limit):
         return self._store.events(after, limit)

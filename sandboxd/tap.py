@@ -14,6 +14,7 @@ from sandboxd.api.app import SandboxAPI
 from sandboxd.config import ConfigError, load_config
 from sandboxd.eventfeed import EventFeed
 from sandboxd.manager import SandboxManager
+from sandboxd.metrics import DaemonMetrics, MeteredResource
 from sandboxd.runtimes.docker import DockerRuntime
 from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
@@ -61,9 +62,11 @@ def makeService(options, reactor=None):
     manager = SandboxManager(
         reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
     )
+    events = EventFeed(store, reactor)
+    metrics = DaemonMetrics(reactor, manager, events, SandboxAPI.app.url_map)
     api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor),
-                     events=EventFeed(store))
-    site = QuietSite(api.resource())
+                     events=events, metrics=metrics)
+    site = QuietSite(MeteredResource(api.resource(), metrics, reactor))
     site.displayTracebacks = False
     top = MultiService()
     ManagerService(manager, reactor).setServiceParent(top)

@@ -82,7 +82,7 @@ class EventStreamTests(SynchronousTestCase):
         self.store = Store(directory)
         self.addCleanup(self.store.close)
         self.clock = Clock()
-        self.feed = EventFeed(self.store)
+        self.feed = EventFeed(self.store, self.clock)
         api = SandboxAPI(None, Config(), self.clock, events=self.feed)
         self.site = Site(api.resource(), reactor=self.clock)
 

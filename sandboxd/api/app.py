@@ -23,6 +23,7 @@ from sandboxd.api.requests import (
 )
 from sandboxd.api.session import SessionFactory
 from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
+from sandboxd.metrics import CONTENT_TYPE
 from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
 from sandboxd.runtimes.interface import RuntimeFailure
 
@@ -41,16 +42,17 @@ class SandboxAPI:
     app = Klein()
     log = Logger()
 
-    def __init__(self, manager, config, clock, stats=None, events=None):
+    def __init__(self, manager, config, clock, stats=None, events=None, metrics=None):
         self._manager = manager
         self._events = events
+        self._metrics = metrics
         self._config = config
         self._clock = clock
         self._stats = stats
         self._creates = RateLimiter(
             config.limits.create_rate_limit, config.limits.rate_limit_entries, clock
         )
-        self._sessions = WebSocketResource(SessionFactory(manager, clock))
+        self._sessions = WebSocketResource(SessionFactory(manager, clock, metrics))
 
     def resource(self):
         return self.app.resource()
@@ -177,6 +179,7 @@ class SandboxAPI:
         body = read_json_object(request)
         count = parse_pool_count(body, self._config.pool.max_warm)
         self._manager.pools.resize(profile, count)
+        self._record("pool.resized", profile=profile, count=count)
         return _json(request, self._manager.pools.status()[profile])
 
     @app.route("/pools/<profile>/flush", methods=["POST"])
@@ -186,9 +189,14 @@ class SandboxAPI:
         flushed = self._manager.pools.flush(profile)
         status = self._manager.pools.status()[profile]
         status["flushed"] = flushed
+        self._record("pool.flushed", profile=profile, flushed=flushed)
         return _json(request, status)
 
     # Events
+
+    def _record(self, type, **data):
+        if self._events is not None:
+            self._events.record(type, None, data)
 
     @app.route("/events", methods=["GET"])
     def eventStream(self, request):
@@ -223,6 +231,13 @@ class SandboxAPI:
                 for p in self._manager.profiles.values()
             ],
         )
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request):
+        if self._metrics is None:
+            raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no metrics")
+        request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+        return self._metrics.exposition()
 
     @app.route("/health", methods=["GET"])
     def health(self, request):

@@ -8,7 +8,9 @@ Each event is written as::
     event: sandbox.created
     data: {"id": 42, "type": "sandbox.created", ...}
 
-A client that reconnects with ``Last-Event-ID: 42`` (or asks ``?after=42``)
+The stream starts with a bare ``id:`` line: the point it starts from, so a
+client that reconnects before any event came misses nothing.  A client that
+reconnects with ``Last-Event-ID: 42`` (or asks ``?after=42``)
 first gets every kept event after 42 from the store, then new ones as they
 are recorded; if some of the events it missed are no longer kept, a ``gap``
 event (no ``id:``) says which.  ``?sandbox=`` and ``?type=`` filter.
@@ -44,7 +46,7 @@ MAX_BUFFERED = 1000
 REPLAY_PAGE = 200
 #: Seconds a dropped subscriber gets to read its final event before its
 #: connection is aborted.
-DROP_GRACE = 10.0
+DROP_GRACE = 30.0
 #: Longest ``?type=`` or ``?sandbox=`` value taken.
 _MAX_FILTER = 256
 
@@ -143,6 +145,9 @@ class EventStream:
         request.notifyFinish().addBoth(self._closed)
         self._write(b": sandboxd events\n\n")
         self._cursor = self._startingPoint()
+        # An id with no data sets the client's Last-Event-ID without an
+        # event: a reconnect before any event continues from here exactly.
+        self._write(f"id: {self._cursor}\n\n".encode())
         self._feed.subscribe(self)
         self._ping = LoopingCall(self._keepAlive)
         self._ping.clock = self._clock
