@@ -1,0 +1,110 @@
+"""
+Unit tests of sandboxd/metrics.py: label bounds, route templates, request
+timing on a Clock through the real Klein app (StubTreq), events counted.
+"""
+
+from prometheus_client.parser import text_string_to_metric_families
+from treq.testing import StubTreq
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from sandboxd import metrics as metrics_module
+from sandboxd.api.app import SandboxAPI
+from sandboxd.config import Config
+from sandboxd.metrics import DaemonMetrics, MeteredResource
+from sandboxd.store import Event
+
+
+def samples(metrics):
+    found = {}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+class MetricsTests(TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.metrics = DaemonMetrics(self.clock, routes=SandboxAPI.app.url_map)
+
+    def test_own_registry(self):
+        """
+        Two DaemonMetrics do not share series (no global registry).
+        """
+        other = DaemonMetrics(self.clock)
+        self.metrics.requestDone("GET", "/health", 200, 0.001)
+        self.assertIn(("sandboxd_http_requests_total",
+                       (("method", "GET"), ("route", "/health"), ("status", "200"))),
+                      samples(self.metrics))
+        self.assertNotIn(("sandboxd_http_requests_total",
+                          (("method", "GET"), ("route", "/health"), ("status", "200"))),
+                         samples(other))
+
+    def test_method_labels_bounded(self):
+        """
+        Agent method names come from clients: odd ones and any beyond
+        MAX_METHODS distinct names are counted as ``other``.
+        """
+        self.patch(metrics_module, "MAX_METHODS", 2)
+        for method in ("fs.read", "process.exec", "fs.write", "../../x", None, "A" * 99):
+            self.clock.advance(1)
+            self.metrics.callEnded(self.metrics.callStarted(method))
+        found = samples(self.metrics)
+        counts = {dict(labels)["method"]: value for (name, labels), value in found.items()
+                  if name == "sandboxd_agent_call_duration_seconds_count"}
+        self.assertEqual(counts, {"fs.read": 1, "process.exec": 1, "other": 4})
+
+    def test_events_counted(self):
+        """
+        sandbox.created counts a create by profile and method; destroyed
+        and failed count ends.
+        """
+        for type, data in (("sandbox.created", {"profile": "python", "method": "cold"}),
+                           ("sandbox.destroyed", {}), ("sandbox.failed", {})):
+            self.metrics.deliver(Event(1, type, "sbx-1", "", 0.0, data))
+        found = samples(self.metrics)
+        self.assertEqual(found[("sandboxd_sandbox_creates_total",
+                                (("method", "cold"), ("profile", "python")))], 1)
+        self.assertEqual(found[("sandboxd_sandbox_ends_total", (("outcome", "failed"),))], 1)
+        self.assertEqual(found[("sandboxd_events_total", (("type", "sandbox.destroyed"),))], 1)
+
+    async def test_metered_requests(self):
+        """
+        Requests through MeteredResource are counted by route template and
+        status and timed on the injected clock; /metrics serves them.
+        """
+        api = SandboxAPI(None, Config(), self.clock, metrics=self.metrics)
+        treq = StubTreq(MeteredResource(api.resource(), self.metrics, self.clock))
+        response = await treq.get("http://localhost/sandboxes/sbx-00000000/nope")
+        self.assertEqual(response.code, 404)
+        await response.content()
+        response = await treq.get("http://localhost/metrics")
+        self.assertEqual(response.code, 200)
+        self.assertIn(b"text/plain", response.headers.getRawHeaders(b"content-type")[0])
+        text = (await response.content()).decode()
+        self.assertIn('sandboxd_http_requests_total{method="GET",route="unmatched",'
+                      'status="404"} 1.0', text)
+        self.assertEqual(self.metrics.route(_Request(b"DELETE", b"/sandboxes/sbx-1")),
+                         "/sandboxes/<sandbox_id>")
+        self.assertEqual(self.metrics.route(_Request(b"PATCH", b"/sandboxes/sbx-1")),
+                         "unmatched")
+
+    def test_streams_not_timed(self):
+        """
+        /events and the session route are counted but not put in the
+        latency histogram (their time is the stream's life).
+        """
+        self.metrics.requestDone("GET", "/events", 200, 3600.0)
+        found = samples(self.metrics)
+        self.assertEqual(found[("sandboxd_http_requests_total",
+                                (("method", "GET"), ("route", "/events"), ("status", "200")))],
+                         1)
+        self.assertNotIn(("sandboxd_http_request_duration_seconds_count",
+                          (("method", "GET"), ("route", "/events"))), found)
+
+
+class _Request:
+    def __init__(self, method, path):
+        self.method = method
+        self.path = path
