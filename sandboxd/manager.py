@@ -170,6 +170,21 @@ class SandboxManager(SandboxFailures):
             else:
                 await deferLater(self._reactor, 0.05, lambda: None)
 
+    async def reload(self, config):
+        """
+        Apply a new configuration live (sandboxd/reload.py): profiles and
+        their pools, limits, pool sizing.  The runtimes of new profiles are
+        prepared first; if that fails nothing changes.  Handed-out
+        sandboxes keep what they were created with.  Return what the pools
+        did (``PoolSet.reload``).
+        """
+        await self._runtime.prepare({p.runtime for p in config.profiles.values()})
+        self._config = config
+        self.profiles = dict(config.profiles)
+        self.capacity.reload(config.limits)
+        self.reaper.reload(config.limits.idle_timeout)
+        return self.pools.reload(self.profiles, config.pool)
+
     # Queries
 
     def get(self, sandbox_id):

@@ -15,6 +15,7 @@ from sandboxd.config import ConfigError, load_config
 from sandboxd.eventfeed import EventFeed
 from sandboxd.manager import SandboxManager
 from sandboxd.metrics import DaemonMetrics, MeteredResource
+from sandboxd.reload import ConfigReloader, ReloadService, applier
 from sandboxd.runtimes.docker import DockerRuntime
 from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
@@ -70,6 +71,8 @@ def makeService(options, reactor=None):
     site.displayTracebacks = False
     top = MultiService()
     ManagerService(manager, reactor).setServiceParent(top)
+    reloader = ConfigReloader(options["config"], config, applier(manager, api), events)
+    ReloadService(reloader, reactor).setServiceParent(top)
     for description in config.endpoint_strings():
         strports.service(description, site).setServiceParent(top)
     return top

@@ -57,6 +57,13 @@ class SandboxAPI:
     def resource(self):
         return self.app.resource()
 
+    def reload(self, config):
+        """
+        Serve with a new configuration (its limits, rate limit, pool caps).
+        """
+        self._config = config
+        self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries)
+
     @app.handle_errors(ApiError)
     def _apiError(self, request, failure):
         error = failure.value
