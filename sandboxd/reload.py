@@ -11,9 +11,12 @@ applied through ``apply`` (the manager's and the API's ``reload``), and a
 
 ``ReloadService`` installs the SIGHUP handler and polls the file's
 ``stat`` on the reactor's clock (an edit is applied once the file has
-stayed the same for one poll, so a half-written file is not read).
+stayed the same for one poll, so a half-written file is not read).  With
+no file, it reloads once at start: the built-in defaults then add a profile
+for each sandbox image present (sandboxd/defaults.py).
 """
 
+import inspect
 import os
 import signal
 
@@ -83,8 +86,12 @@ class ConfigReloader:
     async def _reload(self, why):
         try:
             new = self._load(self.path, self._environ)
+            if inspect.isawaitable(new):
+                new = await new
         except ConfigError as e:
             return self._reject(e.key or "", str(e), why)
+        except Exception as e:
+            return self._reject("", f"{self.path or '<defaults>'}: cannot read: {e}", why)
         changed = changed_keys(self.config, new)
         waiting = [key for key in changed if key.partition(".")[0] in RESTART_SECTIONS]
         live = attrs.evolve(new, **{name: getattr(self.config, name)
@@ -123,8 +130,11 @@ class ReloadService(Service):
 
     log = Logger()
 
-    def __init__(self, reloader, clock, interval=POLL_INTERVAL, signals=signal):
+    def __init__(self, reloader, clock, interval=POLL_INTERVAL, signals=signal,
+                 reload_when=None):
         self._reloader = reloader
+        #: A Deferred (the manager's start) after which to reload once, or None.
+        self._reload_when = reload_when
         self._clock = clock
         self._interval = interval
         self._signals = signals
@@ -135,6 +145,13 @@ class ReloadService(Service):
     def startService(self):
         super().startService()
         self._previous = self._signals.signal(signal.SIGHUP, self._hangup)
+        if self._reload_when is not None:
+
+            def reload(result):
+                self._reloader.reload("start")
+                return result
+
+            self._reload_when.addCallback(reload)
         if self._reloader.path is not None:
             self._seen = self._last = self._signature()
             self._watch = LoopingCall(self.poll)

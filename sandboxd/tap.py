@@ -12,6 +12,7 @@ from twisted.web.server import Site
 
 from sandboxd.api.app import SandboxAPI
 from sandboxd.config import ConfigError, load_config
+from sandboxd.defaults import defaults_loader
 from sandboxd.eventfeed import EventFeed
 from sandboxd.manager import SandboxManager
 from sandboxd.metrics import DaemonMetrics, MeteredResource
@@ -70,9 +71,13 @@ def makeService(options, reactor=None):
     site = QuietSite(MeteredResource(api.resource(), metrics, reactor))
     site.displayTracebacks = False
     top = MultiService()
-    ManagerService(manager, reactor).setServiceParent(top)
-    reloader = ConfigReloader(options["config"], config, applier(manager, api), events)
-    ReloadService(reloader, reactor).setServiceParent(top)
+    managing = ManagerService(manager, reactor)
+    managing.setServiceParent(top)
+    path = options["config"]
+    reloader = ConfigReloader(path, config, applier(manager, api), events,
+                              load=load_config if path else defaults_loader(runtime))
+    ReloadService(reloader, reactor, reload_when=None if path else managing.ready
+                  ).setServiceParent(top)
     for description in config.endpoint_strings():
         strports.service(description, site).setServiceParent(top)
     return top
