@@ -2,11 +2,11 @@
 The daemon's Prometheus metrics (``GET /metrics``, docs/metrics.md).
 
 ``DaemonMetrics`` owns one ``CollectorRegistry`` (no global state): counters
-and histograms fed as things happen (HTTP requests, creates and destroys
-seen on the event feed, agent calls relayed by sessions, pool boots), and a
-collector that reads the manager, its pools, the sessions and the event
-feed when scraped.  Process RSS and open fds come from prometheus-client's
-``ProcessCollector`` on the same registry.
+and histograms fed as things happen (HTTP requests, sandbox transitions
+observed on the manager's lifecycle, events recorded, agent calls relayed by
+sessions), and a collector that reads the manager, its pools, the sessions
+and the event feed when scraped.  Process RSS and open fds come from
+prometheus-client's ``ProcessCollector`` on the same registry.
 """
 
 import re
@@ -17,6 +17,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from werkzeug.exceptions import HTTPException
+from zope.interface import implementer
+
+from sandboxd.lifecycle import ISandboxObserver
+from sandboxd.sandbox import State
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -32,9 +36,12 @@ MAX_METHODS = 64
 _METHOD = re.compile(r"[a-z][a-z0-9_]{0,31}(\.[a-z][a-z0-9_]{0,31}){0,3}")
 
 
+@implementer(ISandboxObserver)
 class DaemonMetrics:
     """
-    Every metric of one daemon, in ``self.registry``.
+    Every metric of one daemon, in ``self.registry``; an observer of the
+    manager's lifecycle (creates, ends, warm boot times) and of the event
+    feed (events by type).
     """
 
     log = Logger()
@@ -58,7 +65,7 @@ class DaemonMetrics:
             "sandboxd_sandbox_creates", "Sandboxes handed out, by profile and warm|cold.",
             ["profile", "method"], registry=registry)
         self.ended = Counter(
-            "sandboxd_sandbox_ends", "Sandboxes that ended, by how (destroyed|failed).",
+            "sandboxd_sandbox_ends", "Handed-out sandboxes that ended, by how (destroyed|failed).",
             ["outcome"], registry=registry)
         self.agent_seconds = Histogram(
             "sandboxd_agent_call_duration_seconds",
@@ -74,6 +81,8 @@ class DaemonMetrics:
         registry.register(_StateCollector(self))
         if feed is not None:
             feed.observe(self.deliver)
+        if manager is not None:
+            manager.lifecycle.observe(self)
 
     # Fed as things happen
 
@@ -84,14 +93,25 @@ class DaemonMetrics:
 
     def deliver(self, event):
         """
-        An event from the feed: creates, ends and the event count.
+        An event recorded (from the feed).
         """
         self.events.labels(event.type).inc()
-        if event.type == "sandbox.created":
-            self.creates.labels(event.data.get("profile", ""),
-                                event.data.get("method", "")).inc()
-        elif event.type in ("sandbox.destroyed", "sandbox.failed"):
-            self.ended.labels(event.type.partition(".")[2]).inc()
+
+    def sandboxChanged(self, transition):
+        """
+        A sandbox moved (ISandboxObserver): count hand-outs by warm|cold and
+        ends; time warm boots (from the sandbox's creation to READY).
+        """
+        sandbox, new = transition.sandbox, transition.new
+        if transition.old is None:
+            return
+        if transition.handedOut:
+            self.creates.labels(sandbox.profile, sandbox.method or "").inc()
+        elif new is State.READY:
+            self.boot_seconds.labels(sandbox.profile).observe(
+                max(0.0, self._clock.seconds() - sandbox.created))
+        elif transition.ending and sandbox.claimed:
+            self.ended.labels("failed" if new is State.FAILED else "destroyed").inc()
 
     def callStarted(self, method):
         """
@@ -109,9 +129,6 @@ class DaemonMetrics:
     def callEnded(self, token):
         method, started = token
         self.agent_seconds.labels(method).observe(self._clock.seconds() - started)
-
-    def booted(self, profile, seconds):
-        self.boot_seconds.labels(profile).observe(seconds)
 
     def route(self, request):
         """

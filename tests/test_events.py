@@ -23,6 +23,7 @@ from sandboxd.api import events as events_module
 from sandboxd.api.app import SandboxAPI
 from sandboxd.config import Config
 from sandboxd.eventfeed import EventFeed, EventFilter, IEventFeed, IEventSubscriber
+from sandboxd.lifecycle import Lifecycle
 from sandboxd.store import Store
 
 
@@ -43,6 +44,16 @@ def dechunk(raw):
         body.append(rest[:size])
         rest = rest[size + 2:]
     return b"".join(body), False
+
+
+class NoManager:
+    """
+    The API's manager where no route used touches it (the session
+    factory observes its lifecycle).
+    """
+
+    def __init__(self):
+        self.lifecycle = Lifecycle()
 
 
 class Stream:
@@ -83,7 +94,7 @@ class EventStreamTests(SynchronousTestCase):
         self.addCleanup(self.store.close)
         self.clock = Clock()
         self.feed = EventFeed(self.store, self.clock)
-        api = SandboxAPI(None, Config(), self.clock, events=self.feed)
+        api = SandboxAPI(NoManager(), Config(), self.clock, events=self.feed)
         self.site = Site(api.resource(), reactor=self.clock)
 
     def add(self, type="sandbox.created", sandbox="sbx-1", **data):

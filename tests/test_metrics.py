@@ -12,7 +12,10 @@ from sandboxd import metrics as metrics_module
 from sandboxd.api.app import SandboxAPI
 from sandboxd.config import Config
 from sandboxd.metrics import DaemonMetrics, MeteredResource
+from sandboxd.lifecycle import Lifecycle, Transition
+from sandboxd.sandbox import Sandbox, State
 from sandboxd.store import Event
+from tests.test_events import NoManager
 
 
 def samples(metrics):
@@ -55,18 +58,36 @@ class MetricsTests(TestCase):
                   if name == "sandboxd_agent_call_duration_seconds_count"}
         self.assertEqual(counts, {"fs.read": 1, "process.exec": 1, "other": 4})
 
-    def test_events_counted(self):
+    def test_transitions_counted(self):
         """
-        sandbox.created counts a create by profile and method; destroyed
-        and failed count ends.
+        As a lifecycle observer: a hand-out counts a create by profile and
+        warm|cold, a warm boot is timed from the sandbox's creation to
+        READY, a handed-out sandbox ending counts as destroyed or failed
+        (a warm one discarded does not), and recorded events by type.
         """
-        for type, data in (("sandbox.created", {"profile": "python", "method": "cold"}),
-                           ("sandbox.destroyed", {}), ("sandbox.failed", {})):
-            self.metrics.deliver(Event(1, type, "sbx-1", "", 0.0, data))
+        lifecycle = Lifecycle()
+        lifecycle.observe(self.metrics)
+        warm = Sandbox(id="sbx-1", profile="python", image="i", runtime="docker",
+                       memory=1, cpu=1.0, storage=1, secret="s", created=self.clock.seconds())
+        self.clock.advance(0.4)
+        lifecycle.move(warm, State.READY)
+        warm.method, warm.claimed = "warm", True
+        lifecycle.move(warm, State.RUNNING)
+        lifecycle.move(warm, State.FAILED, "its container exited")
+        spare = Sandbox(id="sbx-2", profile="python", image="i", runtime="docker",
+                        memory=1, cpu=1.0, storage=1, secret="s", created=self.clock.seconds())
+        lifecycle.move(spare, State.READY)
+        lifecycle.move(spare, State.DESTROYING)
+        self.metrics.deliver(Event(1, "sandbox.destroyed", "sbx-1", "", 0.0, {}))
         found = samples(self.metrics)
         self.assertEqual(found[("sandboxd_sandbox_creates_total",
-                                (("method", "cold"), ("profile", "python")))], 1)
+                                (("method", "warm"), ("profile", "python")))], 1)
         self.assertEqual(found[("sandboxd_sandbox_ends_total", (("outcome", "failed"),))], 1)
+        self.assertNotIn(("sandboxd_sandbox_ends_total", (("outcome", "destroyed"),)), found)
+        self.assertEqual(found[("sandboxd_pool_boot_duration_seconds_count",
+                                (("profile", "python"),))], 2)
+        self.assertEqual(found[("sandboxd_pool_boot_duration_seconds_sum",
+                                (("profile", "python"),))], 0.4)
         self.assertEqual(found[("sandboxd_events_total", (("type", "sandbox.destroyed"),))], 1)
 
     async def test_metered_requests(self):
@@ -74,7 +95,7 @@ class MetricsTests(TestCase):
         Requests through MeteredResource are counted by route template and
         status and timed on the injected clock; /metrics serves them.
         """
-        api = SandboxAPI(None, Config(), self.clock, metrics=self.metrics)
+        api = SandboxAPI(NoManager(), Config(), self.clock, metrics=self.metrics)
         treq = StubTreq(MeteredResource(api.resource(), self.metrics, self.clock))
         response = await treq.get("http://localhost/sandboxes/sbx-00000000/nope")
         self.assertEqual(response.code, 404)
