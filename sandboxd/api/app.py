@@ -13,6 +13,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from sandboxd import __version__
+from sandboxd.api import openapi
 from sandboxd.api.errors import ApiError, error_body
 from sandboxd.api.events import EventStreamResource, parse_stream_request
 from sandboxd.api.paths import PathGuard
@@ -257,6 +258,10 @@ class SandboxAPI:
             raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no metrics")
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
         return self._metrics.exposition()
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request):
+        return _json(request, openapi.document())
 
     @app.route("/health", methods=["GET"])
     def health(self, request):
