@@ -68,7 +68,10 @@ def makeService(options, reactor=None):
     metrics = DaemonMetrics(reactor, manager, events, SandboxAPI.app.url_map)
     api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor),
                      events=events, metrics=metrics)
-    site = QuietSite(MeteredResource(api.resource(), metrics, reactor))
+    # Bodies are JSON: never parsed as form submissions (Twisted would answer
+    # a malformed multipart body with an empty 400 before any route saw it).
+    site = QuietSite(MeteredResource(api.resource(), metrics, reactor),
+                     parsePOSTFormSubmission=False)
     site.displayTracebacks = False
     top = MultiService()
     managing = ManagerService(manager, reactor)

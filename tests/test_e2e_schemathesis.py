@@ -4,6 +4,7 @@ a real daemon on loopback TCP: a bounded number of examples per operation,
 no 5xx, and every error body in the error shape (tests/schemathesis_hooks.py).
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,7 +12,7 @@ import sys
 
 from twisted.trial.unittest import TestCase
 
-from tests.daemon import Daemon
+from tests.daemon import Daemon, UnixHTTPConnection
 
 #: Examples per operation: enough to reach the error paths, few enough
 #: for CI on two shared CPUs.
@@ -33,6 +34,15 @@ class SchemathesisTests(TestCase):
             "create_rate_limit = 5\nmax_sandboxes = 3\nidle_timeout = \"2s\"\n"))
         daemon.start()
         self.addCleanup(daemon.stop)
+        # Found by this run once: a malformed multipart body got Twisted's
+        # empty 400 and a dropped connection, not the error shape.
+        connection = UnixHTTPConnection(daemon.socket)
+        connection.request("POST", "/sandboxes", body=b"{}}}",
+                           headers={"Content-Type": "multipart/form-data"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        connection.close()
+        self.assertEqual((response.status, body["error"]["code"]), (400, "INVALID_BODY"))
         env = dict(os.environ, SCHEMATHESIS_HOOKS="tests.schemathesis_hooks",
                    PYTHONPATH=_ROOT)
         result = subprocess.run(
