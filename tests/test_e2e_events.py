@@ -7,12 +7,15 @@ across a daemon killed with SIGKILL and started again.
 
 import asyncio
 import json
+import os
 import socket
 
 from twisted.trial.unittest import TestCase
 
 from sandbox._sse import SSEReader
 from tests.daemon import Daemon, UnixHTTPConnection
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class SSEClient:
@@ -243,3 +246,36 @@ class EventStreamTests(TestCase):
         rest = recorded(again.until(lambda m: m.id == str(newest), "the rest"))
         again.close()
         self.assertEqual([i for i, _, _ in rest], list(range(last_id + 1, newest + 1)))
+
+    def test_sbx_events(self):
+        """
+        ``sbx events --json`` prints the kept history, one JSON object a
+        line; ``sbx events --follow`` prints a create made after it started.
+        """
+        import subprocess
+        import sys
+
+        first = self.create()
+        self.destroy(first)
+        env = dict(self.daemon.env, PYTHONPATH=ROOT)
+        out = subprocess.run([sys.executable, "-m", "sbx.main", "events", "--json"],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lines = [json.loads(line) for line in out.stdout.splitlines()]
+        self.assertEqual([(e["type"], e["sandbox_id"]) for e in lines],
+                         [("sandbox.created", first), ("sandbox.destroyed", first)])
+
+        follow = subprocess.Popen(
+            [sys.executable, "-m", "sbx.main", "events", "--follow", "--type", "sandbox.",
+             "--after", str(lines[-1]["id"])],
+            env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            # --after: the create is seen whether it comes before or after
+            # the follower subscribed.
+            second = self.create()
+            line = follow.stdout.readline()
+            self.assertIn("sandbox.created", line)
+            self.assertIn(second, line)
+        finally:
+            follow.kill()
+            follow.wait()
