@@ -87,7 +87,8 @@ class SandboxManager:
         )
         self.capacity = Capacity(config.limits)
         self.pools = PoolSet(
-            self.profiles, config.pool, self._bootWarm, self._discard, reactor
+            self.profiles, config.pool, self._bootWarm, self._discard, reactor,
+            notify=lambda type, **data: store.addEvent(type, None, reactor.seconds(), data),
         )
         self.started = reactor.seconds()
 

@@ -30,12 +30,15 @@ class UnknownPool(KeyError):
 class PoolSet:
     """
     Warm pools sized by demand, misses, floors, ceilings and operators.
+    ``notify(type, **data)``, if given, hears of ``pool.replaced`` and
+    ``pool.boot_failed``.
     """
 
     log = Logger()
 
-    def __init__(self, profiles, pool_config, boot, discard, clock):
+    def __init__(self, profiles, pool_config, boot, discard, clock, notify=None):
         self._config = pool_config
+        self._notify = notify
         self._clock = clock
         self._limiter = DeferredSemaphore(MAX_PARALLEL_BOOTS)
         self._demand = DemandTracker(pool_config.rebalance_window)
@@ -48,7 +51,7 @@ class PoolSet:
         self.rebalance()
 
     def _newPool(self, profile):
-        return WarmPool(
+        pool = WarmPool(
             profile,
             self._boot,
             self._discard,
@@ -58,6 +61,8 @@ class PoolSet:
             limiter=self._limiter,
             refill_delay=REFILL_DELAY,
         )
+        pool.notify = self._notify
+        return pool
 
     def reload(self, profiles, pool_config):
         """

@@ -299,3 +299,36 @@ class ChangedKeysTests(TestCase):
         self.assertEqual(changed_keys(old, new),
                          ["limits.max_cpu", "pool.base.default", "pool.base.x"])
         self.assertEqual(changed_keys(old, Config()), [])
+
+
+class PoolEventsTests(TestCase):
+    def test_boot_failed_and_replaced(self):
+        """
+        A PoolSet's notify hears pool.boot_failed (with the error and the
+        back-off) and pool.replaced (with the sandbox), naming the profile.
+        """
+        clock = Clock()
+        heard = []
+        config = parse_config(BASE, environ={})
+        outcomes = [RuntimeError("no such image"), None]
+
+        def boot(profile):
+            outcome = outcomes.pop(0) if outcomes else None
+            if outcome is not None:
+                from twisted.internet.defer import fail
+                return fail(outcome)
+            sandbox = FakeProfileSandbox(profile)
+            sandbox.id = "sbx-warm"
+            return succeed(sandbox)
+
+        pools = PoolSet(config.profiles, config.pool, boot, lambda s: None, clock,
+                        notify=lambda type, **data: heard.append((type, data)))
+        pools.start()
+        self.addCleanup(pools.stop)
+        clock.advance(1)
+        [warm] = list(pools["default"]._ready)
+        pools["default"].remove(warm)
+        self.assertEqual(heard[0], ("pool.boot_failed", {
+            "profile": "default", "error": "no such image", "retry_in": 0.5}))
+        self.assertEqual(heard[1], ("pool.replaced", {"profile": "default",
+                                                      "sandbox": "sbx-warm"}))
