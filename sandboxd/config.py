@@ -461,26 +461,6 @@ def _check_config(config, source):
                  f"required because profile {name!r} uses the firecracker runtime")
 
 
-#: Sections a running daemon keeps until it restarts (listeners, state,
-#: network): a reload that changes them applies everything else.
-RESTART_SECTIONS = ("server", "network", "firecracker")
-
-
-def changed_keys(old, new):
-    """
-    The dotted keys whose values differ between two L{Config}s, a changed,
-    added or removed profile as C{pool.base.NAME}.
-    """
-    keys = []
-    for section in _SECTIONS:
-        before, after = getattr(old, section), getattr(new, section)
-        keys.extend(f"{section}.{field.name}" for field in attrs.fields(type(before))
-                    if getattr(before, field.name) != getattr(after, field.name))
-    keys.extend(f"pool.base.{name}" for name in sorted(old.profiles.keys() | new.profiles.keys())
-                if old.profiles.get(name) != new.profiles.get(name))
-    return keys
-
-
 def parse_config(text, source="<string>", environ=os.environ):
     """Read a configuration from TOML text (named C{source} in a L{ConfigError})."""
     try:

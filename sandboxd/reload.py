@@ -26,10 +26,30 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from sandboxd.config import RESTART_SECTIONS, ConfigError, changed_keys, load_config
+from sandboxd.config import Config, ConfigError, load_config
 
 #: Seconds between two looks at the file.
 POLL_INTERVAL = 1.0
+#: Sections a running daemon keeps until it restarts (listeners, state,
+#: network): a reload that changes them applies everything else.
+RESTART_SECTIONS = ("server", "network", "firecracker")
+
+
+def changed_keys(old, new):
+    """
+    The dotted keys whose values differ between two Configs, a changed,
+    added or removed profile as ``pool.base.NAME``.
+    """
+    keys = []
+    for section in attrs.fields(Config):
+        if section.name == "profiles":
+            continue
+        before, after = getattr(old, section.name), getattr(new, section.name)
+        keys.extend(f"{section.name}.{field.name}" for field in attrs.fields(type(before))
+                    if getattr(before, field.name) != getattr(after, field.name))
+    keys.extend(f"pool.base.{name}" for name in sorted(old.profiles.keys() | new.profiles.keys())
+                if old.profiles.get(name) != new.profiles.get(name))
+    return keys
 
 
 def applier(manager, api):

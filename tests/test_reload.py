@@ -13,10 +13,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from sandboxd.config import Config, changed_keys, parse_config
+from sandboxd.config import Config, parse_config
 from sandboxd.eventfeed import EventFeed
 from sandboxd.pools import PoolSet
-from sandboxd.reload import ConfigReloader, ReloadService
+from sandboxd.reload import ConfigReloader, ReloadService, changed_keys
 from sandboxd.store import Store
 
 BASE = """
