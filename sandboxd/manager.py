@@ -193,6 +193,7 @@ class SandboxManager:
         self.profiles = dict(config.profiles)
         self.capacity.reload(config.limits)
         self.reaper.reload(config.limits.idle_timeout)
+        self.heartbeat.reload(config.pool.health_interval, config.pool.liveness_timeout)
         return self.pools.reload(self.profiles, config.pool)
 
     # Queries
