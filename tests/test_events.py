@@ -287,3 +287,33 @@ class EventStreamTests(SynchronousTestCase):
         self.assertEqual(self.feed.subscribers, 1)
         self.assertEqual([e["id"] for e in fast.events()], [first] + ids)
         self.assertTrue(slow.transport.disconnecting)
+
+    def test_subscriber_cap(self):
+        """
+        Beyond MAX_SUBSCRIBERS open streams a new one is refused with 503
+        AT_CAPACITY (each may hold MAX_BUFFERED events); when one closes,
+        a new one is taken again.
+        """
+        from sandboxd.api import app as app_module
+
+        self.patch(app_module, "MAX_SUBSCRIBERS", 2)
+        first = Stream(self.site, b"/events")
+        Stream(self.site, b"/events")
+        refused = Stream(self.site, b"/events")
+        self.assertIn(b"503", refused.head)
+        body, _ = dechunk(refused.transport.value())
+        self.assertEqual(json.loads(body)["error"]["code"], "AT_CAPACITY")
+        first.channel.connectionLost(Exception("gone"))
+        self.assertIn(b"200", Stream(self.site, b"/events").head)
+
+    def test_head(self):
+        """
+        HEAD /events answers the headers and ends (no stream is opened).
+        """
+        channel = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        channel.dataReceived(b"HEAD /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        self.assertIn(b"200 OK", transport.value())
+        self.assertIn(b"text/event-stream", transport.value())
+        self.assertEqual(self.feed.subscribers, 0)

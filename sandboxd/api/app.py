@@ -15,7 +15,7 @@ from werkzeug.routing import RequestRedirect
 from sandboxd import __version__
 from sandboxd.api import openapi
 from sandboxd.api.errors import ApiError, error_body
-from sandboxd.api.events import EventStreamResource, parse_stream_request
+from sandboxd.api.events import MAX_SUBSCRIBERS, EventStreamResource, parse_stream_request
 from sandboxd.api.paths import PathGuard
 from sandboxd.api.requests import (
     MAX_EVENT_PAGE,
@@ -223,6 +223,9 @@ class SandboxAPI:
         if self._events is None:
             raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no event stream")
         after, wanted = parse_stream_request(request)
+        if self._events.subscribers >= MAX_SUBSCRIBERS:
+            raise ApiError(503, "AT_CAPACITY", f"{MAX_SUBSCRIBERS} event streams are open",
+                           headers={"Retry-After": "5"})
         return EventStreamResource(self._events, self._clock, after, wanted)
 
     @app.route("/events/history", methods=["GET"])

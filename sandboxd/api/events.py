@@ -47,6 +47,9 @@ REPLAY_PAGE = 200
 #: Seconds a dropped subscriber gets to read its final event before its
 #: connection is aborted.
 DROP_GRACE = 30.0
+#: Streams open at once; more are refused (503 AT_CAPACITY): each may hold
+#: MAX_BUFFERED events while its client is slow.
+MAX_SUBSCRIBERS = 256
 #: Longest ``?type=`` or ``?sandbox=`` value taken.
 _MAX_FILTER = 256
 
@@ -293,3 +296,7 @@ class EventStreamResource(Resource):
     def render_GET(self, request):
         EventStream(request, self._feed, self._clock, self._after, self._wanted).start()
         return NOT_DONE_YET
+
+    def render_HEAD(self, request):
+        request.setHeader(b"Content-Type", b"text/event-stream; charset=utf-8")
+        return b""

@@ -208,6 +208,7 @@ PATHS = {
             "200": _ok("The stream: id, event and data lines", {"type": "string"},
                        "text/event-stream"),
             "400": _INVALID,
+            "503": _error("Too many event streams are open", "AT_CAPACITY"),
         }, [
             {"name": "Last-Event-ID", "in": "header", "required": False,
              "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
