@@ -50,7 +50,7 @@ class DaemonMetrics:
         self._clock = clock
         self._manager = manager
         self._feed = feed
-        self._routes = routes
+        self._routes = None if routes is None else routes.bind("localhost")
         self._methods = set()
         self.sessions = set()
         self.registry = registry = CollectorRegistry(auto_describe=True)
@@ -138,7 +138,7 @@ class DaemonMetrics:
         if self._routes is None:
             return "unmatched"
         try:
-            rule, _ = self._routes.bind("localhost").match(
+            rule, _ = self._routes.match(
                 request.path.decode("utf-8", "replace"),
                 request.method.decode("latin-1"), return_rule=True)
         except (HTTPException, UnicodeError):
