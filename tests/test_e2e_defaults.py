@@ -4,6 +4,7 @@ configuration file; only the socket and data directory moved by the
 environment) offers a profile for each sandbox image the engine has.
 """
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -11,8 +12,9 @@ import time
 
 from twisted.trial.unittest import TestCase
 
-from sandboxd.defaults import BUILTIN_PROFILES
+from sandbox import connect_sandbox
 from sandboxd.config import load_config
+from sandboxd.defaults import BUILTIN_PROFILES
 from tests.daemon import TWISTD, Daemon
 from tests.dockerutil import require_docker
 
@@ -62,9 +64,6 @@ class DefaultProfilesTests(TestCase):
         self.assertEqual(sorted(p["name"] for p in profiles), expected)
         if "python" not in expected:
             return
-        from sandbox import connect_sandbox
-        import asyncio
-
         status, sandbox = daemon.request("POST", "/sandboxes", {"profile": "python", "ttl": 60})
         self.assertEqual(status, 201, sandbox)
         self.assertEqual(sandbox["image"], "sandbox-python:latest")

@@ -12,7 +12,7 @@ from sandboxd import metrics as metrics_module
 from sandboxd.api.app import SandboxAPI
 from sandboxd.config import Config
 from sandboxd.metrics import DaemonMetrics, MeteredResource
-from sandboxd.lifecycle import Lifecycle, Transition
+from sandboxd.lifecycle import Lifecycle
 from sandboxd.sandbox import Sandbox, State
 from sandboxd.store import Event
 from tests.test_events import NoManager
