@@ -24,8 +24,9 @@ class SchemathesisTests(TestCase):
     def test_contract(self):
         """
         Every operation but the never-ending event stream, fuzzed from the
-        document: the daemon never answers 5xx and every error has the
-        error shape.  Creates are bounded (5 a minute, at most 3 alive,
+        document, and stateful scenarios following its links (a created
+        sandbox's id into GET, stats and DELETE): the daemon never answers
+        5xx and every error has the error shape.  Creates are bounded (5 a minute, at most 3 alive,
         reaped after 2 s idle) so the run costs few containers.
         """
         cli = shutil.which("schemathesis", path=os.path.dirname(sys.executable))
@@ -53,7 +54,7 @@ class SchemathesisTests(TestCase):
              "--workers", "1",
              "--generation-deterministic",
              "--request-timeout", "30",
-             "--phases", "examples,coverage,fuzzing",
+             "--phases", "examples,coverage,fuzzing,stateful",
              "--no-color"],
             cwd=_ROOT, env=env, capture_output=True, text=True, timeout=900)
         output = result.stdout + result.stderr

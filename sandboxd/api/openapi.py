@@ -142,7 +142,12 @@ PATHS = {
     "/sandboxes": {
         "post": _operation(
             "createSandbox", "Create a sandbox (warm from the pool when its shape matches)", {
-                "201": _ok("The sandbox, running", _ref("Sandbox")),
+                "201": {**_ok("The sandbox, running", _ref("Sandbox")), "links": {
+                    name: {"operationId": operation,
+                           "parameters": {"sandbox_id": "$response.body#/id"}}
+                    for name, operation in (("GetSandbox", "getSandbox"),
+                                            ("SandboxStats", "sandboxStats"),
+                                            ("DestroySandbox", "destroySandbox"))}},
                 "400": _INVALID, "404": _NO_PROFILE,
                 "409": _error("Deleted before it was up", "SANDBOX_DESTROYED"),
                 "413": _error("The body is too large", "BODY_TOO_LARGE"),
