@@ -115,3 +115,31 @@ class ReloadTests(TestCase):
         event = self.configEvent(mark)
         self.assertEqual(event["type"], "config.reloaded")
         self.assertEqual((event["data"]["trigger"], event["data"]["changed"]), ("SIGHUP", []))
+
+    def test_change_profile(self):
+        """
+        A changed profile's warm sandboxes are replaced by ones of the new
+        shape (the next create is warm and has it) while a sandbox already
+        handed out keeps running with the old one.
+        """
+        status, before = self.create(ttl=120)
+        self.assertEqual(status, 201, before)
+        mark = self.newestId()
+        self.rewrite(self.original.replace('memory = "256m"', 'memory = "192m"'))
+        event = self.configEvent(mark)
+        self.assertEqual((event["type"], event["data"]["profiles"]["changed"]),
+                         ("config.reloaded", ["default"]))
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            _, health = self.daemon.request("GET", "/health")
+            if health["pool"]["default"]["ready"] >= 1:
+                break
+            time.sleep(0.2)
+        status, after = self.create(ttl=60)
+        self.assertEqual(status, 201, after)
+        self.assertEqual((after["memory"], after["method"]), (192 << 20, "warm"))
+        status, kept = self.daemon.request("GET", f"/sandboxes/{before['id']}")
+        self.assertEqual(status, 200)
+        self.assertEqual((kept["memory"], kept["state"]), (256 << 20, "running"))
+        [container] = self.daemon.containers(before["id"])
+        self.assertEqual(container["State"], "running")
