@@ -60,7 +60,7 @@ class DaemonMetrics:
         self.request_seconds = Histogram(
             "sandboxd_http_request_duration_seconds",
             "Time from a request's arrival to its last byte (streams and sessions excluded).",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
+            ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=registry)
         self.creates = Counter(
             "sandboxd_sandbox_creates", "Sandboxes handed out, by profile and warm|cold.",
             ["profile", "method"], registry=registry)
@@ -87,9 +87,10 @@ class DaemonMetrics:
     # Fed as things happen
 
     def requestDone(self, method, route, status, seconds):
-        self.requests.labels(method, route, str(status)).inc()
+        status = str(status)
+        self.requests.labels(method, route, status).inc()
         if route not in STREAMING_ROUTES:
-            self.request_seconds.labels(method, route).observe(seconds)
+            self.request_seconds.labels(method, route, status).observe(seconds)
 
     def deliver(self, event):
         """

@@ -95,7 +95,7 @@ class MetricsTests(TestCase):
         self.assertEqual(moved("sandboxd_http_requests_total", method="DELETE",
                                route="/sandboxes/<sandbox_id>", status="204"), 1)
         self.assertEqual(moved("sandboxd_http_request_duration_seconds_count",
-                               method="DELETE", route="/sandboxes/<sandbox_id>"), 1)
+                               method="DELETE", route="/sandboxes/<sandbox_id>", status="204"), 1)
         self.assertEqual(moved("sandboxd_sandbox_creates_total",
                                profile="default", method="warm"), 1)
         self.assertEqual(moved("sandboxd_pool_hits_total", profile="default"), 1)

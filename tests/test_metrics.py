@@ -122,7 +122,11 @@ class MetricsTests(TestCase):
                                 (("method", "GET"), ("route", "/events"), ("status", "200")))],
                          1)
         self.assertNotIn(("sandboxd_http_request_duration_seconds_count",
-                          (("method", "GET"), ("route", "/events"))), found)
+                          (("method", "GET"), ("route", "/events"), ("status", "200"))), found)
+        self.metrics.requestDone("GET", "/health", 200, 0.002)
+        self.assertEqual(samples(self.metrics)[(
+            "sandboxd_http_request_duration_seconds_count",
+            (("method", "GET"), ("route", "/health"), ("status", "200")))], 1)
 
 
 class _Request:
