@@ -263,6 +263,14 @@ class LimitsConfig:
 
 
 @attrs.frozen
+class TunnelsConfig:
+    """C{[tunnels]}: how port tunnels reach a sandbox's ports (docs/tunnels.md)."""
+
+    connect_timeout: float = _setting("duration", "5s", _positive)
+    expose_timeout: float = _setting("duration", "30s", _positive)
+
+
+@attrs.frozen
 class NetworkConfig:
     """C{[network]}: the Docker bridge sandboxes run on."""
 
@@ -316,6 +324,7 @@ class Config:
     multi_tenant: MultiTenantConfig = attrs.Factory(MultiTenantConfig)
     limits: LimitsConfig = attrs.Factory(LimitsConfig)
     network: NetworkConfig = attrs.Factory(NetworkConfig)
+    tunnels: TunnelsConfig = attrs.Factory(TunnelsConfig)
     pool: PoolConfig = attrs.Factory(PoolConfig)
     profiles: MappingProxyType = attrs.field(
         factory=_default_profiles, converter=lambda p: MappingProxyType(dict(p)))
@@ -391,7 +400,8 @@ def _read_profiles(table, source):
 
 
 _SECTIONS = {"server": ServerConfig, "multi_tenant": MultiTenantConfig,
-             "limits": LimitsConfig, "network": NetworkConfig, "pool": PoolConfig,
+             "limits": LimitsConfig, "network": NetworkConfig, "tunnels": TunnelsConfig,
+             "pool": PoolConfig,
              "firecracker": FirecrackerConfig}
 
 

@@ -17,6 +17,7 @@ from sandboxd.runtimes.docker import DockerRuntime
 from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
 from sandboxd.store import Store, StoreError
+from sandboxd.tunnels import Tunnels
 
 
 class QuietSite(Site):
@@ -60,7 +61,10 @@ def makeService(options, reactor=None):
     manager = SandboxManager(
         reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
     )
-    api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor))
+    tunnels = Tunnels(reactor, store, config.limits, config.tunnels)
+    api = SandboxAPI(
+        manager, config, reactor, stats=SandboxStats(runtime, reactor), tunnels=tunnels
+    )
     site = QuietSite(api.resource())
     site.displayTracebacks = False
     top = MultiService()

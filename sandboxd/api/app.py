@@ -24,6 +24,7 @@ from sandboxd.api.session import SessionFactory
 from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
 from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
 from sandboxd.runtimes.interface import RuntimeFailure
+from sandboxd.tunnels import TunnelResource
 
 
 def _json(request, obj, status=200):
@@ -40,7 +41,7 @@ class SandboxAPI:
     app = Klein()
     log = Logger()
 
-    def __init__(self, manager, config, clock, stats=None):
+    def __init__(self, manager, config, clock, stats=None, tunnels=None):
         self._manager = manager
         self._config = config
         self._clock = clock
@@ -49,6 +50,8 @@ class SandboxAPI:
             config.limits.create_rate_limit, config.limits.rate_limit_entries, clock
         )
         self._sessions = WebSocketResource(SessionFactory(manager, clock))
+        self._tunnels = tunnels
+        self._ports = tunnels and TunnelResource(tunnels, manager.get)
 
     def resource(self):
         return self.app.resource()
@@ -124,7 +127,10 @@ class SandboxAPI:
 
     @app.route("/sandboxes/<sandbox_id>", methods=["GET"])
     def get(self, request, sandbox_id):
-        return _json(request, self._sandbox(sandbox_id).toJSON())
+        body = self._sandbox(sandbox_id).toJSON()
+        if self._tunnels is not None:
+            body["tunnels"] = self._tunnels.describe(sandbox_id)
+        return _json(request, body)
 
     @app.route("/sandboxes/<sandbox_id>", methods=["DELETE"])
     def destroy(self, request, sandbox_id):
@@ -150,6 +156,12 @@ class SandboxAPI:
     def session(self, request, sandbox_id):
         self._sandbox(sandbox_id)
         return self._sessions
+
+    @app.route("/sandboxes/<sandbox_id>/ports", branch=True)
+    def ports(self, request, sandbox_id):
+        if self._ports is None:
+            raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no tunnels")
+        return self._ports
 
     # Pools (admin: the Unix socket only)
 
