@@ -4,6 +4,7 @@ and choosing, binding and describing the host port that relays to it.
 """
 
 import attr
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.task import deferLater
 
@@ -119,6 +120,6 @@ class HostPort:
         Stop listening and cut the open relays; a Deferred firing when the
         port is closed.
         """
-        stopped = self.listening.stopListening()
+        stopped = maybeDeferred(self.listening.stopListening)
         self.factory.closeAll()
         return stopped

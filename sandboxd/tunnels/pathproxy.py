@@ -96,7 +96,8 @@ class _BodyRelay(Protocol):
         self._request.write(data)
 
     def connectionLost(self, reason):
-        self._request.unregisterProducer()
+        if self._request.channel is not None:
+            self._request.unregisterProducer()
         self._done(reason.check(ResponseDone, PotentialDataLoss) is not None)
 
 

@@ -14,6 +14,7 @@ transports' own high-water marks).
   (the path proxy's WebSocket and other ``Upgrade`` requests).
 """
 
+from twisted.internet.defer import CancelledError
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol, ServerFactory
 from twisted.logger import Logger
@@ -33,7 +34,8 @@ class Pipe(Protocol):
     peer = None
 
     def dataReceived(self, data):
-        self.peer.transport.write(data)
+        if self.peer is not None:
+            self.peer.transport.write(data)
 
     def connectionLost(self, reason):
         peer, self.peer = self.peer, None
@@ -93,6 +95,8 @@ class Inbound(Pipe):
 
     def _failed(self, failure):
         self._connecting = None
+        if failure.check(CancelledError):
+            return
         self.log.info(
             "tunnel {tunnel}: the sandbox's port refused a relayed connection: {why}",
             tunnel=self.factory.name, why=failure.getErrorMessage(),
