@@ -234,7 +234,8 @@ class FailFastTests(LifecycleTestCase):
     def test_container_killed_mid_exec(self):
         """
         `docker kill` of the container while an exec runs: the SDK call
-        raises SandboxUnavailableError within a second, the sandbox's state
+        raises SandboxUnavailableError at once (not when the command would
+        have ended), the sandbox's state
         is failed, a sandbox.failed event is recorded, and DELETE still works.
         """
         from sandbox.errors import SandboxUnavailableError
@@ -256,7 +257,9 @@ class FailFastTests(LifecycleTestCase):
                 return time.monotonic() - killed, raised.exception
 
         elapsed, error = run(scenario())
-        self.assertLess(elapsed, 1.0, f"the call took {elapsed:.2f}s to fail")
+        # At once, not when `sleep 60` ends: the bound leaves room for the
+        # `docker kill` itself, which takes seconds on a loaded machine.
+        self.assertLess(elapsed, 5.0, f"the call took {elapsed:.2f}s to fail")
         # Whichever comes first, the engine's event or the agent's socket.
         self.assertIn("the sandbox failed", str(error))
         self.assertEqual(self.state(sandbox_id), "failed")

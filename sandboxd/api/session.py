@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from agent import wire
 from sandboxd.api.detached import DetachedSession
+from sandboxd.api.registry import SessionRegistry
 from sandboxd.protocols.agent import IStreamHandler
 
 _FT = wire.FrameType
@@ -80,10 +81,11 @@ class SandboxSession(WebSocketServerProtocol):
         The detached session ``token`` of the sandbox, taken from the
         connection still holding it if there is one.
         """
-        for other in list(sandbox.sessions):
+        sessions = self.factory.sessions
+        for other in sessions.sessionsOf(sandbox):
             if getattr(other, "token", None) == token:
                 other.handOver()
-        detached = sandbox.detached.pop(token, None)
+        detached = sessions.take(sandbox, token)
         if detached is None or detached.connection is not sandbox.connection:
             raise ConnectionDeny(
                 410, f"session {token[:8]}... of sandbox {sandbox.id} cannot be resumed"
@@ -93,7 +95,7 @@ class SandboxSession(WebSocketServerProtocol):
         return detached
 
     def onOpen(self):
-        self.factory.manager.attach(self.sandbox, self)
+        self.factory.sessions.opened(self.sandbox, self)
         if not self._connection.connected:
             self._closeWith(CLOSE_AGENT_LOST, "the sandbox's agent is unavailable")
             return
@@ -124,7 +126,7 @@ class SandboxSession(WebSocketServerProtocol):
             self.token, self._connection, self._to_agent, self._to_client, self._owed
         )
         self._to_agent, self._to_client, self._owed = {}, {}, {}
-        self.sandbox.detached[self.token] = detached
+        self.factory.sessions.keep(self.sandbox, detached)
         return detached
 
     def onMessage(self, payload, isBinary):
@@ -253,7 +255,7 @@ class SandboxSession(WebSocketServerProtocol):
         if self._resumed is not None:
             # Closed during the handshake: the streams wait for another try.
             self._resumed.expiry = self.factory.expireLater(sandbox, self._resumed)
-            sandbox.detached[self._resumed.token] = self._resumed
+            self.factory.sessions.keep(sandbox, self._resumed)
         elif dropped and sandbox.ttl > 0 and sandbox.alive and self._connection.connected:
             detached = self._detach()
             detached.expiry = self.factory.expireLater(sandbox, detached)
@@ -262,7 +264,7 @@ class SandboxSession(WebSocketServerProtocol):
                 self._forget(stream)
                 if self._connection.connected:
                     self._connection.send(wire.cancel(stream))
-        self.factory.manager.detach(sandbox, self)
+        self.factory.sessions.closed(sandbox, self)
 
     def _forget(self, stream):
         client_stream = self._to_client.pop(stream, None)
@@ -289,7 +291,8 @@ class SandboxSession(WebSocketServerProtocol):
 
 class SessionFactory(WebSocketServerFactory):
     """
-    Builds SandboxSessions for the sandboxes ``manager`` knows.
+    Builds SandboxSessions for the sandboxes ``manager`` knows, and keeps
+    track of them (``sessions``, observing the manager's lifecycle).
     """
 
     protocol = SandboxSession
@@ -300,6 +303,8 @@ class SessionFactory(WebSocketServerFactory):
             from twisted.internet import reactor as clock
         self.manager = manager
         self.clock = clock
+        self.sessions = SessionRegistry(manager)
+        manager.lifecycle.observe(self.sessions)
         self.setProtocolOptions(
             maxFramePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,
             maxMessagePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,
@@ -314,9 +319,4 @@ class SessionFactory(WebSocketServerFactory):
         sandbox's ttl.
         """
 
-        def expire():
-            if sandbox.detached.get(detached.token) is detached:
-                del sandbox.detached[detached.token]
-                detached.discard()
-
-        return self.clock.callLater(sandbox.ttl, expire)
+        return self.clock.callLater(sandbox.ttl, self.sessions.expire, sandbox, detached)
