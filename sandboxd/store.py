@@ -176,7 +176,11 @@ class Store:
         )
 
     def delete(self, sandbox_id):
+        """
+        Forget a sandbox, and its tunnels with it.
+        """
         self._db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+        self._db.execute("DELETE FROM tunnels WHERE sandbox_id = ?", (sandbox_id,))
 
     def sandboxes(self):
         """

@@ -62,6 +62,7 @@ def makeService(options, reactor=None):
         reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
     )
     tunnels = Tunnels(reactor, store, config.limits, config.tunnels)
+    manager.lifecycle.observe(tunnels)
     api = SandboxAPI(
         manager, config, reactor, stats=SandboxStats(runtime, reactor), tunnels=tunnels
     )

@@ -62,16 +62,6 @@ class TargetTests(SynchronousTestCase):
         self.assertEqual((caught.exception.status, caught.exception.code), (403, "PORT_RESERVED"))
         self.assertEqual(check_target(box, 8080), "172.18.0.5")
 
-    def test_reserved_ports_attribute(self):
-        """
-        A sandbox's ``reserved_ports``, when the model has them, are what
-        is refused.
-        """
-        box = sandbox()
-        box.reserved_ports = {9000}
-        with self.assertRaises(ApiError):
-            check_target(box, 9000)
-
     def test_ended_sandbox(self):
         """
         A sandbox that is no longer alive, or has no address, is a 409.

@@ -10,7 +10,6 @@ store rows, closing and re-binding after a restart.
 
 import json
 
-import attr
 from twisted.internet import error, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -20,10 +19,12 @@ from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 from twisted.internet.interfaces import IPushProducer
 
 from sandboxd.api.errors import ApiError
 from sandboxd.config import LimitsConfig, TunnelsConfig
+from sandboxd.lifecycle import ISandboxObserver, Transition
 from sandboxd.sandbox import Sandbox, State
 from sandboxd.store import Store
 from sandboxd.tunnels import TunnelResource, Tunnels
@@ -31,18 +32,6 @@ from sandboxd.tunnels import TunnelResource, Tunnels
 CHUNK = b"x" * 65536
 #: The most a relay may hold for one direction while its reader is stopped.
 BOUND = 1 << 20
-
-
-@attr.s(frozen=True, auto_attribs=True)
-class Transition:
-    """
-    The lifecycle's transition shape (sandboxd/lifecycle.py).
-    """
-
-    sandbox: object
-    old: object
-    new: object
-    reason: str = None
 
 
 async def until(predicate, what, timeout=30.0):
@@ -358,6 +347,12 @@ class RegistryTests(LoopbackTestCase):
         fourth = await self.connect(tunnel.host_port, Reader(pause=False))
         await fourth.lost
         self.assertEqual(tunnel.toJSON()["refused"], 1)
+
+    def test_observer(self):
+        """
+        The registry is a lifecycle observer.
+        """
+        self.assertTrue(verifyObject(ISandboxObserver, self.tunnels))
 
     async def test_sandbox_ends(self):
         """

@@ -51,39 +51,18 @@ def parse_port(raw):
     return int(raw)
 
 
-def reserved_ports(sandbox):
-    """
-    The sandbox's ports nothing but the daemon may reach (its agent's).
-    """
-    reserved = getattr(sandbox, "reserved_ports", None)
-    if reserved is None:
-        reserved = {sandbox.port} if sandbox.port else set()
-    return frozenset(reserved)
-
-
-def sandbox_address(sandbox):
-    """
-    The IP at which the sandbox's own ports are reachable from the host, or
-    None when it has no network.
-    """
-    address = getattr(type(sandbox), "address", None)
-    if address is not None:
-        return sandbox.address
-    return sandbox.host
-
-
 def check_target(sandbox, port):
     """
     Refuse a port no tunnel may reach (403 ``PORT_RESERVED``) and a sandbox
     that has no address to reach (409 ``SANDBOX_NOT_RUNNING``); return the
     address to connect to.
     """
-    if port in reserved_ports(sandbox):
+    if port in sandbox.reserved_ports:
         raise ApiError(
             403, "PORT_RESERVED",
             f"port {port} of sandbox {sandbox.id} is reserved for its agent",
         )
-    address = sandbox_address(sandbox)
+    address = sandbox.address
     if not sandbox.alive or address is None:
         raise ApiError(
             409, "SANDBOX_NOT_RUNNING",

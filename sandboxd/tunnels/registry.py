@@ -6,19 +6,17 @@ binding them again when a restarted daemon adopts them).
 """
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from sandboxd.api.errors import ApiError
-from sandboxd.sandbox import State
+from sandboxd.lifecycle import ISandboxObserver
 from sandboxd.store import TunnelRecord
 from sandboxd.tunnels.addressing import check_target
 from sandboxd.tunnels.hostports import HostPort, NoHostPort, PortNotReady, bind, wait_ready
 from sandboxd.tunnels.pathproxy import PathProxy
 from sandboxd.tunnels.relay import HostPortFactory
 
-#: States in which a sandbox's tunnels are closed.
-ENDED = frozenset({State.DESTROYING, State.DESTROYED, State.FAILED})
-
-
+@implementer(ISandboxObserver)
 class Tunnels:
     """
     Dedicated host ports by sandbox, and the path proxy; observes sandbox
@@ -152,7 +150,7 @@ class Tunnels:
         restarted daemon adopts it.
         """
         sandbox = transition.sandbox
-        if transition.new in ENDED:
+        if transition.ending:
             self.closeAll(sandbox, transition.reason or f"the sandbox is {transition.new.value}")
         elif transition.old is None and sandbox.alive:
             self.restore(sandbox)
