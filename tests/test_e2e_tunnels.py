@@ -383,3 +383,65 @@ class RestartTests(TestCase):
         status, events = self.daemon.request("GET", f"/events/history?sandbox={sid}")
         reasons = [e["data"].get("reason") for e in events if e["type"] == "tunnel.opened"]
         self.assertEqual(reasons, [None, "re-bound after a restart"])
+
+
+class ClientTests(TunnelTestCase):
+    """
+    The SDK's ``sbx.net`` tunnel calls and ``sbx port`` against a real
+    sandbox.
+    """
+
+    def test_sdk(self):
+        """
+        net.url gives the path-proxy URL of the Unix socket; net.expose a
+        Tunnel whose host port serves the app; net.ports lists it,
+        net.close closes it; a port that never listens is a
+        SandboxTimeoutError PORT_NOT_READY.
+        """
+        import asyncio
+
+        from sandbox import SandboxTimeoutError, Tunnel, connect_sandbox
+
+        async def scenario():
+            async with connect_sandbox(self.sandbox, endpoint=self.daemon.endpoint) as sbx:
+                url = sbx.net.url(APP_PORT)
+                tunnel = await sbx.net.expose(APP_PORT, timeout=30)
+                listed = await sbx.net.ports()
+                status = direct("127.0.0.1", tunnel.host_port, "GET", "/headers")[0]
+                await sbx.net.close(APP_PORT)
+                after = await sbx.net.ports()
+                with self.assertRaises(SandboxTimeoutError) as caught:
+                    await sbx.net.expose(9, timeout=0.5)
+                return url, tunnel, listed, status, after, caught.exception.code
+
+        url, tunnel, listed, status, after, code = asyncio.run(scenario())
+        quoted = self.daemon.socket.replace("/", "%2F")
+        self.assertEqual(url, f"http+unix://{quoted}{self.path('/')}")
+        self.assertIsInstance(tunnel, Tunnel)
+        self.assertEqual(tunnel.url, f"http://127.0.0.1:{tunnel.host_port}")
+        self.assertEqual(listed, [tunnel])
+        self.assertEqual((status, after, code), (200, [], "PORT_NOT_READY"))
+
+    def test_cli(self):
+        """
+        sbx port expose prints the host port's URL, ls lists it, url prints
+        the path-proxy URL, close closes it.
+        """
+        import subprocess
+        import sys
+
+        def sbx(*args):
+            done = subprocess.run([sys.executable, "-m", "sbx.main", "port", *args],
+                                  env=self.daemon.env, capture_output=True, text=True,
+                                  timeout=120)
+            self.assertEqual(done.returncode, 0, done.stderr)
+            return done.stdout
+
+        url = sbx("expose", self.sandbox, str(APP_PORT + 1)).strip()
+        self.assertTrue(url.startswith("http://127.0.0.1:"), url)
+        listing = sbx("ls", self.sandbox)
+        self.assertIn(url, listing)
+        self.assertIn(f"/sandboxes/{self.sandbox}/ports/{APP_PORT}/",
+                      sbx("url", self.sandbox, str(APP_PORT)))
+        sbx("close", self.sandbox, str(APP_PORT + 1))
+        self.assertEqual(json.loads(sbx("ls", self.sandbox, "--json")), [])
