@@ -4,6 +4,8 @@ python3: ``python3 tunnel_app.py PORT``.
 
 - ``GET /``: an HTML page whose script echoes a message over a WebSocket
   (``ws`` relative to the page) and writes the answer into the DOM.
+- ``GET /hold?key=K``: answers once the WebSocket got ``done:K`` (or
+  ``/release?key=K`` was asked), at most 60 s later.
 - ``GET /headers``: the request line and headers it received, as JSON.
 - ``GET /redirect``: 302 to ``/target``; ``GET /cookie``: a cookie with
   ``Path=/``.
@@ -32,12 +34,23 @@ PAGE = b"""<!doctype html>
 <html><head><title>tunnel app</title></head>
 <body><h1 id="title">served from the sandbox</h1><p id="echo">waiting</p>
 <script>
+// A headless browser dumping the DOM after a virtual time budget lets that
+// time pass only while no fetch is pending: "hold" stays pending until the
+// page has written the echo into the DOM and said "done" on the socket.
+var key = String(Math.random()).slice(2);
+fetch("hold?key=" + key);
 var url = new URL("ws", location.href);
 url.protocol = url.protocol.replace("http", "ws");
 var ws = new WebSocket(url.href);
 ws.onopen = function () { ws.send("ping through the tunnel"); };
-ws.onmessage = function (e) { document.getElementById("echo").textContent = "echo:" + e.data; ws.close(); };
-ws.onerror = function () { document.getElementById("echo").textContent = "websocket error"; };
+ws.onmessage = function (e) {
+  document.getElementById("echo").textContent = "echo:" + e.data;
+  ws.send("done:" + key);
+};
+ws.onerror = function () {
+  document.getElementById("echo").textContent = "websocket error";
+  fetch("release?key=" + key);
+};
 </script></body></html>
 """
 
@@ -63,6 +76,12 @@ class Handler(BaseHTTPRequestHandler):
         query = parse_qs(url.query)
         if url.path == "/":
             self.send(200, PAGE, "text/html")
+        elif url.path == "/hold":
+            held(query["key"][0]).wait(60)
+            self.send(200, b"released")
+        elif url.path == "/release":
+            held(query["key"][0]).set()
+            self.send(200, b"released")
         elif url.path == "/headers":
             body = json.dumps({"path": self.path, "headers": dict(self.headers.items())})
             self.send(200, body.encode(), "application/json")
@@ -144,9 +163,23 @@ class Handler(BaseHTTPRequestHandler):
             if opcode == 8:
                 self.wfile.write(b"\x88\x00")
                 return
-            if opcode in (1, 2):
+            if opcode == 1 and data.startswith(b"done:"):
+                held(data[5:].decode()).set()
+            elif opcode in (1, 2):
                 self.wfile.write(frame(opcode, bytes(data)))
                 self.wfile.flush()
+
+
+_held = {}
+_held_lock = threading.Lock()
+
+
+def held(key):
+    """
+    The event ``/hold?key=`` waits on.
+    """
+    with _held_lock:
+        return _held.setdefault(key, threading.Event())
 
 
 def frame(opcode, data):
