@@ -57,6 +57,10 @@ ws.onerror = function () {
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY the
+    # body waits for the client's delayed ACK (40 ms) on a kept-alive
+    # connection.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args):
         pass

@@ -24,7 +24,7 @@ from sandboxd.api.session import SessionFactory
 from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
 from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
 from sandboxd.runtimes.interface import RuntimeFailure
-from sandboxd.tunnels import TunnelResource
+from sandboxd.tunnels import TunnelFront, TunnelResource
 
 
 def _json(request, obj, status=200):
@@ -54,7 +54,9 @@ class SandboxAPI:
         self._ports = tunnels and TunnelResource(tunnels, manager.get)
 
     def resource(self):
-        return self.app.resource()
+        if self._ports is None:
+            return self.app.resource()
+        return TunnelFront(self.app.resource(), self._ports)
 
     @app.handle_errors(ApiError)
     def _apiError(self, request, failure):
@@ -156,12 +158,6 @@ class SandboxAPI:
     def session(self, request, sandbox_id):
         self._sandbox(sandbox_id)
         return self._sessions
-
-    @app.route("/sandboxes/<sandbox_id>/ports", branch=True)
-    def ports(self, request, sandbox_id):
-        if self._ports is None:
-            raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no tunnels")
-        return self._ports
 
     # Pools (admin: the Unix socket only)
 

@@ -4,6 +4,6 @@ dedicated host ports relaying to a sandbox's ports (docs/tunnels.md).
 """
 
 from sandboxd.tunnels.registry import Tunnels
-from sandboxd.tunnels.resource import TunnelResource
+from sandboxd.tunnels.resource import TunnelFront, TunnelResource
 
-__all__ = ["Tunnels", "TunnelResource"]
+__all__ = ["Tunnels", "TunnelFront", "TunnelResource"]
