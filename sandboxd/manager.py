@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from agent import wire
 from sandboxd.adoption import reconnect
 from sandboxd.failing import FailureWatch
+from sandboxd.heartbeat import Heartbeat
 from sandboxd.lifecycle import Lifecycle
 from sandboxd.lifetimes import IdleReaper
 from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
@@ -80,6 +81,10 @@ class SandboxManager:
         self.lifecycle.observe(self.recorder)
         self.lifecycle.observe(self.reaper)
         self._failures = FailureWatch(self, self.recorder)
+        self.heartbeat = Heartbeat(
+            reactor, self._sandboxes.values, self.fail,
+            config.pool.health_interval, config.pool.liveness_timeout,
+        )
         self.capacity = Capacity(config.limits)
         self.pools = PoolSet(
             self.profiles, config.pool, self._bootWarm, self._discard, reactor
@@ -111,6 +116,7 @@ class SandboxManager:
                 consumeErrors=True,
             )
         self.pools.start()
+        self.heartbeat.start()
         self._up = True
         waiting, self._waitingForStart = self._waitingForStart, []
         for waiter in waiting:
@@ -154,6 +160,7 @@ class SandboxManager:
         if self._watching is not None:
             self._watching.stop()
         self.reaper.stop()
+        self.heartbeat.stop()
         for sandbox in self.pools.stop():
             self._discard(sandbox)
         now = self._reactor.seconds()

@@ -6,6 +6,8 @@ containers, a real daemon process and its real SQLite file.
 """
 
 import asyncio
+import os
+import signal
 import time
 
 from twisted.trial.unittest import TestCase
@@ -24,11 +26,14 @@ def run(coroutine):
 class LifecycleTestCase(TestCase):
     #: Extra [limits] lines for the daemon.
     limits = ""
+    #: Extra [pool] lines for the daemon.
+    pool = ""
 
     def setUp(self):
         self.docker = require_docker()
         self.daemon = Daemon(
-            min_base=1, limits_config=f"{NO_RATE_LIMIT}\nmax_sandboxes = 40\n{self.limits}"
+            min_base=1, limits_config=f"{NO_RATE_LIMIT}\nmax_sandboxes = 40\n{self.limits}",
+            pool_config=self.pool,
         )
         self.daemon.start()
         self.addCleanup(self.daemon.stop)
@@ -268,6 +273,42 @@ class FailFastTests(LifecycleTestCase):
         status, _ = self.daemon.request("DELETE", f"/sandboxes/{sandbox_id}")
         self.assertEqual(status, 204)
         self.assertIsNone(self.state(sandbox_id))
+
+
+class HeartbeatTests(LifecycleTestCase):
+    """
+    An agent that stops answering while its container and connection live
+    is noticed by the heartbeat.
+    """
+
+    pool = 'health_interval = "1s"\nliveness_timeout = "10ms"\n'
+
+    def test_stopped_agent_fails_its_sandbox(self):
+        """
+        Every process of a handed-out sandbox is stopped (SIGSTOP from the
+        host: no engine event, the TCP connection stays up): the sandbox is
+        failed with a reason saying its agent stopped answering, and a
+        sandbox.failed event is recorded.
+        """
+        sandbox_id = self.create(ttl=60)
+        (container,) = self.daemon.containers(sandbox_id)
+        top = self.docker.api.top(container["Id"])
+        pids = [int(row[top["Titles"].index("PID")]) for row in top["Processes"]]
+        self.assertTrue(pids)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(lambda: [self._resume(pid) for pid in pids])
+        self.waitFor(lambda: self.state(sandbox_id) == "failed", what="sandbox failed")
+        status, events = self.daemon.request("GET", f"/events/history?sandbox={sandbox_id}")
+        self.assertEqual(events[-1]["type"], "sandbox.failed")
+        self.assertIn("stopped answering", events[-1]["data"]["reason"])
+
+    @staticmethod
+    def _resume(pid):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
 
 class ReconnectTests(LifecycleTestCase):
