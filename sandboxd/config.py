@@ -187,6 +187,8 @@ _node_id = _rule(lambda value: not value or _NODE_ID.fullmatch(value),
                  "invalid node id {value!r} (use 1 to 16 of a-z and 0-9)")
 _runtime = _rule(RUNTIMES.__contains__,
                  "unknown runtime {value!r} (use one of " + ", ".join(RUNTIMES) + ")")
+_tunnel_auth = _rule(("none", "token").__contains__,
+                     "unknown tunnel auth {value!r} (use \"none\" or \"token\")")
 _vsock_cid = _rule(lambda value: value >= 3, "must be at least 3 (0-2 are reserved), got {value}")
 
 
@@ -268,6 +270,7 @@ class TunnelsConfig:
 
     connect_timeout: float = _setting("duration", "5s", _positive)
     expose_timeout: float = _setting("duration", "30s", _positive)
+    auth: str = _setting("str", "none", _tunnel_auth)
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
 from sandboxd.store import Store, StoreError
 from sandboxd.tunnels import Tunnels
+from sandboxd.tunnels.ingress import load_key
 
 
 class QuietSite(Site):
@@ -61,7 +62,8 @@ def makeService(options, reactor=None):
     manager = SandboxManager(
         reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
     )
-    tunnels = Tunnels(reactor, store, config.limits, config.tunnels)
+    tunnels = Tunnels(reactor, store, config.limits, config.tunnels,
+                      ingress_key=load_key(config.server.data_dir))
     manager.lifecycle.observe(tunnels)
     api = SandboxAPI(
         manager, config, reactor, stats=SandboxStats(runtime, reactor), tunnels=tunnels

@@ -58,7 +58,7 @@ class SandboxAPI:
         )
         self._sessions = WebSocketResource(SessionFactory(manager, clock))
         self._tunnels = tunnels
-        self._ports = tunnels and TunnelResource(tunnels, manager.get)
+        self._ports = tunnels and TunnelResource(tunnels, manager.get, clock)
 
     def resource(self):
         routes = PathGuard(self.app.resource())

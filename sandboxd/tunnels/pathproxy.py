@@ -19,7 +19,7 @@ both directions are relayed as raw bytes, the sandbox's ``101`` first.
 """
 
 from twisted.internet.error import ConnectError, ConnectionRefusedError, TimeoutError
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Cooperator
@@ -131,12 +131,14 @@ class PathProxy:
     def forget(self, sandbox_id):
         """
         The sandbox is gone: cut its proxied exchanges, drop its pool.
+        A Deferred fires once the pool's idle connections are closed.
         """
-        entry = self._agents.pop(sandbox_id, None)
-        if entry is not None:
-            entry[1].closeCachedConnections()
         for cut in list(self._live.pop(sandbox_id, ())):
             cut()
+        entry = self._agents.pop(sandbox_id, None)
+        if entry is None:
+            return succeed(None)
+        return entry[1].closeCachedConnections()
 
     def live(self, sandbox_id):
         """

@@ -12,6 +12,7 @@ from sandboxd.api.errors import ApiError
 from sandboxd.lifecycle import ISandboxObserver
 from sandboxd.store import TunnelRecord
 from sandboxd.tunnels.addressing import check_target
+from sandboxd.tunnels.ingress import Ingress
 from sandboxd.tunnels.hostports import HostPort, NoHostPort, PortNotReady, bind, wait_ready
 from sandboxd.tunnels.pathproxy import PathProxy
 from sandboxd.tunnels.relay import HostPortFactory
@@ -24,12 +25,13 @@ class Tunnels:
 
     ``limits`` is the ``[limits]`` config (max_tunnels,
     max_connections_per_tunnel, tunnel_bind_address, tunnel_port_min/max),
-    ``settings`` the ``[tunnels]`` one (connect_timeout, expose_timeout).
+    ``settings`` the ``[tunnels]`` one (connect_timeout, expose_timeout,
+    auth; with auth "token", ``ingress_key`` is the key of L{Ingress}).
     """
 
     log = Logger()
 
-    def __init__(self, reactor, store, limits, settings):
+    def __init__(self, reactor, store, limits, settings, ingress_key=None):
         self._reactor = reactor
         self._store = store
         self._limits = limits
@@ -37,6 +39,10 @@ class Tunnels:
         self._open = {}
         self._pending = {}
         self.proxy = PathProxy(reactor, settings.connect_timeout)
+        #: Checks path-proxy callers (``[tunnels] auth = "token"``), or None.
+        self.ingress = None
+        if settings.auth == "token":
+            self.ingress = Ingress(ingress_key, reactor)
 
     # Queries
 
@@ -136,11 +142,12 @@ class Tunnels:
 
     def closeAll(self, sandbox, reason):
         """
-        Close every tunnel of ``sandbox`` and cut its proxied exchanges.
+        Close every tunnel of ``sandbox`` and cut its proxied exchanges; a
+        Deferred fires once the path proxy's idle connections are closed.
         """
         for port in sorted(self._open.get(sandbox.id, {})):
             self.close(sandbox, port, reason)
-        self.proxy.forget(sandbox.id)
+        return self.proxy.forget(sandbox.id)
 
     # Following the sandboxes
 

@@ -5,6 +5,8 @@ The HTTP face of tunnels, everything under ``/sandboxes/{id}/ports``
 - ``GET /sandboxes/{id}/ports``: the dedicated host ports.
 - ``POST /sandboxes/{id}/ports/{port}/expose {"timeout": s}``: open one.
 - ``DELETE /sandboxes/{id}/ports/{port}/expose``: close it.
+- ``POST /sandboxes/{id}/ports/{port}/url {"expires": s}``: a signed
+  path-proxy URL and the tunnel's token (private ingress).
 - anything else under ``/sandboxes/{id}/ports/{port}/``: the path proxy.
 
 The API mounts L{TunnelResource} on a Klein branch route; the resource reads
@@ -21,26 +23,31 @@ from twisted.web.server import NOT_DONE_YET
 
 from sandboxd.api.errors import ApiError, invalid_field
 from sandboxd.api.requests import read_json_object
+from sandboxd.sandbox import iso_time
 from sandboxd.tunnels.addressing import check_target, parse_port, split_proxy_path
 from sandboxd.tunnels.pathproxy import write_error
 
 #: The longest readiness wait an expose may ask for, in seconds.
 MAX_EXPOSE_TIMEOUT = 600
+#: How long a signed URL lasts when its request does not say, and at most.
+DEFAULT_URL_LIFETIME = 3600
+MAX_URL_LIFETIME = 7 * 86400
 
 
 class TunnelResource(Resource):
     """
-    ``/sandboxes/{id}/ports...`` over ``tunnels`` (a L{Tunnels}) and
-    ``lookup`` (sandbox id -> Sandbox or None).
+    ``/sandboxes/{id}/ports...`` over ``tunnels`` (a L{Tunnels}),
+    ``lookup`` (sandbox id -> Sandbox or None) and ``clock``.
     """
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, tunnels, lookup):
+    def __init__(self, tunnels, lookup, clock):
         Resource.__init__(self)
         self._tunnels = tunnels
         self._lookup = lookup
+        self._clock = clock
 
     def render(self, request):
         try:
@@ -70,8 +77,41 @@ class TunnelResource(Resource):
             if request.method == b"DELETE":
                 return self._close(request, sandbox, port)
             return self._expose(request, sandbox, port)
+        if len(parts) == 6 and parts[5] == b"url" and request.method == b"POST":
+            return self._signedURL(request, sandbox, port)
         address = check_target(sandbox, port)
+        ingress = self._tunnels.ingress
+        if ingress is not None:
+            prefix = b"/sandboxes/%s/ports/%d" % (sandbox.id.encode(), port)
+            answer = ingress.admit(request, sandbox.id, port, prefix)
+            if answer is not None:
+                return answer
         return self._tunnels.proxy.render(request, sandbox, address, port, rest)
+
+    def _signedURL(self, request, sandbox, port):
+        body = read_json_object(request)
+        unknown = sorted(set(body) - {"expires"})
+        if unknown:
+            raise invalid_field(unknown[0], "unknown field")
+        expires = body.get("expires", DEFAULT_URL_LIFETIME)
+        if isinstance(expires, bool) or not isinstance(expires, int) or not (
+            1 <= expires <= MAX_URL_LIFETIME
+        ):
+            raise invalid_field(
+                "expires", f"must be a whole number of seconds from 1 to {MAX_URL_LIFETIME}")
+        check_target(sandbox, port)
+        path = f"/sandboxes/{sandbox.id}/ports/{port}/"
+        ingress = self._tunnels.ingress
+        if ingress is None:
+            return _json(request, {"port": port, "path": path, "auth": "none"})
+        until = int(self._clock.seconds()) + expires
+        return _json(request, {
+            "port": port,
+            "path": f"{path}?{ingress.signedQuery(sandbox.id, port, until)}",
+            "expires": iso_time(until),
+            "token": ingress.token(sandbox.id, port),
+            "auth": "token",
+        })
 
     def _sandbox(self, raw_id):
         sandbox_id = raw_id.decode("utf-8", "replace")
