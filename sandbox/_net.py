@@ -84,6 +84,14 @@ class Network:
         """
         return self._client.port_url(self._id, port)
 
+    async def signed_url(self, port, expires=None):
+        """
+        The path-proxy URL of ``port`` carrying a signature valid for
+        ``expires`` seconds (for a daemon with ``[tunnels] auth = "token"``;
+        without it, the plain URL).
+        """
+        return (await self._client.signed_port_url(self._id, port, expires))["url"]
+
     async def expose(self, port, timeout=None):
         """
         A Tunnel: a dedicated host port relaying to ``port``, returned once

@@ -148,6 +148,19 @@ class Client:
         """
         await self.request("DELETE", f"{_ports(sandbox_id, port)}/expose")
 
+    async def signed_port_url(self, sandbox_id, port, expires=None):
+        """
+        ``POST /sandboxes/{id}/ports/{port}/url``: with the daemon's
+        ``[tunnels] auth = "token"``, a path-proxy URL valid for ``expires``
+        seconds (the daemon's default, an hour, when None) and the tunnel's
+        token: ``{"port", "path", "expires", "token", "auth"}``, and
+        ``"url"``: the path made absolute on this client's endpoint.
+        """
+        body = {} if expires is None else {"expires": expires}
+        answer = await self.request("POST", f"{_ports(sandbox_id, port)}/url", body)
+        answer["url"] = self._absolute(answer["path"])
+        return answer
+
     def port_url(self, sandbox_id, port):
         """
         The path-proxy URL of ``port`` (nothing is asked of the daemon):
@@ -155,7 +168,9 @@ class Client:
         endpoint, ``http+unix://<socket path, %-escaped>/sandboxes/...``
         for a Unix socket.
         """
-        path = f"{_ports(sandbox_id, port)}/"
+        return self._absolute(f"{_ports(sandbox_id, port)}/")
+
+    def _absolute(self, path):
         endpoint = self.endpoint
         if endpoint.is_unix:
             return f"http+unix://{quote(endpoint.path, safe='')}{path}"

@@ -445,3 +445,64 @@ class ClientTests(TunnelTestCase):
                       sbx("url", self.sandbox, str(APP_PORT)))
         sbx("close", self.sandbox, str(APP_PORT + 1))
         self.assertEqual(json.loads(sbx("ls", self.sandbox, "--json")), [])
+
+
+class IngressTests(TestCase):
+    """
+    Private ingress on a real daemon (``[tunnels] auth = "token"``) to a
+    real app in a real sandbox.
+    """
+
+    def setUp(self):
+        self.daemon = Daemon(extra_config='[tunnels]\nauth = "token"\n')
+        self.daemon.start()
+        self.addCleanup(self.daemon.stop)
+
+    def test_token_and_signed_url(self):
+        """
+        Over TCP the path proxy refuses a request without a credential
+        (401); the Unix socket needs none; a signed URL from POST .../url is
+        answered with a cookie that then lets requests and a WebSocket
+        through; the app never sees the token, the cookie or the query
+        parameters.
+        """
+        status, box = self.daemon.request("POST", "/sandboxes", {"ttl": 600})
+        sid = box["id"]
+        start_app(self.daemon, sid)
+        wait_until_serving(self.daemon, sid)
+        prefix = f"/sandboxes/{sid}/ports/{APP_PORT}"
+        status, _, body = direct("127.0.0.1", self.daemon.port, "GET", f"{prefix}/headers")
+        self.assertEqual((status, json.loads(body)["error"]["code"]),
+                         (401, "TUNNEL_UNAUTHORIZED"))
+        status, signed = self.daemon.request("POST", f"{prefix}/url", {"expires": 300})
+        self.assertEqual(status, 200, signed)
+        self.assertTrue(signed["path"].startswith(f"{prefix}/?sbx_expires="), signed)
+        status, headers, _ = direct("127.0.0.1", self.daemon.port, "GET", signed["path"])
+        self.assertEqual((status, headers["location"]), (303, f"{prefix}/"))
+        cookie = headers["set-cookie"].split(";")[0]
+        status, _, body = direct("127.0.0.1", self.daemon.port, "GET", f"{prefix}/headers",
+                                 headers={"Cookie": f"app=1; {cookie}"})
+        self.assertEqual(status, 200)
+        seen = {k.lower(): v for k, v in json.loads(body)["headers"].items()}
+        self.assertEqual(seen["cookie"], "app=1")
+        status, _, body = direct("127.0.0.1", self.daemon.port, "GET", f"{prefix}/headers",
+                                 headers={"X-Sandbox-Tunnel-Token": signed["token"]})
+        self.assertEqual(status, 200)
+        self.assertNotIn(signed["token"], body.decode())
+        import asyncio
+
+        from sandbox import Client
+
+        async def sdk():
+            async with Client(f"http://127.0.0.1:{self.daemon.port}") as client:
+                return await client.signed_port_url(sid, APP_PORT, expires=60)
+
+        answer = asyncio.run(sdk())
+        self.assertEqual(answer["url"], f"http://127.0.0.1:{self.daemon.port}{answer['path']}")
+        self.assertEqual(answer["token"], signed["token"])
+        with socket.create_connection(("127.0.0.1", self.daemon.port), timeout=30) as sock:
+            ws = WebSocket(sock, f"{prefix}/ws", headers=[("Cookie", cookie)])
+            self.assertEqual(ws.status, 101)
+            ws.send("private")
+            self.assertEqual(ws.receive(), "private")
+

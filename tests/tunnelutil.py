@@ -85,14 +85,15 @@ class WebSocket:
     A minimal RFC 6455 client over a connected socket (text messages only).
     """
 
-    def __init__(self, sock, path, host="localhost"):
+    def __init__(self, sock, path, host="localhost", headers=()):
         self.sock = sock
         key = base64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
         sock.sendall(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
             ).encode()
         )
         head = b""
