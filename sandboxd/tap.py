@@ -19,6 +19,7 @@ from sandboxd.stats import SandboxStats
 from sandboxd.store import Store, StoreError
 from sandboxd.tunnels import Tunnels
 from sandboxd.tunnels.ingress import load_key
+from sandboxd.tunnels.streaming import StreamingRequest
 
 
 class QuietSite(Site):
@@ -68,7 +69,7 @@ def makeService(options, reactor=None):
     api = SandboxAPI(
         manager, config, reactor, stats=SandboxStats(runtime, reactor), tunnels=tunnels
     )
-    site = QuietSite(api.resource())
+    site = QuietSite(api.resource(), requestFactory=StreamingRequest)
     site.displayTracebacks = False
     top = MultiService()
     ManagerService(manager, reactor).setServiceParent(top)

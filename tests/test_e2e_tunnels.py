@@ -181,10 +181,9 @@ class PathProxyTests(TunnelTestCase):
 
     def test_stream_gib(self):
         """
-        1 GiB down from the app and 1 GiB up to it through the path proxy:
-        every byte arrives and the daemon's RSS grows by less than 50 MB.
-        (The upload is held by Twisted Web in a temporary file before it is
-        relayed: docs/tunnels.md.)
+        1 GiB down from the app and 1 GiB up to it (streamed as it is
+        sent) through the path proxy: every byte arrives and the daemon's
+        RSS grows by less than 50 MB.
         """
         with RSSWatch(self.daemon.process.pid) as watch:
             sock = unix_socket(self.daemon.socket, timeout=300)

@@ -6,12 +6,10 @@ Plain HTTP goes through Twisted's own HTTP/1.1 client (``Agent`` over a
 persistent pool per sandbox, connecting with a bounded timeout): the
 response body is relayed as it comes, with the upstream connection
 registered as the caller's streaming producer (a slow caller pauses the
-sandbox's app).  The request body is the one Twisted Web has already
-received: Twisted buffers a request body before any resource sees it (in
-memory up to 100 kB, in an unnamed temporary file beyond), and the proxy
-streams it from there; so an upload reaches the sandbox only once the
-caller has sent all of it, and the daemon's memory does not grow with it
-(docs/tunnels.md).
+sandbox's app).  The request body streams to the app as it arrives when
+the request was made by L{streaming.StreamingRequest} (the API's site
+does); otherwise it is the body Twisted Web has already received (in
+memory up to 100 kB, in a temporary file beyond), streamed from there.
 
 A request with ``Upgrade`` (a WebSocket above all) is sent to the sandbox
 by hand and its connection handed over (L{relay.take_over}): from then on
@@ -176,10 +174,9 @@ class PathProxy:
 
     def _exchange(self, request, sandbox, address, port, rest, prefix, headers):
         url = b"http://%s:%d%s" % (address.encode("ascii"), port, rest)
-        body = None
-        if request.getHeader(b"content-length") is not None or request.getHeader(
-            b"transfer-encoding"
-        ) is not None:
+        body = getattr(request, "bodyStream", None)
+        if body is None and (request.getHeader(b"content-length") is not None or
+                             request.getHeader(b"transfer-encoding") is not None):
             body = FileBodyProducer(request.content, cooperator=self._cooperator)
         state = {"relay": None, "gone": False}
 
