@@ -14,7 +14,7 @@ the answer, so HTTP/1.1's one-request-at-a-time channel stays in step.
 
 It reads the request line from ``HTTPChannel``'s private ``_command``,
 ``_path`` and ``_version`` when the headers are complete (no public hook
-gives them then); tests/test_tunnels_loopback.py pins that down.
+gives them then); tests/test_tunnels_streaming.py pins that down.
 """
 
 from io import BytesIO
