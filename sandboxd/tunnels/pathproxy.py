@@ -220,7 +220,9 @@ class PathProxy:
                 elif lower == b"set-cookie":
                     values = [rewrite_set_cookie(v, prefix) for v in values]
                 request.responseHeaders.setRawHeaders(name, values)
-            if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD":
+            if response.length is not UNKNOWN_LENGTH and request.method != b"HEAD" and (
+                response.code not in (204, 304)
+            ):
                 request.setHeader(b"content-length", b"%d" % response.length)
             state["relay"] = _BodyRelay(request, done)
             response.deliverBody(state["relay"])
@@ -343,7 +345,9 @@ def _forwardable(request):
     headers = Headers()
     for name, values in request.requestHeaders.getAllRawHeaders():
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in named or lower.startswith(b"x-forwarded-"):
+        if (lower in HOP_BY_HOP or lower in named or lower == b"expect"
+                or lower.startswith(b"x-forwarded-")):
+            # (Twisted Web has answered any Expect: 100-continue itself.)
             continue
         headers.setRawHeaders(name, values)
     return headers
