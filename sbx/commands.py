@@ -294,6 +294,9 @@ async def cmd_stats(client, args):
 
 async def cmd_port_url(client, args):
     with about(args.id):
+        if args.expires is not None:
+            print((await client.signed_port_url(args.id, args.port, args.expires))["url"])
+            return 0
         await client.get(args.id)
     print(client.port_url(args.id, args.port))
     return 0

@@ -149,6 +149,9 @@ def build_parser():
         sub.add_argument("id", metavar="ID")
     for sub in (url, expose, close):
         sub.add_argument("port", metavar="PORT", type=_port)
+    url.add_argument(
+        "--expires", type=int, metavar="S",
+        help="a URL signed for S seconds (for a daemon with [tunnels] auth = \"token\")")
     expose.add_argument(
         "--timeout", type=float, metavar="S",
         help="seconds to wait for the port (default: the daemon's tunnels.expose_timeout)")

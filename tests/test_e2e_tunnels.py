@@ -9,6 +9,8 @@ after a daemon restart, and 1 GiB streams with the daemon's RSS watched.
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 
 from twisted.python import log
@@ -426,9 +428,6 @@ class ClientTests(TunnelTestCase):
         sbx port expose prints the host port's URL, ls lists it, url prints
         the path-proxy URL, close closes it.
         """
-        import subprocess
-        import sys
-
         def sbx(*args):
             done = subprocess.run([sys.executable, "-m", "sbx.main", "port", *args],
                                   env=self.daemon.env, capture_output=True, text=True,
@@ -497,6 +496,11 @@ class IngressTests(TestCase):
                 return await client.signed_port_url(sid, APP_PORT, expires=60)
 
         answer = asyncio.run(sdk())
+        done = subprocess.run(
+            [sys.executable, "-m", "sbx.main", "port", "url", "--expires", "60", sid,
+             str(APP_PORT)], env=self.daemon.env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(done.returncode, 0, done.stderr)
+        self.assertIn(f"{prefix}/?sbx_expires=", done.stdout)
         self.assertEqual(answer["url"], f"http://127.0.0.1:{self.daemon.port}{answer['path']}")
         self.assertEqual(answer["token"], signed["token"])
         with socket.create_connection(("127.0.0.1", self.daemon.port), timeout=30) as sock:
