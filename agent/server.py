@@ -344,11 +344,11 @@ def _error_frame(sid, error):
 
 async def serve(
     secret, host="0.0.0.0", port=7070, cwd=None, use_pidfd=None, on_listening=None,
-    zygote=True,
+    zygote=True, stop_signals=(signal.SIGTERM, signal.SIGINT),
 ):
     """
-    Serve until SIGTERM or SIGINT.  ``on_listening(host, port)`` is called
-    once the socket is bound.
+    Serve until one of ``stop_signals`` comes.  ``on_listening(host,
+    port)`` is called once the socket is bound.
     """
     loop = asyncio.get_running_loop()
     agent = Agent(secret, cwd or os.getcwd(), use_pidfd=use_pidfd, zygote=zygote)
@@ -358,7 +358,7 @@ async def serve(
     if on_listening is not None:
         on_listening(*server.sockets[0].getsockname()[:2])
     stop = loop.create_future()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in stop_signals:
         loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
     try:
         await stop

@@ -10,7 +10,7 @@ and close the API's sessions.
 
 import os
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -23,6 +23,7 @@ from sandboxd.lifetimes import IdleReaper
 from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
 from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
+from sandboxd.protocols.link import AgentLink
 from sandboxd.recording import LifecycleRecorder
 from sandboxd.runtimes.interface import SandboxSpec
 from sandboxd.sandbox import Sandbox, State
@@ -87,7 +88,8 @@ class SandboxManager:
         )
         self.capacity = Capacity(config.limits)
         self.pools = PoolSet(
-            self.profiles, config.pool, self._bootWarm, self._discard, reactor
+            self.profiles, config.pool, self._bootWarm, self._discard, reactor,
+            notify=lambda type, **data: store.addEvent(type, None, reactor.seconds(), data),
         )
         self.started = reactor.seconds()
 
@@ -178,6 +180,22 @@ class SandboxManager:
                 await DeferredList(list(self._removals), consumeErrors=True)
             else:
                 await deferLater(self._reactor, 0.05, lambda: None)
+
+    async def reload(self, config):
+        """
+        Apply a new configuration live (sandboxd/reload.py): profiles and
+        their pools, limits, pool sizing.  The runtimes of new profiles are
+        prepared first; if that fails nothing changes.  Handed-out
+        sandboxes keep what they were created with.  Return what the pools
+        did (``PoolSet.reload``).
+        """
+        await self._runtime.prepare({p.runtime for p in config.profiles.values()})
+        self._config = config
+        self.profiles = dict(config.profiles)
+        self.capacity.reload(config.limits)
+        self.reaper.reload(config.limits.idle_timeout)
+        self.heartbeat.reload(config.pool.health_interval, config.pool.liveness_timeout)
+        return self.pools.reload(self.profiles, config.pool)
 
     # Queries
 
@@ -332,11 +350,29 @@ class SandboxManager:
                 self.lifecycle.move(sandbox, State.FAILED, "its boot failed")
             self._removeContainer(sandbox)
             raise
-        self._failures.watchAgent(sandbox)
+        self._keepAgent(sandbox)
 
     def _register(self, sandbox):
         self._sandboxes[sandbox.id] = sandbox
         self._containers[sandbox.container_id] = sandbox
+        self._keepAgent(sandbox)
+
+    def _keepAgent(self, sandbox):
+        """
+        Hold the sandbox's agent through a link that survives the agent
+        being killed and restarted inside the sandbox; the sandbox fails
+        when the link is lost for good.
+        """
+
+        def reconnect(deadline):
+            return ensureDeferred(self._connect(
+                self._reactor, sandbox.host, sandbox.port, sandbox.secret,
+                deadline=deadline, label=sandbox.id,
+            ))
+
+        sandbox.connection = AgentLink(
+            sandbox.connection, reconnect, self._reactor, sandbox.id
+        )
         self._failures.watchAgent(sandbox)
 
     def byContainer(self, container_id):

@@ -27,6 +27,7 @@ from zope.interface.verify import verifyObject
 from agent import wire
 from agent.wire import Code, FrameType
 from sandboxd.api import detached
+from sandboxd.api import session as session_module
 from sandboxd.lifecycle import Lifecycle
 from sandboxd.api.session import (
     CLOSE_AGENT_LOST,
@@ -1005,3 +1006,52 @@ class ResumeTests(EndToEndBase):
         self.assertEqual(
             [f for f in self.agentFrames() if f.type is FrameType.CANCEL], []
         )
+
+
+class ReconnectingAgentTests(SessionTestCase):
+    """
+    While the sandbox's agent link reconnects (its server was killed and
+    comes back), the client's messages wait and then go on in order.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.connection.reconnecting = True
+        self.connection.up = Deferred()
+        self.connection.whenConnected = lambda: self.connection.up
+
+    def test_heldThenRelayedInOrder(self):
+        """
+        Requests sent while the agent reconnects reach the new connection,
+        in order, once it is up; nothing is answered with an error.
+        """
+        self.fromClient(wire.request(1, "process.exec", {"cmd": "echo a"}))
+        self.fromClient(wire.request(3, "process.exec", {"cmd": "echo b"}))
+        self.assertEqual((self.toAgent(), self.toClient()), ([], []))
+        self.connection.reconnecting = False
+        self.connection.up.callback(True)
+        sent = self.toAgent()
+        self.assertEqual([f.json()["params"]["cmd"] for f in sent], ["echo a", "echo b"])
+        self.assertEqual(self.toClient(), [])
+
+    def test_linkLostFailsHeld(self):
+        """
+        When the agent does not come back, held requests are answered with
+        SANDBOX_UNAVAILABLE.
+        """
+        self.fromClient(wire.request(1, "process.exec", {"cmd": "true"}))
+        self.connection.reconnecting = False
+        self.connection.connected = False
+        self.connection.up.callback(False)
+        (error,) = self.toClient()
+        self.assertEqual((error.type, error.json()["code"]), (FrameType.ERROR, Code.SANDBOX_UNAVAILABLE))
+
+    def test_holdIsBounded(self):
+        """
+        Beyond HOLD_LIMIT bytes, messages are no longer held.
+        """
+        self.patch(session_module, "HOLD_LIMIT", 10)
+        self.connection.connected = False
+        self.fromClient(wire.request(1, "process.exec", {"cmd": "x" * 40}))
+        (error,) = self.toClient()
+        self.assertEqual(error.json()["code"], Code.SANDBOX_UNAVAILABLE)
