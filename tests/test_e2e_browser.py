@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 
+from twisted.python import log
 from twisted.trial.unittest import FailTest, SkipTest
 
 from tests.daemon import on_gvisor
@@ -41,10 +42,27 @@ def require_chromium():
     return binary
 
 
-def dump_dom(url):
+#: Browser runs before giving up on seeing ``until`` in the DOM.
+ATTEMPTS = 3
+
+
+def dump_dom(url, until=None):
     """
     The DOM Chromium has after loading ``url`` (a fresh profile each time).
+    With ``until``, load again (at most ATTEMPTS times) while the DOM lacks
+    it: on a loaded machine the page's pending "hold" fetch has once ended
+    (under gVisor) before the echo came, and the virtual time budget then
+    ran out at once.  Each miss is logged.
     """
+    for attempt in range(1, ATTEMPTS + 1):
+        dom = _dump_dom(url)
+        if until is None or until in dom:
+            return dom
+        log.msg(f"chromium attempt {attempt} on {url} did not show {until!r}: {dom[:400]!r}")
+    return dom
+
+
+def _dump_dom(url):
     binary = require_chromium()
     with tempfile.TemporaryDirectory(prefix="sandboxd-chromium-") as profile:
         done = subprocess.run(
@@ -65,9 +83,11 @@ class BrowserTests(TunnelTestCase):
         require_chromium()
         return TunnelTestCase.setUp(self)
 
-    def assertEchoed(self, dom):
+    def assertEchoed(self, url):
+        echoed = '<p id="echo">echo:ping through the tunnel</p>'
+        dom = dump_dom(url, until=echoed)
         self.assertIn('<h1 id="title">served from the sandbox</h1>', dom)
-        self.assertIn('<p id="echo">echo:ping through the tunnel</p>', dom)
+        self.assertIn(echoed, dom)
 
     def test_path_proxy(self):
         """
@@ -75,7 +95,7 @@ class BrowserTests(TunnelTestCase):
         and its WebSocket (a URL relative to the page, so under the
         prefix) echoes.
         """
-        self.assertEchoed(dump_dom(f"http://127.0.0.1:{self.daemon.port}{self.path('/')}"))
+        self.assertEchoed(f"http://127.0.0.1:{self.daemon.port}{self.path('/')}")
 
     def test_host_port(self):
         """
@@ -83,7 +103,7 @@ class BrowserTests(TunnelTestCase):
         echoes.
         """
         tunnel = self.expose()
-        self.assertEchoed(dump_dom(tunnel["url"] + "/"))
+        self.assertEchoed(tunnel["url"] + "/")
 
 
 on_gvisor(globals(), BrowserTests)
