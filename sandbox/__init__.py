@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 from sandbox._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint
 from sandbox._env import Environment
 from sandbox._fs import FileInfo, Filesystem
-from sandbox._net import FetchResponse, Network
+from sandbox._net import FetchResponse, Network, Tunnel
 from sandbox._watch import WatchEvent, Watcher
 from sandbox._process import ExecHandle, ExecResult, OutputEvent, Process
 from sandbox._spawn import ProcessExitedError, SpawnedProcess
@@ -51,6 +51,7 @@ __all__ = [
     "Filesystem",
     "Environment",
     "Network",
+    "Tunnel",
     "Watcher",
     "WatchEvent",
     "FetchResponse",

@@ -1,6 +1,6 @@
 """
 ``sbx.net``: network requests made from inside the sandbox (``net.fetch``
-of docs/protocol.md).
+of docs/protocol.md), and port tunnels into it (docs/tunnels.md).
 """
 
 import base64
@@ -47,13 +47,70 @@ class FetchResponse:
         return json.loads(self.body)
 
 
-class Network:
+@dataclass(frozen=True)
+class Tunnel:
     """
-    Network operations run by the sandbox's agent.
+    A dedicated host port: ``port`` in the sandbox is reachable at
+    ``host_port`` on the daemon's host (``url``).
     """
 
-    def __init__(self, session):
+    port: int
+    host_port: int
+    url: str
+    connections: int = 0
+    refused: int = 0
+
+    @classmethod
+    def fromJSON(cls, obj):
+        return cls(int(obj["port"]), int(obj["host_port"]), str(obj["url"]),
+                   int(obj.get("connections", 0)), int(obj.get("refused", 0)))
+
+
+class Network:
+    """
+    Network operations run by the sandbox's agent, and tunnels to its
+    ports through the daemon.
+    """
+
+    def __init__(self, session, client=None, sandbox_id=None):
         self._session = session
+        self._client = client
+        self._id = sandbox_id
+
+    def url(self, port):
+        """
+        The path-proxy URL of ``port`` (``.../sandboxes/{id}/ports/{port}/``):
+        usable at once, nothing is opened.
+        """
+        return self._client.port_url(self._id, port)
+
+    async def signed_url(self, port, expires=None):
+        """
+        The path-proxy URL of ``port`` carrying a signature valid for
+        ``expires`` seconds (for a daemon with ``[tunnels] auth = "token"``;
+        without it, the plain URL).
+        """
+        return (await self._client.signed_port_url(self._id, port, expires))["url"]
+
+    async def expose(self, port, timeout=None):
+        """
+        A Tunnel: a dedicated host port relaying to ``port``, returned once
+        the port accepts connections (SandboxError ``PORT_NOT_READY`` after
+        ``timeout`` seconds; the daemon's default when None).
+        """
+        return Tunnel.fromJSON(await self._client.expose(self._id, port, timeout))
+
+    async def ports(self):
+        """
+        The sandbox's dedicated host ports, as Tunnels.
+        """
+        return [Tunnel.fromJSON(t) for t in await self._client.ports(self._id)]
+
+    async def close(self, port):
+        """
+        Close the dedicated host port of ``port`` (its connections too).
+        """
+        await self._client.close_port(self._id, port)
 
     async def fetch(
         self,

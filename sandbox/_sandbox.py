@@ -28,7 +28,7 @@ class Sandbox:
         self.fs = Filesystem(session)
         self.process = Process(session)
         self.env = Environment(session)
-        self.net = Network(session)
+        self.net = Network(session, client, self.id)
 
     def __repr__(self):
         state = "closed" if self.closed else "open"

@@ -120,6 +120,64 @@ class Client:
         """
         return await self.request("GET", f"/sandboxes/{_segment(sandbox_id)}/stats")
 
+    async def expose(self, sandbox_id, port, timeout=None):
+        """
+        ``POST /sandboxes/{id}/ports/{port}/expose``: a dedicated host port
+        relaying to ``port``, once it accepts connections (``timeout``
+        seconds at most; the daemon's default when None).  Returns
+        ``{"port", "host_port", "url", ...}``.
+        """
+        body = {}
+        wait = ...
+        if timeout is not None:
+            body["timeout"] = timeout
+            if self.http.timeout is not None:
+                # The daemon answers only once the port is ready.
+                wait = timeout + self.http.timeout
+        return await self.request(
+            "POST", f"{_ports(sandbox_id, port)}/expose", body, timeout=wait)
+
+    async def ports(self, sandbox_id):
+        """
+        ``GET /sandboxes/{id}/ports``: the sandbox's dedicated host ports.
+        """
+        return await self.request("GET", f"/sandboxes/{_segment(sandbox_id)}/ports")
+
+    async def close_port(self, sandbox_id, port):
+        """
+        ``DELETE /sandboxes/{id}/ports/{port}/expose``: close the host port.
+        """
+        await self.request("DELETE", f"{_ports(sandbox_id, port)}/expose")
+
+    async def signed_port_url(self, sandbox_id, port, expires=None):
+        """
+        ``POST /sandboxes/{id}/ports/{port}/url``: with the daemon's
+        ``[tunnels] auth = "token"``, a path-proxy URL valid for ``expires``
+        seconds (the daemon's default, an hour, when None) and the tunnel's
+        token: ``{"port", "path", "expires", "token", "auth"}``, and
+        ``"url"``: the path made absolute on this client's endpoint.
+        """
+        body = {} if expires is None else {"expires": expires}
+        answer = await self.request("POST", f"{_ports(sandbox_id, port)}/url", body)
+        answer["url"] = self._absolute(answer["path"])
+        return answer
+
+    def port_url(self, sandbox_id, port):
+        """
+        The path-proxy URL of ``port`` (nothing is asked of the daemon):
+        ``http(s)://host:port/sandboxes/{id}/ports/{port}/`` for a TCP
+        endpoint, ``http+unix://<socket path, %-escaped>/sandboxes/...``
+        for a Unix socket.
+        """
+        return self._absolute(f"{_ports(sandbox_id, port)}/")
+
+    def _absolute(self, path):
+        endpoint = self.endpoint
+        if endpoint.is_unix:
+            return f"http+unix://{quote(endpoint.path, safe='')}{path}"
+        scheme = "https" if endpoint.tls else "http"
+        return f"{scheme}://{endpoint.host_header}{endpoint.prefix}{path}"
+
     async def profiles(self):
         """
         ``GET /profiles``: ``[{"name", "image", "memory", "cpu", "storage",
@@ -133,7 +191,6 @@ class Client:
         "sandboxes", "pool"}``.
         """
         return await self.request("GET", "/health")
-
 
     def events(self, after=None, sandbox=None, types=(), reconnect=True):
         """
@@ -154,6 +211,12 @@ class Client:
         if sandbox:
             query["sandbox"] = sandbox
         return await self.request("GET", "/events/history?" + urlencode(query))
+
+
+def _ports(sandbox_id, port):
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 1 to 65535, not {port!r}")
+    return f"/sandboxes/{_segment(sandbox_id)}/ports/{port}"
 
 
 def _segment(value):

@@ -184,6 +184,8 @@ _BY_CODE = {
     "UNKNOWN_PROFILE": NotFoundError,
     "NOT_FOUND": NotFoundError,
     "AT_CAPACITY": CapacityError,
+    "TOO_MANY_TUNNELS": CapacityError,
+    "PORT_NOT_READY": SandboxTimeoutError,
     "RATE_LIMITED": RateLimitedError,
     "INTERNAL": ServerError,
     "RUNTIME_ERROR": ServerError,

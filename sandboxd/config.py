@@ -187,6 +187,8 @@ _node_id = _rule(lambda value: not value or _NODE_ID.fullmatch(value),
                  "invalid node id {value!r} (use 1 to 16 of a-z and 0-9)")
 _runtime = _rule(RUNTIMES.__contains__,
                  "unknown runtime {value!r} (use one of " + ", ".join(RUNTIMES) + ")")
+_tunnel_auth = _rule(("none", "token").__contains__,
+                     "unknown tunnel auth {value!r} (use \"none\" or \"token\")")
 _vsock_cid = _rule(lambda value: value >= 3, "must be at least 3 (0-2 are reserved), got {value}")
 
 
@@ -263,6 +265,15 @@ class LimitsConfig:
 
 
 @attrs.frozen
+class TunnelsConfig:
+    """C{[tunnels]}: how port tunnels reach a sandbox's ports (docs/tunnels.md)."""
+
+    connect_timeout: float = _setting("duration", "5s", _positive)
+    expose_timeout: float = _setting("duration", "30s", _positive)
+    auth: str = _setting("str", "none", _tunnel_auth)
+
+
+@attrs.frozen
 class NetworkConfig:
     """C{[network]}: the Docker bridge sandboxes run on."""
 
@@ -316,6 +327,7 @@ class Config:
     multi_tenant: MultiTenantConfig = attrs.Factory(MultiTenantConfig)
     limits: LimitsConfig = attrs.Factory(LimitsConfig)
     network: NetworkConfig = attrs.Factory(NetworkConfig)
+    tunnels: TunnelsConfig = attrs.Factory(TunnelsConfig)
     pool: PoolConfig = attrs.Factory(PoolConfig)
     profiles: MappingProxyType = attrs.field(
         factory=_default_profiles, converter=lambda p: MappingProxyType(dict(p)))
@@ -391,7 +403,8 @@ def _read_profiles(table, source):
 
 
 _SECTIONS = {"server": ServerConfig, "multi_tenant": MultiTenantConfig,
-             "limits": LimitsConfig, "network": NetworkConfig, "pool": PoolConfig,
+             "limits": LimitsConfig, "network": NetworkConfig, "tunnels": TunnelsConfig,
+             "pool": PoolConfig,
              "firecracker": FirecrackerConfig}
 
 

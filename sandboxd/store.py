@@ -50,6 +50,14 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp REAL NOT NULL,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tunnels (
+    sandbox_id TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    host_port INTEGER NOT NULL,
+    bind_address TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (sandbox_id, port)
+);
 """
 
 
@@ -101,6 +109,19 @@ class Event:
     identity: str
     timestamp: float
     data: dict
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class TunnelRecord:
+    """
+    One row of the tunnels table: a dedicated host port of a sandbox.
+    """
+
+    sandbox_id: str
+    port: int
+    host_port: int
+    bind_address: str
+    created: float
 
 
 class Store:
@@ -156,7 +177,11 @@ class Store:
         )
 
     def delete(self, sandbox_id):
+        """
+        Forget a sandbox, and its tunnels with it.
+        """
         self._db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+        self._db.execute("DELETE FROM tunnels WHERE sandbox_id = ?", (sandbox_id,))
 
     def sandboxes(self):
         """
@@ -223,3 +248,31 @@ class Store:
             Event(i, t, s, who, ts, json.loads(d))
             for i, t, s, who, ts, d in self._db.execute(query, args)
         ]
+
+    # Tunnels
+
+    def putTunnel(self, record):
+        """
+        Insert or replace a tunnel's row.
+        """
+        self._db.execute(
+            "INSERT OR REPLACE INTO tunnels (sandbox_id, port, host_port, bind_address, created)"
+            " VALUES (?, ?, ?, ?, ?)",
+            attr.astuple(record),
+        )
+
+    def deleteTunnel(self, sandbox_id, port):
+        self._db.execute(
+            "DELETE FROM tunnels WHERE sandbox_id = ? AND port = ?", (sandbox_id, port)
+        )
+
+    def tunnels(self, sandbox_id=None):
+        """
+        The recorded tunnels (of one sandbox), oldest first.
+        """
+        query = "SELECT sandbox_id, port, host_port, bind_address, created FROM tunnels"
+        args = ()
+        if sandbox_id is not None:
+            query += " WHERE sandbox_id = ?"
+            args = (sandbox_id,)
+        return [TunnelRecord(*row) for row in self._db.execute(query + " ORDER BY created", args)]

@@ -21,6 +21,9 @@ from sandboxd.runtimes.docker import DockerRuntime
 from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
 from sandboxd.store import Store, StoreError
+from sandboxd.tunnels import Tunnels
+from sandboxd.tunnels.ingress import load_key
+from sandboxd.tunnels.streaming import StreamingRequest
 
 
 class QuietSite(Site):
@@ -66,12 +69,16 @@ def makeService(options, reactor=None):
     )
     events = EventFeed(store, reactor)
     metrics = DaemonMetrics(reactor, manager, events, SandboxAPI.app.url_map)
+    tunnels = Tunnels(reactor, store, config.limits, config.tunnels,
+                      ingress_key=load_key(config.server.data_dir))
+    manager.lifecycle.observe(tunnels)
     api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor),
-                     events=events, metrics=metrics)
+                     events=events, metrics=metrics, tunnels=tunnels)
     # Bodies are JSON: never parsed as form submissions (Twisted would answer
     # a malformed multipart body with an empty 400 before any route saw it).
+    # Path-proxy bodies stream to the sandbox as they come (StreamingRequest).
     site = QuietSite(MeteredResource(api.resource(), metrics, reactor),
-                     parsePOSTFormSubmission=False)
+                     requestFactory=StreamingRequest, parsePOSTFormSubmission=False)
     site.displayTracebacks = False
     top = MultiService()
     managing = ManagerService(manager, reactor)

@@ -292,6 +292,43 @@ async def cmd_stats(client, args):
     return 0
 
 
+async def cmd_port_url(client, args):
+    with about(args.id):
+        if args.expires is not None:
+            print((await client.signed_port_url(args.id, args.port, args.expires))["url"])
+            return 0
+        await client.get(args.id)
+    print(client.port_url(args.id, args.port))
+    return 0
+
+
+async def cmd_port_expose(client, args):
+    with about(args.id):
+        tunnel = await client.expose(args.id, args.port, args.timeout)
+    if args.json:
+        print_json(tunnel)
+    else:
+        print(tunnel["url"])
+    return 0
+
+
+async def cmd_port_ls(client, args):
+    with about(args.id):
+        tunnels = await client.ports(args.id)
+    if args.json:
+        print_json(tunnels)
+        return 0
+    rows = [(t["port"], t["host_port"], t["url"], t["connections"]) for t in tunnels]
+    print(_format.table(("PORT", "HOST PORT", "URL", "CONNECTIONS"), rows))
+    return 0
+
+
+async def cmd_port_close(client, args):
+    with about(args.id):
+        await client.close_port(args.id, args.port)
+    return 0
+
+
 async def cmd_health(client, args):
     health = await client.health()
     if args.json:

@@ -30,6 +30,12 @@ def _size(text):
     return int(text) if text.isdigit() else text
 
 
+def _port(text):
+    if not text.isdigit() or text.startswith("0") or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
 def _octal(text):
     try:
         return int(text, 8)
@@ -131,6 +137,26 @@ def build_parser():
     stats = commands.add_parser("stats", help="CPU, memory, network and PID stats")
     stats.add_argument("id", metavar="ID")
     stats.add_argument("--json", action="store_true", help="print the JSON object")
+
+    port = commands.add_parser("port", help="port tunnels into a sandbox (docs/tunnels.md)")
+    port_commands = port.add_subparsers(dest="port_command", metavar="COMMAND", required=True)
+    url = port_commands.add_parser("url", help="the path-proxy URL of a port")
+    expose = port_commands.add_parser(
+        "expose", help="open a dedicated host port once the port accepts connections")
+    port_ls = port_commands.add_parser("ls", help="list the dedicated host ports")
+    close = port_commands.add_parser("close", help="close a dedicated host port")
+    for sub in (url, expose, port_ls, close):
+        sub.add_argument("id", metavar="ID")
+    for sub in (url, expose, close):
+        sub.add_argument("port", metavar="PORT", type=_port)
+    url.add_argument(
+        "--expires", type=int, metavar="S",
+        help="a URL signed for S seconds (for a daemon with [tunnels] auth = \"token\")")
+    expose.add_argument(
+        "--timeout", type=float, metavar="S",
+        help="seconds to wait for the port (default: the daemon's tunnels.expose_timeout)")
+    for sub in (expose, port_ls):
+        sub.add_argument("--json", action="store_true", help="print the JSON")
 
     health = commands.add_parser("health", help="daemon health and pool status")
     health.add_argument("--json", action="store_true", help="print the JSON object")

@@ -8,7 +8,7 @@ import stat
 
 from twisted.trial.unittest import TestCase
 
-from sandboxd.store import MAX_EVENTS, SandboxRecord, Store, StoreError
+from sandboxd.store import MAX_EVENTS, SandboxRecord, Store, StoreError, TunnelRecord
 
 
 def record(sandbox_id="sbx-1", **overrides):
@@ -98,3 +98,25 @@ class StoreTests(TestCase):
         self.assertLessEqual(len(kept), MAX_EVENTS + 1000)
         self.assertGreaterEqual(len(kept), MAX_EVENTS)
         self.assertEqual(kept[-1].timestamp, float(MAX_EVENTS + 999))
+
+    def test_tunnels(self):
+        """
+        Tunnel rows are kept per (sandbox, port), read back oldest first
+        (all, or one sandbox's), survive reopening, and go one by one or
+        with their sandbox's record.
+        """
+        self.store.put(record("sbx-1"))
+        self.store.putTunnel(TunnelRecord("sbx-1", 8080, 41000, "127.0.0.1", 2.0))
+        self.store.putTunnel(TunnelRecord("sbx-1", 9000, 41001, "127.0.0.1", 1.0))
+        self.store.putTunnel(TunnelRecord("sbx-2", 8080, 41002, "0.0.0.0", 3.0))
+        self.store.close()
+        self.store = Store(self.dir)
+        self.addCleanup(self.store.close)
+        self.assertEqual([(t.sandbox_id, t.port) for t in self.store.tunnels()],
+                         [("sbx-1", 9000), ("sbx-1", 8080), ("sbx-2", 8080)])
+        self.assertEqual(self.store.tunnels("sbx-2"),
+                         [TunnelRecord("sbx-2", 8080, 41002, "0.0.0.0", 3.0)])
+        self.store.deleteTunnel("sbx-1", 9000)
+        self.assertEqual([t.port for t in self.store.tunnels("sbx-1")], [8080])
+        self.store.delete("sbx-1")
+        self.assertEqual([t.sandbox_id for t in self.store.tunnels()], ["sbx-2"])

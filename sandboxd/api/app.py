@@ -31,6 +31,7 @@ from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
 from sandboxd.metrics import CONTENT_TYPE
 from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
 from sandboxd.runtimes.interface import RuntimeFailure
+from sandboxd.tunnels import TunnelFront, TunnelResource
 
 
 def _json(request, obj, status=200):
@@ -50,7 +51,8 @@ class SandboxAPI:
     app.url_map.merge_slashes = False
     log = Logger()
 
-    def __init__(self, manager, config, clock, stats=None, events=None, metrics=None):
+    def __init__(self, manager, config, clock, stats=None, events=None, metrics=None,
+                 tunnels=None):
         self._manager = manager
         self._events = events
         self._metrics = metrics
@@ -61,9 +63,14 @@ class SandboxAPI:
             config.limits.create_rate_limit, config.limits.rate_limit_entries, clock
         )
         self._sessions = WebSocketResource(SessionFactory(manager, clock, metrics))
+        self._tunnels = tunnels
+        self._ports = tunnels and TunnelResource(tunnels, manager.get, clock)
 
     def resource(self):
-        return PathGuard(self.app.resource())
+        routes = PathGuard(self.app.resource())
+        if self._ports is None:
+            return routes
+        return TunnelFront(routes, self._ports)
 
     def reload(self, config):
         """
@@ -148,7 +155,10 @@ class SandboxAPI:
 
     @app.route("/sandboxes/<sandbox_id>", methods=["GET"])
     def get(self, request, sandbox_id):
-        return _json(request, self._sandbox(sandbox_id).toJSON())
+        body = self._sandbox(sandbox_id).toJSON()
+        if self._tunnels is not None:
+            body["tunnels"] = self._tunnels.describe(sandbox_id)
+        return _json(request, body)
 
     @app.route("/sandboxes/<sandbox_id>", methods=["DELETE"])
     def destroy(self, request, sandbox_id):
