@@ -3,8 +3,9 @@ The API's contract as an OpenAPI 3.1 document, served at
 ``GET /openapi.json`` (docs/api.md is the prose).
 
 Written by hand, route by route; tests/test_openapi.py checks that every
-Klein route is described here and nothing else is, so a new route without
-an entry fails there by name.
+Klein route and every tunnel route (sandboxd.tunnels.resource.ROUTES) is
+described here and nothing else is, so a new route without an entry fails
+there by name.
 """
 
 from sandboxd import __version__
@@ -38,6 +39,9 @@ _INVALID = _error("The request is malformed", "INVALID_BODY", "INVALID_FIELD",
 _NOT_SANDBOX = _error("No sandbox has this id", "SANDBOX_NOT_FOUND")
 _ADMIN = _error("Pool administration is served on the Unix socket only", "ADMIN_ONLY")
 _NO_PROFILE = _error("No profile has this name", "UNKNOWN_PROFILE")
+_PORT = {"name": "port", "in": "path", "required": True,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 65535}}
+_PORT_RESERVED = _error("The agent's port is never reachable through a tunnel", "PORT_RESERVED")
 _COMMON = {"400": _error("The path is not UTF-8", "BAD_PATH"),
            "405": _error("The route exists, not with this method", "METHOD_NOT_ALLOWED"),
            "500": _error("A bug; the daemon logs the traceback", "INTERNAL")}
@@ -123,11 +127,21 @@ SCHEMAS = {
             "flushed": {"type": "integer"},
         },
     },
+    "ExposeRequest": {
+        "type": "object", "additionalProperties": False,
+        "properties": {"timeout": {"type": "number", "minimum": 0, "maximum": 600}},
+    },
     "Profile": {
         "type": "object", "required": ["name", "image", "memory", "cpu", "storage", "runtime"],
         "properties": {"name": {"type": "string"}, "image": {"type": "string"},
                        "memory": {"type": "integer"}, "cpu": {"type": "number"},
                        "storage": {"type": "integer"}, "runtime": {"type": "string"}},
+    },
+    "Tunnel": {
+        "type": "object", "required": ["port", "host_port", "url"],
+        "properties": {"port": {"type": "integer"}, "host_port": {"type": "integer"},
+                       "url": {"type": "string"}, "bind_address": {"type": "string"},
+                       "connections": {"type": "integer"}, "refused": {"type": "integer"}},
     },
     "Health": {
         "type": "object", "required": ["status", "version", "uptime_seconds", "sandboxes", "pool"],
@@ -187,6 +201,51 @@ PATHS = {
                 "426": _ok("Not a WebSocket upgrade request"),
             }, [_SANDBOX_ID, _query("resume", {"type": "string"}, "a detached session's token")],
             tags=["sessions"]),
+    },
+    "/sandboxes/{sandbox_id}/ports": {
+        "get": _operation("listPorts", "The sandbox's dedicated host ports", {
+            "200": _ok("The tunnels", {"type": "array", "items": _ref("Tunnel")}),
+            "404": _NOT_SANDBOX,
+        }, [_SANDBOX_ID], tags=["tunnels"]),
+    },
+    "/sandboxes/{sandbox_id}/ports/{port}/expose": {
+        "post": _operation("exposePort", "Give a port of the sandbox a host port, once it listens", {
+            "200": _ok("Already exposed", _ref("Tunnel")),
+            "201": _ok("Exposed", _ref("Tunnel")),
+            "400": _error("Bad port or body", "INVALID_PORT", "INVALID_FIELD", "INVALID_BODY"),
+            "403": _PORT_RESERVED, "404": _NOT_SANDBOX,
+            "409": _error("Being exposed, or the sandbox ended",
+                          "EXPOSE_IN_PROGRESS", "SANDBOX_NOT_RUNNING"),
+            "429": _error("limits.max_tunnels reached", "TOO_MANY_TUNNELS"),
+            "503": _error("No free host port in the range", "NO_HOST_PORT"),
+            "504": _error("The port did not accept connections in time", "PORT_NOT_READY"),
+        }, [_SANDBOX_ID, _PORT], body=_ref("ExposeRequest"), tags=["tunnels"]),
+        "delete": _operation("closePort", "Close a dedicated host port and its connections", {
+            "204": _ok("Closed"),
+            "400": _error("Bad port", "INVALID_PORT"),
+            "404": _error("No such sandbox or tunnel", "SANDBOX_NOT_FOUND", "TUNNEL_NOT_FOUND"),
+        }, [_SANDBOX_ID, _PORT], tags=["tunnels"]),
+    },
+    "/sandboxes/{sandbox_id}/ports/{port}/url": {
+        "post": _operation("signedPortURL", "A path-proxy URL, signed and expiring with private ingress", {
+            "200": _ok("The path (and token, expiry)", {"type": "object"}),
+            "400": _error("Bad port or body", "INVALID_PORT", "INVALID_FIELD", "INVALID_BODY"),
+            "403": _PORT_RESERVED, "404": _NOT_SANDBOX,
+        }, [_SANDBOX_ID, _PORT], body={"type": "object", "properties": {
+            "expires": {"type": "integer", "minimum": 1}}}, tags=["tunnels"]),
+    },
+    "/sandboxes/{sandbox_id}/ports/{port}/{path}": {
+        method: _operation(f"proxy{method.capitalize()}", "The path proxy: the request goes to the "
+                           "sandbox's port, with the prefix stripped (any method; WebSocket "
+                           "upgrades too)", {
+            "200": _ok("What the sandbox's server answered"),
+            "400": _error("Bad port", "INVALID_PORT"),
+            "401": _error("Private ingress: no valid token", "TUNNEL_UNAUTHORIZED"),
+            "403": _PORT_RESERVED, "404": _NOT_SANDBOX,
+            "502": _error("Nothing listens on the port", "PORT_NOT_LISTENING"),
+        }, [_SANDBOX_ID, _PORT, {"name": "path", "in": "path", "required": True,
+                                 "schema": {"type": "string"}}], tags=["tunnels"])
+        for method in ("get", "post", "put", "delete", "patch")
     },
     "/pools": {
         "get": _operation("poolStatus", "Every pool's status (Unix socket only)", {

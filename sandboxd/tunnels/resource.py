@@ -27,6 +27,19 @@ from sandboxd.sandbox import iso_time
 from sandboxd.tunnels.addressing import check_target, parse_port, split_proxy_path
 from sandboxd.tunnels.pathproxy import write_error
 
+#: What this resource serves, as (method, path template): the path proxy
+#: takes any method (the OpenAPI document lists the usual ones).
+ROUTES = frozenset({
+    ("GET", "/sandboxes/{sandbox_id}/ports"),
+    ("POST", "/sandboxes/{sandbox_id}/ports/{port}/expose"),
+    ("DELETE", "/sandboxes/{sandbox_id}/ports/{port}/expose"),
+    ("POST", "/sandboxes/{sandbox_id}/ports/{port}/url"),
+    *(
+        (method, "/sandboxes/{sandbox_id}/ports/{port}/{path}")
+        for method in ("GET", "POST", "PUT", "DELETE", "PATCH")
+    ),
+})
+
 #: The longest readiness wait an expose may ask for, in seconds.
 MAX_EXPOSE_TIMEOUT = 600
 #: How long a signed URL lasts when its request does not say, and at most.
