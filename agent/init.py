@@ -19,7 +19,9 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 #: Signals that end PID 1 when the engine sends them, and nothing else.
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
 #: The longest pause between restarts of a server that keeps dying.
-_MAX_RESTART_DELAY = 5.0
+_MAX_RESTART_DELAY = 2.0
+#: A server that lived this long (seconds) was killed, not crashing at start.
+_HEALTHY_LIFE = 0.25
 
 
 class ConfigError(Exception):
@@ -164,7 +166,8 @@ def run_as_init(child_main, sleep=time.sleep, clock=time.monotonic):
 class _Restarts:
     """
     Spaces out restarts of a server that dies soon after each start: none
-    for one that lived a second or more, then 0.1 s doubling to 5 s.
+    for one that lived a quarter of a second or more (it got to serve and
+    was killed), then 0.1 s doubling to 2 s (it keeps failing to start).
     """
 
     def __init__(self, sleep, clock):
@@ -174,7 +177,7 @@ class _Restarts:
         self._delay = 0.0
 
     def wait(self):
-        if self._clock() - self._started >= 1.0:
+        if self._clock() - self._started >= _HEALTHY_LIFE:
             self._delay = 0.0
         else:
             self._delay = min(_MAX_RESTART_DELAY, max(0.1, self._delay * 2))
