@@ -310,12 +310,12 @@ class SandboxManager(SandboxFailures):
         try:
             started = await self._runtime.start(spec)
             sandbox.container_id = started.container_id
-            sandbox.host, sandbox.port = started.host, started.port
+            sandbox.endpoint = started.endpoint
             self._containers[started.container_id] = sandbox
             if sandbox.state is not State.CREATING:
                 raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
             sandbox.connection = await self._connect(
-                self._reactor, started.host, started.port, sandbox.secret,
+                self._reactor, started.endpoint, sandbox.secret,
                 label=sandbox.id,
             )
             if sandbox.state is not State.CREATING:

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 import attr
 
+from sandboxd.protocols.endpoints import AgentEndpoint, parse_endpoint
 from sandboxd.store import SandboxRecord
 
 
@@ -82,8 +83,8 @@ class Sandbox:
     method: str = "cold"
     state: State = State.CREATING
     container_id: str = None
-    host: str = None
-    port: int = None
+    #: Where its agent listens (sandboxd/protocols/endpoints.py).
+    endpoint: str = None
     #: When it last had no session (None while one is open).
     idle_since: float = None
     connection: object = attr.ib(default=None, repr=False)
@@ -102,6 +103,27 @@ class Sandbox:
                 f"sandbox {self.id} cannot go from {self.state.value} to {state.value}"
             )
         self.state = state
+
+    @property
+    def address(self):
+        """
+        The IP at which the sandbox's own ports are reachable from the host
+        (a container's bridge IP), or None (no network, as a VM without one).
+        """
+        return self._agentEndpoint().address
+
+    @property
+    def reserved_ports(self):
+        """
+        The ports inside the sandbox nothing but the daemon may reach: its
+        agent's TCP port (none when the agent is on a VM stream).
+        """
+        return self._agentEndpoint().reserved_ports
+
+    def _agentEndpoint(self):
+        if self.endpoint is None:
+            return AgentEndpoint("unix")
+        return parse_endpoint(self.endpoint)
 
     @property
     def alive(self):
@@ -128,8 +150,7 @@ class Sandbox:
             method=self.method,
             state=self.state.value,
             container_id=self.container_id,
-            host=self.host,
-            port=self.port,
+            endpoint=self.endpoint,
             secret=self.secret,
             created=self.created,
             idle_since=self.idle_since,

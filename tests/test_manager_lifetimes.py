@@ -42,7 +42,7 @@ class ManagerTestCase(TestCase):
         self.store = Store(self.dir)
         self.addCleanup(self.store.close)
 
-        def connect(reactor, host, port, secret, label="", deadline=None):
+        def connect(reactor, endpoint, secret, label="", deadline=None):
             if label in self.unreachable:
                 return fail(ConnectionRefusedError(host))
             connection = FakeConnection()
