@@ -15,7 +15,7 @@ from . import init
 def main():
     init.scrub_environ_block()
     try:
-        config = init.take_config()
+        config = init.take_config(listen=_listen_argument(sys.argv[1:]))
     except init.ConfigError as e:
         print(f"sandbox-agent: {e}", file=sys.stderr)
         sys.exit(2)
@@ -60,14 +60,27 @@ def _serve(config):
             config.use_pidfd,
             on_listening=_announce,
             zygote=config.zygote,
+            listen=config.listen,
         )
     )
     return 0
 
 
-def _announce(host, port):
+def _listen_argument(argv):
+    """
+    The value of ``--listen X`` or ``--listen=X`` in argv, else None.
+    """
+    for index, word in enumerate(argv):
+        if word == "--listen" and index + 1 < len(argv):
+            return argv[index + 1]
+        if word.startswith("--listen="):
+            return word[len("--listen="):]
+    return None
+
+
+def _announce(address):
     print(
-        f"sandbox-agent: pid {os.getpid()} listening on {host}:{port}",
+        f"sandbox-agent: pid {os.getpid()} listening on {address}",
         file=sys.stderr,
         flush=True,
     )

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from . import listeners
 from .reaper import exit_code
 
 ENV_PREFIX = "SANDBOX_AGENT_"
@@ -28,22 +29,26 @@ class Config:
     The agent's settings, from SANDBOX_AGENT_* variables.
     """
 
-    __slots__ = ("secret", "host", "port", "cwd", "use_pidfd", "zygote")
+    __slots__ = ("secret", "host", "port", "cwd", "use_pidfd", "zygote", "listen")
 
-    def __init__(self, secret, host, port, cwd, use_pidfd, zygote=True):
+    def __init__(self, secret, host, port, cwd, use_pidfd, zygote=True, listen=None):
         self.secret = secret
         self.host = host
         self.port = port
         self.cwd = cwd
         self.use_pidfd = use_pidfd
         self.zygote = zygote
+        #: Where to serve (listeners.Listen): TCP host:port unless LISTEN says.
+        self.listen = listen
 
 
-def take_config(environ=os.environ):
+def take_config(environ=os.environ, listen=None):
     """
     Remove every SANDBOX_AGENT_* variable from ``environ``; the Config.
 
-    SECRET (64 hex characters) is required; HOST, PORT, CWD (the default
+    SECRET (64 hex characters) is required; LISTEN (``tcp:[HOST:]PORT``,
+    ``vsock:PORT``, ``vserial:PATH``; the ``--listen`` argument, given as
+    ``listen``, wins), HOST, PORT, CWD (the default
     working directory of processes, else /root when it exists), PIDFD ("0"
     forces the SIGCHLD reaper) and ZYGOTE ("0": no Python zygote, every
     ``python3 -c`` starts an interpreter) are optional.
@@ -65,6 +70,12 @@ def take_config(environ=os.environ):
     if not 0 <= port <= 65535:
         raise ConfigError(f"{ENV_PREFIX}PORT must be a port number")
     cwd = values.get("CWD") or ("/root" if os.path.isdir("/root") else os.getcwd())
+    host = values.get("HOST") or DEFAULT_HOST
+    listen = listen or values.get("LISTEN") or f"tcp:{host}:{port}"
+    try:
+        where = listeners.parse_listen(listen, host)
+    except listeners.ListenError as e:
+        raise ConfigError(str(e)) from None
     return Config(
         secret,
         values.get("HOST") or DEFAULT_HOST,
@@ -72,6 +83,7 @@ def take_config(environ=os.environ):
         cwd,
         values.get("PIDFD") != "0",
         values.get("ZYGOTE") != "0",
+        where,
     )
 
 
