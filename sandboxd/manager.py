@@ -316,7 +316,7 @@ class SandboxManager(SandboxFailures):
                 raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
             sandbox.connection = await self._connect(
                 self._reactor, started.endpoint, sandbox.secret,
-                label=sandbox.id,
+                deadline=started.connect_deadline, label=sandbox.id,
             )
             if sandbox.state is not State.CREATING:
                 raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")

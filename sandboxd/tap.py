@@ -13,7 +13,9 @@ from twisted.web.server import Site
 from sandboxd.api.app import SandboxAPI
 from sandboxd.config import ConfigError, load_config
 from sandboxd.manager import SandboxManager
+from sandboxd.runtimes.dispatch import RuntimeSet
 from sandboxd.runtimes.docker import DockerRuntime
+from sandboxd.runtimes.qemu import QemuRuntime
 from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
 from sandboxd.store import Store, StoreError
@@ -42,6 +44,17 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
+def runtimes(config, reactor):
+    """
+    The runtimes the profiles choose from, behind one IRuntime.
+    """
+    docker = DockerRuntime(reactor, bridge_name=config.network.bridge_name)
+    vm_images = sorted({p.image for p in config.profiles.values() if p.runtime == "qemu"})
+    qemu = QemuRuntime(reactor, config.qemu, os.path.join(config.server.data_dir, "vm"),
+                       images=vm_images)
+    return RuntimeSet({"docker": docker, "docker+gvisor": docker, "qemu": qemu})
+
+
 def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
@@ -52,7 +65,7 @@ def makeService(options, reactor=None):
     for directory in (config.server.data_dir, os.path.dirname(config.server.socket)):
         if directory:
             os.makedirs(directory, mode=0o750, exist_ok=True)
-    runtime = DockerRuntime(reactor, bridge_name=config.network.bridge_name)
+    runtime = runtimes(config, reactor)
     try:
         store = Store(config.server.data_dir)
     except StoreError as e:

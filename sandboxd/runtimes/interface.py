@@ -37,6 +37,10 @@ class Started:
     container_id: str
     endpoint: str
     address: str = None
+    #: Seconds the daemon gives the agent to answer after the start (a VM
+    #: under software emulation boots in seconds, a container in
+    #: milliseconds).
+    connect_deadline: float = 30.0
 
 
 class IRuntime(Interface):

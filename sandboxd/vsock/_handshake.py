@@ -98,6 +98,7 @@ class _Preamble(Protocol):
 
 
 class _PreambleFactory(Factory):
+    noisy = False  # one per connection attempt: no start/stop log lines
     def __init__(self, dialogue, factory, done, clock, timeout):
         self._dialogue = dialogue
         self._factory = factory
