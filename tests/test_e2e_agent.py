@@ -16,7 +16,7 @@ import sys
 from twisted.trial.unittest import SynchronousTestCase
 
 from sandbox import FileError, PathNotFoundError, create_sandbox
-from tests.daemon import on_gvisor, runtime_daemon
+from tests.daemon import on_gvisor, on_qemu, runtime_daemon
 from tests.dockerutil import require_docker
 
 
@@ -839,6 +839,21 @@ on_gvisor(
     ProcessTests,
     LossTests,
     ContainerLossTests,
+    TransferTests,
+    AttachTests,
+    NetTests,
+    WatchTests,
+    FileErrorTests,
+)
+
+# The same suites in a QEMU VM (ContainerLossTests' engine kill has its VM
+# counterpart in tests/test_qemu.py).
+on_qemu(
+    globals(),
+    FilesystemTests,
+    EnvTests,
+    ProcessTests,
+    LossTests,
     TransferTests,
     AttachTests,
     NetTests,
