@@ -351,7 +351,10 @@ class ProcessTests(AgentE2ETestCase):
             results = await asyncio.gather(*(sbx.process.exec_(f"sleep 1; echo {i}") for i in range(20)))
             elapsed = loop.time() - start
             self.assertEqual([r.stdout for r in results], [f"{i}\n" for i in range(20)])
-            self.assertLess(elapsed, 3.0)
+            # In a VM under software emulation each fork and exec costs
+            # tens of ms of one emulated CPU: there "concurrent" is judged
+            # against the 20 s the execs would take one after the other.
+            self.assertLess(elapsed, 10.0 if self.runtime == "qemu" else 3.0)
             long = asyncio.ensure_future(sbx.process.exec_("sleep 3"))
             await asyncio.sleep(0.2)
             start = loop.time()
