@@ -15,6 +15,7 @@ from sandboxd.config import ConfigError, load_config
 from sandboxd.manager import SandboxManager
 from sandboxd.runtimes.dispatch import RuntimeSet
 from sandboxd.runtimes.docker import DockerRuntime
+from sandboxd.runtimes.firecracker import FirecrackerRuntime
 from sandboxd.runtimes.qemu import QemuRuntime
 from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
@@ -52,7 +53,12 @@ def runtimes(config, reactor):
     vm_images = sorted({p.image for p in config.profiles.values() if p.runtime == "qemu"})
     qemu = QemuRuntime(reactor, config.qemu, os.path.join(config.server.data_dir, "vm"),
                        images=vm_images)
-    return RuntimeSet({"docker": docker, "docker+gvisor": docker, "qemu": qemu})
+    firecracker = FirecrackerRuntime(
+        reactor, config.firecracker, os.path.join(config.server.data_dir, "fc"),
+        config.qemu.initrd, qemu.disk,
+    )
+    return RuntimeSet({"docker": docker, "docker+gvisor": docker, "qemu": qemu,
+                       "firecracker": firecracker})
 
 
 def makeService(options, reactor=None):

@@ -172,6 +172,7 @@ class FirecrackerRuntime:
         disk = await self._disk_for(spec.image)
         container_id = PREFIX + spec.sandbox_id
         vm_dir = os.path.join(self.state_dir, spec.sandbox_id)
+        vmproc.check_socket_path(os.path.join(vm_dir, "api.sock"))
         os.makedirs(vm_dir, mode=0o700)
         cid = self.cids.take()
         try:
@@ -279,7 +280,11 @@ class FirecrackerRuntime:
             self._reactor.callLater(0, died)
 
     def stats(self, container_id):
-        return vmproc.stats(self._reactor, self._vmDir(container_id), container_id)
+        try:
+            directory = self._vmDir(container_id)
+        except RuntimeFailure as e:
+            return fail(e)
+        return Deferred.fromCoroutine(vmproc.stats(self._reactor, directory, container_id))
 
     def list_owned(self):
         owned = vmproc.list_vms(self.state_dir, PREFIX)

@@ -30,7 +30,7 @@ import shutil
 import signal
 import sys
 
-from twisted.internet.defer import Deferred, DeferredLock, fail
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
@@ -136,10 +136,10 @@ class QemuRuntime:
         self._accel = resolve_accel(config.accel)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         for image in self._images:
-            await self._disk(image)
+            await self.disk(image)
         self.log.info("qemu runtime ready ({accel})", accel=self._accel)
 
-    async def _disk(self, image):
+    async def disk(self, image):
         """
         The path of ``image``'s root disk, made once per image (concurrent
         starts wait for the one build).
@@ -170,14 +170,15 @@ class QemuRuntime:
     async def _start(self, spec):
         if self._accel is None:
             self._accel = resolve_accel(self._config.accel)
-        disk = await self._disk(spec.image)
+        disk = await self.disk(spec.image)
         container_id = PREFIX + spec.sandbox_id
         vm_dir = os.path.join(self.state_dir, spec.sandbox_id)
+        vmproc.check_socket_path(os.path.join(vm_dir, AGENT_SOCKET))
         os.makedirs(vm_dir, mode=0o700)
         try:
             with open(self._config.initrd, "rb") as f:
                 base = f.read()
-            _private_write(os.path.join(vm_dir, "initrd.img"),
+            vmproc.private_write(os.path.join(vm_dir, "initrd.img"),
                            _cpio.append(base, _cpio.secret_archive(spec.secret)))
             labels = {
                 MANAGED_LABEL: "1", "sandboxd.id": spec.sandbox_id,
@@ -195,7 +196,7 @@ class QemuRuntime:
             pid = vmproc.read_pidfile(os.path.join(vm_dir, "qemu.pid"))
             # The secret is in the guest's memory now; the file goes.
             os.unlink(os.path.join(vm_dir, "initrd.img"))
-            _private_write(os.path.join(vm_dir, "vm.json"), json.dumps({
+            vmproc.private_write(os.path.join(vm_dir, "vm.json"), json.dumps({
                 "container_id": container_id, "pid": pid, "labels": labels,
                 "memory": spec.memory, "argv0": argv[0],
             }).encode())
@@ -219,7 +220,7 @@ class QemuRuntime:
         await self._remove(vm_dir)
 
     async def _remove(self, vm_dir):
-        pid = _read_state(vm_dir).get("pid")
+        pid = vmproc.read_state(vm_dir).get("pid")
         if pid is None:
             try:
                 pid = vmproc.read_pidfile(os.path.join(vm_dir, "qemu.pid"))
@@ -238,7 +239,7 @@ class QemuRuntime:
 
     def watch(self, callback):
         self._callback = callback
-        return _Watch(self)
+        return vmproc.Watches(self)
 
     def _watch(self, container_id, pid):
         def died():
@@ -252,58 +253,25 @@ class QemuRuntime:
             self._reactor.callLater(0, died)
 
     def stats(self, container_id):
-        return Deferred.fromCoroutine(self._stats(container_id))
-
-    async def _stats(self, container_id):
-        vm_dir = self._vmDir(container_id)
-        state = _read_state(vm_dir)
-        pid = state.get("pid")
-        if pid is None or not vmproc.is_ours(pid, vm_dir):
-            raise RuntimeFailure(f"VM {container_id} is not running")
-        before = vmproc.sample(pid)
-        await deferLater(self._reactor, 0.5, lambda: None)
-        now = vmproc.sample(pid)
-        return vmproc.engine_shape(before, now, state.get("memory", 0))
+        try:
+            directory = self._vmDir(container_id)
+        except RuntimeFailure as e:
+            return fail(e)
+        return Deferred.fromCoroutine(vmproc.stats(self._reactor, directory, container_id))
 
     def list_owned(self):
-        return Deferred.fromCoroutine(self._listOwned())
-
-    async def _listOwned(self):
         owned = []
-        try:
-            names = sorted(os.listdir(self.state_dir))
-        except FileNotFoundError:
-            return owned
-        for name in names:
-            vm_dir = os.path.join(self.state_dir, name)
-            state = _read_state(vm_dir)
-            container_id = state.get("container_id") or PREFIX + name
-            labels = state.get("labels") or {}
+        for container_id, labels, state in vmproc.list_vms(self.state_dir, PREFIX):
             pid = state.get("pid")
-            if pid is not None and vmproc.is_ours(pid, vm_dir):
+            directory = self._vmDir(container_id)
+            if pid is not None and vmproc.is_ours(pid, directory):
                 if container_id not in self._watchers:
                     self._watch(container_id, pid)
             owned.append((container_id, labels))
-        return owned
+        return succeed(owned)
 
     def _vmDir(self, container_id):
-        if not container_id.startswith(PREFIX):
-            raise RuntimeFailure(f"{container_id} is not a QEMU sandbox")
-        name = container_id[len(PREFIX):]
-        if "/" in name or name in ("", ".", ".."):
-            raise RuntimeFailure(f"{container_id} is not a QEMU sandbox")
-        return os.path.join(self.state_dir, name)
-
-
-class _Watch:
-    def __init__(self, runtime):
-        self._runtime = runtime
-
-    def stop(self):
-        self._runtime._callback = None
-        for watcher in self._runtime._watchers.values():
-            watcher.stop()
-        self._runtime._watchers.clear()
+        return vmproc.vm_dir(self.state_dir, PREFIX, container_id)
 
 
 def _run(reactor, executable, args, env, path=None):
@@ -321,17 +289,3 @@ def _run(reactor, executable, args, env, path=None):
         return failure
 
     return running.addErrback(died)
-
-
-def _private_write(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def _read_state(vm_dir):
-    try:
-        with open(os.path.join(vm_dir, "vm.json")) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return {}

@@ -3,10 +3,14 @@ The host processes of VMs: finding them by pid without mistaking a reused
 pid for them, noticing their exit, sampling their CPU and memory.
 """
 
+import json
 import os
 
 from twisted.internet.abstract import FileDescriptor
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
+
+from sandboxd.runtimes.interface import RuntimeFailure, RuntimeUnavailable
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _NS = 1_000_000_000
@@ -104,3 +108,104 @@ def engine_shape(before, now, memory_limit):
         "pids_stats": {"current": now["threads"]},
         "networks": {},
     }
+
+
+def is_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def private_write(path, data):
+    """
+    Create ``path`` (it must not exist) with mode 0600 holding ``data``.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def read_state(vm_dir):
+    """
+    The VM's recorded state (``vm.json``), or {} when it has none.
+    """
+    try:
+        with open(os.path.join(vm_dir, "vm.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def vm_dir(state_dir, prefix, container_id):
+    """
+    The directory of the VM ``container_id`` (``prefix`` + sandbox id).
+    """
+    name = container_id[len(prefix):] if container_id.startswith(prefix) else ""
+    if not name or "/" in name or name in (".", ".."):
+        raise RuntimeFailure(f"{container_id} is not one of this runtime's VMs")
+    return os.path.join(state_dir, name)
+
+
+def list_vms(state_dir, prefix):
+    """
+    ``(container_id, labels, state)`` of every VM directory in
+    ``state_dir``, alive or not.
+    """
+    try:
+        names = sorted(os.listdir(state_dir))
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        state = read_state(os.path.join(state_dir, name))
+        found.append((state.get("container_id") or prefix + name, state.get("labels") or {}, state))
+    return found
+
+
+async def stats(reactor, directory, container_id):
+    """
+    Two samples of the VM's process half a second apart, in the engine's
+    stats shape.
+    """
+    state = read_state(directory)
+    pid = state.get("pid")
+    if pid is None or not is_ours(pid, directory):
+        raise RuntimeFailure(f"VM {container_id} is not running")
+    before = sample(pid)
+    await deferLater(reactor, 0.5, lambda: None)
+    now = sample(pid)
+    return engine_shape(before, now, state.get("memory", 0))
+
+
+class Watches:
+    """
+    What a VM runtime's ``watch`` returns: ``stop()`` ends every exit watch.
+    """
+
+    def __init__(self, runtime):
+        self._runtime = runtime
+
+    def stop(self):
+        self._runtime._callback = None
+        for watcher in self._runtime._watchers.values():
+            watcher.stop()
+        self._runtime._watchers.clear()
+
+
+#: The longest path a Unix socket can have (sun_path, less its NUL).
+MAX_SOCKET_PATH = 107
+
+
+def check_socket_path(path):
+    """
+    RuntimeUnavailable unless ``path`` fits a Unix socket address.
+    """
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise RuntimeUnavailable(
+            f"{path} is too long for a Unix socket ({MAX_SOCKET_PATH} bytes at most):"
+            " use a shorter server.data_dir"
+        )
