@@ -19,6 +19,12 @@ def main():
     except init.ConfigError as e:
         print(f"sandbox-agent: {e}", file=sys.stderr)
         sys.exit(2)
+    if config.harden:
+        try:
+            init.drop_privileges()
+        except OSError as e:
+            print(f"sandbox-agent: cannot drop privileges: {e}", file=sys.stderr)
+            sys.exit(2)
     init.set_non_dumpable()
     if os.getpid() == 1:
         status = init.run_as_init(lambda: _serve(config))

@@ -163,3 +163,31 @@ class VirtioSerialAgentTests(SynchronousTestCase):
             )
             self.assertEqual(2, done.returncode)
             self.assertIn("--listen", done.stderr.decode())
+
+
+class DropPrivilegesTests(SynchronousTestCase):
+    def test_noCapabilitiesLeft(self):
+        """
+        drop_privileges (what a VM's agent does, SANDBOX_AGENT_DROP_CAPABILITIES=1)
+        leaves a root process no capability in any set and no-new-privileges
+        set, as Docker leaves a sandbox's container; a file of mode 000 is
+        then unreadable even for root.
+        """
+        if os.getuid() != 0:
+            raise self.skipTest("needs root, as the VM's init is")
+        secret = os.path.abspath(self.mktemp())
+        with open(secret, "w") as f:
+            f.write("x")
+        os.chmod(secret, 0)
+        code = (
+            "from agent.init import drop_privileges\n"
+            "drop_privileges()\n"
+            "status = dict(l.split(':', 1) for l in open('/proc/self/status'))\n"
+            "print([status[k].strip() for k in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd',"
+            " 'CapAmb', 'NoNewPrivs')])\n"
+            f"try:\n    open({secret!r}).read()\nexcept PermissionError:\n    print('EACCES')\n"
+        )
+        done = subprocess.run([AGENT_PYTHON, "-c", code], cwd=REPO, capture_output=True,
+                              text=True, timeout=30)
+        self.assertEqual(0, done.returncode, done.stderr)
+        self.assertEqual(f"{['0000000000000000'] * 5 + ['1']}\nEACCES\n", done.stdout)

@@ -71,14 +71,17 @@ def qemu_argv(binary, accel, vm_dir, kernel, initrd, disk, spec):
     memory_mib = max(64, spec.memory >> 20)
     cpus = max(1, math.ceil(spec.cpu))
     append = " ".join([
-        "console=ttyS0", "quiet", "panic=-1",
+        # No console device (-serial none): a guest has nowhere to flood.
+        # Its agent is PID 1: when it dies the kernel panics, and resets at
+        # once by triple fault; -no-reboot makes that QEMU's exit.
+        "quiet", "panic=-1", "reboot=t",
         f"sandboxd.storage={spec.storage}", f"sandboxd.hostname={spec.sandbox_id}",
     ])
     argv = [
         binary, *MACHINE, "-accel", accel, "-m", str(memory_mib), "-smp", str(cpus),
         "-name", f"sandboxd-{spec.sandbox_id}",
         "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-        "-serial", "null",
+        "-serial", "none",
         "-kernel", kernel, "-initrd", os.path.join(vm_dir, "initrd.img"),
         "-append", append,
         "-drive", f"id=root,file={disk},format=raw,if=none,readonly=on",
