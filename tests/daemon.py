@@ -70,8 +70,9 @@ def runtime_daemon(runtime, min_base=2):
         return shared_daemon(min_base=min_base)
     if runtime == "qemu":
         # TCG costs a CPU per booting VM: a pool of one, and room to boot.
+        # A cold create boots a VM: tens of seconds on a loaded machine.
         return shared_daemon(runtime, min_base=1, runtime=runtime, ready_timeout=300,
-                             pool_config="total_warm = 1\n")
+                             request_timeout=180, pool_config="total_warm = 1\n")
     return shared_daemon(runtime, min_base=min_base, runtime=runtime)
 
 
@@ -127,9 +128,11 @@ class Daemon:
 
     def __init__(
         self, min_base=1, extra_config="", pool_config="", runtime="docker",
-        limits_config=None, ready_timeout=90,
+        limits_config=None, ready_timeout=90, request_timeout=30,
     ):
         self.ready_timeout = ready_timeout
+        #: Seconds a request may take (a cold create boots a sandbox).
+        self.request_timeout = request_timeout
         self.dir = tempfile.mkdtemp(prefix="sandboxd-test-")
         self.socket = os.path.join(self.dir, "sandboxd.sock")
         self.port = free_port()
@@ -204,7 +207,7 @@ class Daemon:
         """
         One HTTP request over the Unix socket: (status, parsed JSON or None).
         """
-        connection = UnixHTTPConnection(self.socket)
+        connection = UnixHTTPConnection(self.socket, timeout=self.request_timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
             connection.request(method, path, body=data, headers=headers or {})

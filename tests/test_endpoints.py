@@ -109,10 +109,10 @@ class ParseTests(SynchronousTestCase):
         the VM streams give neither (their ports are not TCP ports).
         """
         tcp = parse_endpoint("tcp:172.18.0.5:7070")
-        self.assertEqual(("172.18.0.5", (7070,)), (tcp.address, tcp.reserved_ports))
+        self.assertEqual(("172.18.0.5", {7070}), (tcp.address, tcp.reserved_ports))
         for text in ("unix:/a", "vsock:3:1024", "fcvsock:/v:1024", "vserial:/s"):
             endpoint = parse_endpoint(text)
-            self.assertEqual((None, ()), (endpoint.address, endpoint.reserved_ports))
+            self.assertEqual((None, frozenset()), (endpoint.address, endpoint.reserved_ports))
 
 
 class ClientTests(SynchronousTestCase):

@@ -157,7 +157,8 @@ class QemuRestartTests(SynchronousTestCase):
         plus the new pool's.
         """
         daemon = Daemon(
-            min_base=1, runtime="qemu", ready_timeout=300, pool_config="total_warm = 1\n",
+            min_base=1, runtime="qemu", ready_timeout=300, request_timeout=180,
+            pool_config="total_warm = 1\n",
             limits_config=f"{NO_RATE_LIMIT}\nmax_sandboxes = 10\n",
         )
         daemon.start()

@@ -384,7 +384,7 @@ class StartTests(DockerTestCase):
         info = self.docker.api.inspect_container(started.container_id)
         self.assertIsInstance(started, Started)
         ip = info["NetworkSettings"]["Networks"][self.network]["IPAddress"]
-        self.assertEqual(Started(spec.sandbox_id, info["Id"], ip, 7070), started)
+        self.assertEqual(Started(spec.sandbox_id, info["Id"], f"tcp:{ip}:7070", ip), started)
         self.assertEqual([self.network], list(info["NetworkSettings"]["Networks"]))
         self.assertEqual(f"/sandboxd-{spec.sandbox_id}", info["Name"])
         self.assertEqual(spec.sandbox_id, info["Config"]["Hostname"])

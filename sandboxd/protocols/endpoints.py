@@ -78,7 +78,7 @@ class AgentEndpoint:
         The agent's TCP port inside the sandbox (nothing but the daemon may
         reach it); none for the VM streams, which are not TCP ports.
         """
-        return (self.port,) if self.kind == "tcp" else ()
+        return frozenset({self.port}) if self.kind == "tcp" else frozenset()
 
     def client(self, reactor, timeout=10.0):
         """
