@@ -168,7 +168,9 @@ class QemuRestartTests(SynchronousTestCase):
             status, body = daemon.request("POST", "/sandboxes", {"ttl": 600})
             self.assertEqual(201, status, body)
             ids.append(body["id"])
+        daemon.waitReady(300)  # the pool has its warm VM again
         warm_before = set(daemon.vm_pids()) - {vm_pid(daemon, s) for s in ids}
+        self.assertEqual(1, len(warm_before), daemon.vm_pids())
 
         async def write_and_kill():
             for sandbox_id in ids[1:]:
@@ -192,7 +194,6 @@ class QemuRestartTests(SynchronousTestCase):
                     self.assertEqual("alive\n", (await sbx.process.exec_("echo alive")).stdout)
 
         run(use_all())
-        self.assertTrue(warm_before)
         deadline = time.monotonic() + 30
         while warm_before & set(daemon.vm_pids()) and time.monotonic() < deadline:
             time.sleep(0.2)
