@@ -113,12 +113,6 @@ def build(disk_dir, image, progress=print):
               "-E", "root_owner=0:0", "-d", tree, image_file])
         os.chmod(image_file, 0o644)
         os.rename(image_file, path)
-    # The same image's disks for older agents: VMs still running on one keep
-    # their open file.
-    prefix = os.path.basename(path).split("-")[0] + "-"
-    for name in os.listdir(disk_dir):
-        if name.startswith(prefix) and name.endswith(".ext4") and name != os.path.basename(path):
-            os.unlink(os.path.join(disk_dir, name))
     progress(f"{image}: disk {path}")
     return path
 
