@@ -2,14 +2,17 @@
 `python3 -m agent` (or `sandbox-agent`): the guest agent of a sandbox.
 
 As PID 1 it forks before loading the server: the init that stays behind
-(reaping orphans, forwarding signals) then holds little more than a bare
-interpreter, instead of a copy of every module the server loads.
+(reaping orphans, restarting the server if user code kills it) then holds
+little more than a bare interpreter, instead of a copy of every module the
+server loads.
 """
 
 import os
+import signal
 import sys
 
 from . import init
+from .oom import prefer_as_oom_victim
 
 
 def main():
@@ -27,7 +30,7 @@ def main():
             sys.exit(2)
     init.set_non_dumpable()
     if os.getpid() == 1:
-        status = init.run_as_init(lambda: _serve(config))
+        status = init.run_as_init(lambda: _serve(config, shielded=True))
     else:
         status = _serve(config)
     sys.exit(status)
@@ -55,7 +58,10 @@ def _load_server():
     return asyncio, server
 
 
-def _serve(config):
+def _serve(config, shielded=False):
+    if shielded:
+        init.shield_from_stop_signals()
+        prefer_as_oom_victim()
     asyncio, server = _load_server()
     asyncio.run(
         server.serve(
@@ -67,6 +73,8 @@ def _serve(config):
             on_listening=_announce,
             zygote=config.zygote,
             listen=config.listen,
+            # Shielded, only SIGKILL ends it (and PID 1 starts it again).
+            stop_signals=() if shielded else (signal.SIGTERM, signal.SIGINT),
         )
     )
     return 0

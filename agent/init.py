@@ -1,11 +1,13 @@
 """
 Start-up: take the configuration out of the environment, protect the
-process, and when the agent is PID 1 run a tiny init beside it.
+process, and when the agent is PID 1 run a tiny init beside it that keeps
+the server alive whatever the sandbox's own code does to it.
 """
 
 import os
 import signal
 import sys
+import time
 
 from . import listeners
 from .reaper import exit_code
@@ -15,7 +17,10 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 7070
 _PR_SET_DUMPABLE = 4
 _HEX = frozenset("0123456789abcdefABCDEF")
-_FORWARDED = (signal.SIGTERM, signal.SIGINT)
+#: Signals that end PID 1 when the engine sends them, and nothing else.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+#: The longest pause between restarts of a server that keeps dying.
+_MAX_RESTART_DELAY = 5.0
 
 
 class ConfigError(Exception):
@@ -170,14 +175,74 @@ def drop_privileges():
     check(libc.capset(header, data), "capset")
 
 
-def run_as_init(child_main):
+def run_as_init(child_main, sleep=time.sleep, clock=time.monotonic):
     """
-    Fork: the child runs ``child_main()`` (its return value is the exit
-    status); this process, PID 1, reaps every orphan, forwards SIGTERM and
-    SIGINT to the child, and returns the child's status when it exits.
+    PID 1 of the sandbox: run ``child_main()`` (the server) in a child and
+    start it again whenever it dies, however it dies; reap every orphan;
+    wake a child that was stopped.  A stop signal (SIGTERM, SIGINT, SIGHUP,
+    SIGQUIT) sent from outside the sandbox (the engine: ``si_pid`` 0, the
+    sender is in no pid namespace the sandbox sees) kills the server and
+    ends PID 1 with status 0, and with it the sandbox; one sent from inside (user code: ``kill -TERM 1``) is
+    ignored.  The kernel already keeps SIGKILL and SIGSTOP from inside away
+    from PID 1.
+    """
+    watched = {signal.SIGCHLD, *_STOP_SIGNALS}
+    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
+    restarts = _Restarts(sleep, clock)
+    child = _start(child_main, watched)
+    while True:
+        info = signal.sigwaitinfo(watched)
+        if info.si_signo != signal.SIGCHLD:
+            if info.si_pid == 0:
+                # Asked to stop: end the server, then PID 1 (exit 0).
+                _signal(child, signal.SIGKILL)
+                return 0
+            continue
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG | os.WUNTRACED)
+            except ChildProcessError:
+                pid = 0
+            if pid == 0:
+                break
+            if pid != child:
+                continue
+            if os.WIFSTOPPED(status):
+                _signal(child, signal.SIGCONT)
+                continue
+            restarts.wait()
+            child = _start(child_main, watched)
+
+
+class _Restarts:
+    """
+    Spaces out restarts of a server that dies soon after each start: none
+    for one that lived a second or more, then 0.1 s doubling to 5 s.
+    """
+
+    def __init__(self, sleep, clock):
+        self._sleep = sleep
+        self._clock = clock
+        self._started = clock()
+        self._delay = 0.0
+
+    def wait(self):
+        if self._clock() - self._started >= 1.0:
+            self._delay = 0.0
+        else:
+            self._delay = min(_MAX_RESTART_DELAY, max(0.1, self._delay * 2))
+            self._sleep(self._delay)
+        self._started = self._clock()
+
+
+def _start(child_main, blocked):
+    """
+    Fork a child running ``child_main()`` with ``blocked`` unblocked; its
+    pid.
     """
     child = os.fork()
     if child == 0:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
         status = 1
         try:
             status = child_main()
@@ -188,22 +253,26 @@ def run_as_init(child_main):
         finally:
             sys.stderr.flush()
             os._exit(status)
-    return _supervise(child)
+    return child
 
 
-def _supervise(child):
-    def forward(signum, frame):
-        try:
-            os.kill(child, signum)
-        except ProcessLookupError:
-            pass
+def shield_from_stop_signals():
+    """
+    In the server under our PID 1: stop signals from user code (``pkill``,
+    ``kill -TERM``) do nothing; only SIGKILL ends it, and PID 1 starts it
+    again.  Handlers, not SIG_IGN: processes the server starts get the
+    default dispositions back at exec.
+    """
+    for signum in _STOP_SIGNALS + (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(signum, _ignore)
 
-    for signum in _FORWARDED:
-        signal.signal(signum, forward)
-    while True:
-        try:
-            pid, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return 1
-        if pid == child:
-            return exit_code(status)
+
+def _ignore(signum, frame):
+    pass
+
+
+def _signal(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass

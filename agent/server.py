@@ -344,12 +344,13 @@ def _error_frame(sid, error):
 
 async def serve(
     secret, host="0.0.0.0", port=7070, cwd=None, use_pidfd=None, on_listening=None,
-    zygote=True, listen=None,
+    zygote=True, listen=None, stop_signals=(signal.SIGTERM, signal.SIGINT),
 ):
     """
-    Serve until SIGTERM or SIGINT on ``listen`` (a listeners.Listen; by
-    default TCP ``host``:``port``).  ``on_listening(address)`` is called
-    once it is bound, with the address as text.
+    Serve on ``listen`` (a listeners.Listen; by default TCP
+    ``host``:``port``) until one of ``stop_signals`` comes.
+    ``on_listening(address)`` is called once it is bound, with the address
+    as text.
     """
     loop = asyncio.get_running_loop()
     agent = Agent(secret, cwd or os.getcwd(), use_pidfd=use_pidfd, zygote=zygote)
@@ -359,7 +360,7 @@ async def serve(
     if on_listening is not None:
         on_listening(address)
     stop = loop.create_future()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in stop_signals:
         loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))
     try:
         await stop

@@ -18,6 +18,9 @@ session ends, and the link hunts again, when
 - the host disconnects (a read returns 0): the session's streams are
   cancelled as on a closed TCP connection, a half-read frame is dropped
   with the framer, unsent output is dropped;
+- (on the daemon's side) the agent's server was killed and PID 1 started
+  another: the new one writes ``\\nSANDBOXD-RESET\\n`` as it opens the
+  port, which a daemon still connected reads as a broken frame header;
 - the session itself closes (a protocol error, e.g. the ``\\n`` and
   ``SANDBOXD-SYNC`` of a new daemon connection read as a frame header):
   then the last bytes received are scanned again for a SYNC line, so a
@@ -32,6 +35,7 @@ import os
 import re
 
 SYNC_LINE = re.compile(rb"SANDBOXD-SYNC ([0-9a-f]{32})\n")
+RESET_LINE = b"\nSANDBOXD-RESET\n"
 #: Bytes kept while hunting (a SYNC line is 47).
 HUNT_WINDOW = 256
 #: Bytes of a session's latest input kept for a rescan when it fails.
@@ -96,6 +100,12 @@ class SerialLink:
         self._poll = None
         self._closed = False
         self.sessions = 0
+        # A server started again by PID 1 (the previous one was killed)
+        # tells a daemon still connected to the old one: read as a frame
+        # header the line is FRAME_TOO_LARGE, so the daemon drops that
+        # connection and resynchronises.  With no host connected it is
+        # dropped unsent.
+        self._write(RESET_LINE)
         loop.add_reader(self._fd, self._readable)
 
     def close(self):

@@ -1,75 +1,53 @@
 """
-How a sandbox fails: the engine says its container died or was paused, or
-its agent connection was lost.  Open calls end at once (instead of hanging),
-sessions hear why, the record says ``failed`` and the container goes.
+Noticing that a sandbox failed: the engine says its container died or was
+paused, or its agent connection was lost.  The manager's ``fail`` then ends
+open calls at once (instead of letting them hang), and the lifecycle's
+observers tell the sessions, the record and the event log.
 """
-
-from twisted.logger import Logger
 
 from sandboxd.sandbox import State
 
+#: States in which an OOM kill inside is worth an event.
+_REPORTED = (State.RUNNING, State.DISCONNECTED, State.FAILED)
 
-class SandboxFailures:
+
+class FailureWatch:
     """
-    The failure handling of L{sandboxd.manager.SandboxManager}, kept apart
-    as a mixin: it uses the manager's sandboxes, pools, store, reaper and
-    container removal.
+    Turns the engine's container events and lost agent connections into
+    ``manager.fail(sandbox, reason)``; OOM kills go to ``recorder``'s event
+    log.
     """
 
-    log = Logger()
+    def __init__(self, manager, recorder):
+        self._manager = manager
+        self._recorder = recorder
 
-    def _containerEvent(self, container_id, action):
+    def containerEvent(self, container_id, action):
         """
-        The engine says a container died or was paused: its sandbox fails
-        now, so that open calls end at once instead of hanging.  An OOM
-        kill inside is recorded (``sandbox.oom``); the sandbox fails only if
-        its container dies of it.
+        The engine says a container died, was paused, or had a process
+        killed for want of memory.  An OOM kill is recorded
+        (``sandbox.oom``); the sandbox fails only if its container dies.
         """
-        sandbox = self._containers.get(container_id)
+        sandbox = self._manager.byContainer(container_id)
         if sandbox is None:
             return
         if action == "oom":
             sandbox.oom_kills += 1
-            if sandbox.state in (State.RUNNING, State.DISCONNECTED, State.FAILED):
-                self._event("sandbox.oom", sandbox, kills=sandbox.oom_kills)
+            if sandbox.state in _REPORTED:
+                self._recorder.event("sandbox.oom", sandbox, kills=sandbox.oom_kills)
         elif action == "pause":
-            self._fail(sandbox, "its container was paused")
+            self._manager.fail(sandbox, "its container was paused")
         elif sandbox.oom_kills:
-            self._fail(sandbox, "its container exited after running out of memory")
+            self._manager.fail(sandbox, "its container exited after running out of memory")
         else:
-            self._fail(sandbox, "its container exited")
+            self._manager.fail(sandbox, "its container exited")
 
-    def _agentLost(self, sandbox, lost):
-        self._fail(sandbox, f"its agent connection was lost: {lost.message}")
-
-    def _fail(self, sandbox, reason):
-        if self._stopping:
-            return
-        if sandbox.state is State.READY:
-            self.pools[sandbox.profile].remove(sandbox)
-            sandbox.moveTo(State.FAILED)
-            self._removeContainer(sandbox)
-            return
-        if sandbox.state not in (State.RUNNING, State.DISCONNECTED):
-            return
-        self.log.warn("sandbox {sandbox} failed: {reason}", sandbox=sandbox.id, reason=reason)
-        sandbox.moveTo(State.FAILED)
-        message = f"the sandbox failed: {reason}"
-        self._dropDetached(sandbox)
-        for session in list(sandbox.sessions):
-            session.sandboxUnavailable(message)
-        if sandbox.connection is not None:
-            sandbox.connection.abort(message)
-        self._store.update(sandbox.id, state=sandbox.state.value)
-        self._event("sandbox.failed", sandbox, reason=reason)
-        self._removeContainer(sandbox)
-        # The record stays visible (state failed) until DELETE or its ttl.
-        if sandbox.idle_since is None:
-            sandbox.idle_since = self._reactor.seconds()
-        self.reaper.arm(sandbox)
-
-    @staticmethod
-    def _dropDetached(sandbox):
-        detached, sandbox.detached = sandbox.detached, {}
-        for session in detached.values():
-            session.discard()
+    def watchAgent(self, sandbox):
+        """
+        Fail ``sandbox`` when its agent connection is lost.
+        """
+        sandbox.connection.whenLost().addCallback(
+            lambda lost: self._manager.fail(
+                sandbox, f"its agent connection was lost: {lost.message}"
+            )
+        )

@@ -3,12 +3,24 @@ How long a sandbox with no session lives: one timer per idle sandbox.
 
 A sandbox with no open session is destroyed ``ttl`` seconds after it became
 idle (created and never connected, its last session closed, or the daemon
-restarted under it).  With ``ttl = 0`` the manager destroys it as soon as its
-last session closes; until a first session opens (or one comes back after a
-restart) it gets ``limits.idle_timeout`` instead, so nothing is kept forever.
+restarted under it).  With ``ttl = 0`` the manager destroys it as soon as
+its last session closes; until a first session opens (or one comes back
+after a restart) it gets ``limits.idle_timeout`` instead, so nothing is kept
+forever.
+
+The reaper observes the lifecycle (L{sandboxd.lifecycle}): a sandbox's clock
+starts when it is handed out, disconnected or failed, and stops when a
+session brings it back or its removal begins; the manager stops it too when
+the first session opens on a sandbox handed out moments before.
 """
 
+from zope.interface import implementer
 
+from sandboxd.lifecycle import ISandboxObserver
+from sandboxd.sandbox import State
+
+
+@implementer(ISandboxObserver)
 class IdleReaper:
     """
     Calls ``expire(sandbox)`` when an idle sandbox's time is up.
@@ -25,6 +37,15 @@ class IdleReaper:
         Seconds an idle sandbox may live without a session.
         """
         return sandbox.ttl if sandbox.ttl > 0 else self._idle_timeout
+
+    def sandboxChanged(self, transition):
+        sandbox, new = transition.sandbox, transition.new
+        if not sandbox.claimed:
+            return
+        if transition.handedOut or new in (State.DISCONNECTED, State.FAILED):
+            self.arm(sandbox)
+        elif new in (State.RUNNING, State.DESTROYING):
+            self.disarm(sandbox)
 
     def arm(self, sandbox):
         """

@@ -1,22 +1,30 @@
 """
 The sandboxes a daemon owns: creating them (warm or cold), finding them,
-keeping their record, timing out idle ones, failing dead ones, destroying
-them, and adopting them again after a restart.
+failing dead ones, destroying them, and adopting them again after a restart.
+
+Every change of a sandbox's state goes through ``manager.lifecycle``
+(L{sandboxd.lifecycle}); its observers keep the record and the event log
+(L{sandboxd.recording}), time out idle sandboxes (L{sandboxd.lifetimes}),
+and close the API's sessions.
 """
 
 import os
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from agent import wire
 from sandboxd.adoption import reconnect
-from sandboxd.failing import SandboxFailures
+from sandboxd.failing import FailureWatch
+from sandboxd.heartbeat import Heartbeat
+from sandboxd.lifecycle import Lifecycle
 from sandboxd.lifetimes import IdleReaper
 from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
 from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
+from sandboxd.protocols.link import AgentLink
+from sandboxd.recording import LifecycleRecorder
 from sandboxd.runtimes.interface import SandboxSpec
 from sandboxd.sandbox import Sandbox, State
 
@@ -37,7 +45,7 @@ class SandboxDestroyed(Exception):
     """
 
 
-class SandboxManager(SandboxFailures):
+class SandboxManager:
     """
     Owns every sandbox of the daemon and the warm pools that feed them.
 
@@ -68,7 +76,16 @@ class SandboxManager(SandboxFailures):
         self._stopping = False
         self._up = False
         self._waitingForStart = []
+        self.lifecycle = Lifecycle()
+        self.recorder = LifecycleRecorder(store, reactor)
         self.reaper = IdleReaper(reactor, self._expired, config.limits.idle_timeout)
+        self.lifecycle.observe(self.recorder)
+        self.lifecycle.observe(self.reaper)
+        self._failures = FailureWatch(self, self.recorder)
+        self.heartbeat = Heartbeat(
+            reactor, self._sandboxes.values, self.fail,
+            config.pool.health_interval, config.pool.liveness_timeout,
+        )
         self.capacity = Capacity(config.limits)
         self.pools = PoolSet(
             self.profiles, config.pool, self._bootWarm, self._discard, reactor
@@ -84,7 +101,7 @@ class SandboxManager(SandboxFailures):
         left behind, and fill the warm pools.
         """
         await self._runtime.prepare({p.runtime for p in self.profiles.values()})
-        self._watching = self._runtime.watch(self._containerEvent)
+        self._watching = self._runtime.watch(self._failures.containerEvent)
         owned = await self._runtime.list_owned()
         mine = {
             container_id
@@ -100,6 +117,7 @@ class SandboxManager(SandboxFailures):
                 consumeErrors=True,
             )
         self.pools.start()
+        self.heartbeat.start()
         self._up = True
         waiting, self._waitingForStart = self._waitingForStart, []
         for waiter in waiting:
@@ -116,24 +134,18 @@ class SandboxManager(SandboxFailures):
             self._reactor, records, containers, self._connect
         )
         for record, reason in given_up:
-            self._store.delete(record.id)
             if reason is not None:
                 self.log.warn("sandbox {sandbox} is lost: {reason}",
                               sandbox=record.id, reason=reason)
-                self._store.addEvent("sandbox.failed", record.id, self._reactor.seconds(),
-                                     {"reason": f"not adopted: {reason}"}, record.identity)
+            self.recorder.forget(record, reason)
         for sandbox in adopted:
             self._register(sandbox)
+            self.lifecycle.announce(sandbox, "daemon restarted")
             # Sessions did not survive the restart: the sandbox is idle from
             # now (or from when it last was, if it was idle already).
             if sandbox.state is State.RUNNING:
-                sandbox.moveTo(State.DISCONNECTED)
                 sandbox.idle_since = self._reactor.seconds()
-                self._store.update(
-                    sandbox.id, state=sandbox.state.value, idle_since=sandbox.idle_since
-                )
-                self._event("sandbox.disconnected", sandbox, reason="daemon restarted")
-            self.reaper.arm(sandbox)
+                self.lifecycle.move(sandbox, State.DISCONNECTED, "daemon restarted")
         if records:
             self.log.info("adopted {n} of {total} recorded sandboxes",
                           n=len(adopted), total=len(records))
@@ -149,16 +161,14 @@ class SandboxManager(SandboxFailures):
         if self._watching is not None:
             self._watching.stop()
         self.reaper.stop()
+        self.heartbeat.stop()
         for sandbox in self.pools.stop():
             self._discard(sandbox)
         now = self._reactor.seconds()
         for sandbox in list(self._sandboxes.values()):
             if sandbox.state is State.RUNNING:
-                sandbox.moveTo(State.DISCONNECTED)
                 sandbox.idle_since = now
-                self._store.update(sandbox.id, state=sandbox.state.value, idle_since=now)
-            for session in list(sandbox.sessions):
-                session.sandboxUnavailable("the daemon is stopping")
+                self.lifecycle.move(sandbox, State.DISCONNECTED, "the daemon is stopping")
             if sandbox.connection is not None:
                 sandbox.connection.disconnect("the daemon is stopping")
         # Boots under way end in a discard (their pool is stopped), which
@@ -225,6 +235,7 @@ class SandboxManager(SandboxFailures):
             sandbox = self.pools.claim(name)
         if sandbox is None:
             sandbox = self._newSandbox(chosen, *shape)
+            sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
             try:
                 await self._boot(sandbox)
@@ -234,17 +245,12 @@ class SandboxManager(SandboxFailures):
             sandbox.method = "cold"
         else:
             sandbox.method = "warm"
+            sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
         sandbox.ttl = ttl
         sandbox.labels = dict(labels or {})
         sandbox.created = sandbox.idle_since = self._reactor.seconds()
-        sandbox.moveTo(State.RUNNING)
-        self._store.put(sandbox.record())
-        self._event(
-            "sandbox.created", sandbox, profile=sandbox.profile, image=sandbox.image,
-            method=sandbox.method,
-        )
-        self.reaper.arm(sandbox)
+        self.lifecycle.move(sandbox, State.RUNNING)
         return sandbox
 
     def _newSandbox(self, profile, memory, cpu, storage):
@@ -281,7 +287,7 @@ class SandboxManager(SandboxFailures):
                 raise
         finally:
             self._booting -= 1
-        sandbox.moveTo(State.READY)
+        self.lifecycle.move(sandbox, State.READY)
         return sandbox
 
     async def _boot(self, sandbox):
@@ -324,58 +330,65 @@ class SandboxManager(SandboxFailures):
             if sandbox.connection is not None:
                 sandbox.connection.disconnect()
             if sandbox.state is State.CREATING:
-                sandbox.moveTo(State.FAILED)
+                self.lifecycle.move(sandbox, State.FAILED, "its boot failed")
             self._removeContainer(sandbox)
             raise
-        self._watchAgent(sandbox)
+        self._keepAgent(sandbox)
 
     def _register(self, sandbox):
         self._sandboxes[sandbox.id] = sandbox
         self._containers[sandbox.container_id] = sandbox
-        self._watchAgent(sandbox)
+        self._keepAgent(sandbox)
 
-    def _watchAgent(self, sandbox):
-        sandbox.connection.whenLost().addCallback(
-            lambda lost: self._agentLost(sandbox, lost)
+    def _keepAgent(self, sandbox):
+        """
+        Hold the sandbox's agent through a link that survives the agent
+        being killed and restarted inside the sandbox; the sandbox fails
+        when the link is lost for good.
+        """
+
+        def reconnect(deadline):
+            return ensureDeferred(self._connect(
+                self._reactor, sandbox.endpoint, sandbox.secret,
+                deadline=deadline, label=sandbox.id,
+            ))
+
+        sandbox.connection = AgentLink(
+            sandbox.connection, reconnect, self._reactor, sandbox.id
         )
+        self._failures.watchAgent(sandbox)
+
+    def byContainer(self, container_id):
+        """
+        The sandbox living in this container, or None.
+        """
+        return self._containers.get(container_id)
 
     # Sessions and idle time
 
-    def attach(self, sandbox, session):
+    def inUse(self, sandbox):
         """
-        A session opened on the sandbox: it is in use, its idle clock stops.
+        A first session opened on the sandbox: its idle clock stops.
         """
-        first = not sandbox.sessions
-        sandbox.sessions.add(session)
-        if not first:
-            return
         self.reaper.disarm(sandbox)
         sandbox.idle_since = None
         if sandbox.state is State.DISCONNECTED:
-            sandbox.moveTo(State.RUNNING)
-            self._event("sandbox.reconnected", sandbox)
-        self._store.update(sandbox.id, state=sandbox.state.value, idle_since=None)
+            self.lifecycle.move(sandbox, State.RUNNING)
+        else:
+            self.recorder.idle(sandbox)
 
-    def detach(self, sandbox, session):
+    def idle(self, sandbox):
         """
-        A session closed.  When it was the last: a ttl-0 sandbox is
-        destroyed, any other waits ``ttl`` seconds for a session.
+        Its last session closed: a ttl-0 sandbox is destroyed, any other
+        waits ``ttl`` seconds for a session.
         """
-        if session not in sandbox.sessions:
-            return
-        sandbox.sessions.discard(session)
-        if sandbox.sessions or sandbox.state is not State.RUNNING:
+        if sandbox.state is not State.RUNNING:
             return
         if sandbox.ttl == 0:
             self.destroy(sandbox.id, reason="its last session closed (ttl 0)")
             return
-        sandbox.moveTo(State.DISCONNECTED)
         sandbox.idle_since = self._reactor.seconds()
-        self._store.update(
-            sandbox.id, state=sandbox.state.value, idle_since=sandbox.idle_since
-        )
-        self._event("sandbox.disconnected", sandbox)
-        self.reaper.arm(sandbox)
+        self.lifecycle.move(sandbox, State.DISCONNECTED)
 
     def _expired(self, sandbox):
         self.destroy(
@@ -393,31 +406,45 @@ class SandboxManager(SandboxFailures):
         sandbox = self._sandboxes.pop(sandbox_id, None)
         if sandbox is None:
             return False
-        self.reaper.disarm(sandbox)
-        self._discard(sandbox)
-        self._event("sandbox.destroyed", sandbox, reason=reason)
-        if sandbox.state is State.DESTROYED:
-            self._store.delete(sandbox.id)
-        else:
-            self._store.update(sandbox.id, state=sandbox.state.value)
+        self._discard(sandbox, reason)
         return True
 
-    def _discard(self, sandbox):
+    def _discard(self, sandbox, reason=None):
         if sandbox.state in (State.DESTROYING, State.DESTROYED):
             return
-        sandbox.moveTo(State.DESTROYING)
-        self._dropDetached(sandbox)
-        for session in list(sandbox.sessions):
-            session.sandboxUnavailable("the sandbox was destroyed", normal=True)
+        self.lifecycle.move(sandbox, State.DESTROYING, reason)
         if sandbox.connection is not None:
             sandbox.connection.disconnect()
+        self._removeContainer(sandbox)
+
+    def fail(self, sandbox, reason):
+        """
+        The sandbox's container or agent is gone: open calls end now, its
+        sessions hear ``reason``, its container goes.  A handed-out sandbox
+        stays listed (state failed) until DELETE or its ttl.
+        """
+        if self._stopping:
+            return
+        if sandbox.state is State.READY:
+            self.pools[sandbox.profile].remove(sandbox)
+            self.lifecycle.move(sandbox, State.FAILED, reason)
+            self._removeContainer(sandbox)
+            return
+        if sandbox.state not in (State.RUNNING, State.DISCONNECTED):
+            return
+        self.log.warn("sandbox {sandbox} failed: {reason}", sandbox=sandbox.id, reason=reason)
+        if sandbox.idle_since is None:
+            sandbox.idle_since = self._reactor.seconds()
+        self.lifecycle.move(sandbox, State.FAILED, reason)
+        if sandbox.connection is not None:
+            sandbox.connection.abort(f"the sandbox failed: {reason}")
         self._removeContainer(sandbox)
 
     def _removeContainer(self, sandbox):
         container_id = sandbox.container_id
         if container_id is None:
             if sandbox.state is State.DESTROYING:
-                sandbox.moveTo(State.DESTROYED)
+                self.lifecycle.move(sandbox, State.DESTROYED)
             return
         removal = self._runtime.destroy(container_id)
         self._removals.add(removal)
@@ -427,8 +454,7 @@ class SandboxManager(SandboxFailures):
             if self._containers.get(container_id) is sandbox:
                 del self._containers[container_id]
             if sandbox.state is State.DESTROYING:
-                sandbox.moveTo(State.DESTROYED)
-                self._store.delete(sandbox.id)
+                self.lifecycle.move(sandbox, State.DESTROYED)
             return result
 
         removal.addBoth(removed)
@@ -439,11 +465,6 @@ class SandboxManager(SandboxFailures):
         )
 
     # Events and health
-
-    def _event(self, type, sandbox, **data):
-        self._store.addEvent(
-            type, sandbox.id, self._reactor.seconds(), data, sandbox.identity
-        )
 
     def events(self, after=0, limit=100, sandbox_id=None):
         return self._store.events(after, limit, sandbox_id)

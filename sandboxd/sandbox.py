@@ -88,15 +88,17 @@ class Sandbox:
     #: When it last had no session (None while one is open).
     idle_since: float = None
     connection: object = attr.ib(default=None, repr=False)
-    sessions: set = attr.ib(factory=set, repr=False)
+    #: A caller asked for it (a cold create under way, or handed out);
+    #: False while it waits in the warm pool.
+    claimed: bool = False
     #: OOM kills the engine reported in its container.
     oom_kills: int = attr.ib(default=0, repr=False)
-    #: Sessions whose client dropped, by resume token (api/detached.py).
-    detached: dict = attr.ib(factory=dict, repr=False)
 
     def moveTo(self, state):
         """
-        Change state, refusing moves the table above does not allow.
+        Change state, refusing moves the table above does not allow.  Only
+        L{sandboxd.lifecycle.Lifecycle.move} calls this: it tells the
+        observers.
         """
         if state not in _LEGAL[self.state]:
             raise IllegalTransition(
@@ -163,7 +165,7 @@ class Sandbox:
         """
         fields = attr.asdict(record, recurse=False)
         fields["state"] = State(record.state)
-        return cls(**fields)
+        return cls(claimed=True, **fields)
 
     def toJSON(self):
         """

@@ -747,7 +747,8 @@ class StartupTests(TestCase):
 
     def test_pid1_init(self):
         """
-        As PID 1 the agent forks: the init reaps orphans and forwards SIGTERM.
+        As PID 1 the agent forks: the init reaps orphans, and SIGTERM from
+        outside the namespace ends it (status 0).
         """
         if not shutil.which("unshare") or subprocess.run(
             ["unshare", "--pid", "--fork", "true"], capture_output=True

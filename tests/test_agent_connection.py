@@ -294,17 +294,19 @@ class StreamTests(AgentConnectionTestCase):
     def test_routing(self):
         """
         Each frame reaches the handler of its stream, in order; frames for
-        streams nobody opened are dropped.
+        a stream already closed (still in flight) are dropped.
         """
         one, two = RecordingHandler(), RecordingHandler()
         a = self.connection.openStream(one)
         b = self.connection.openStream(two)
+        closed = self.connection.openStream(RecordingHandler())
+        self.connection.closeStream(closed)
         self.receive(
             wire.data(a, b"out", wire.CHANNEL_STDOUT),
             wire.data(b, b"body"),
             wire.event(a, {"n": 1}),
             wire.result(b, {}),
-            wire.data(999, b"stray"),
+            wire.data(closed, b"stray"),
         )
         self.assertEqual(
             [(f.type, f.stream, f.payload) for f in one.frames],

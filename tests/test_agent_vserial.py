@@ -101,10 +101,13 @@ class VirtioSerialAgentTests(SynchronousTestCase):
 
     def test_speaksOnlyAfterSync(self):
         """
-        Until the daemon's SYNC line the agent says nothing (bytes before it
-        are ignored); after it the agent answers with the same nonce, says
-        HELLO, takes AUTH with the secret and serves a request.
+        Opening the port the agent says only its RESET line (for a daemon
+        still connected to a server before it); until the daemon's SYNC
+        line it says nothing more (bytes before it are ignored); after it
+        the agent answers with the same nonce, says HELLO, takes AUTH with
+        the secret and serves a request.
         """
+        self.assertEqual(b"\nSANDBOXD-RESET\n", self.port.recv(100))
         self.port.sendall(b"stale bytes of an earlier connection\x00\x01")
         self.assertEqual([], select.select([self.master], [], [], 0.5)[0])
         client = self.sync(b"0123456789abcdef" * 2)

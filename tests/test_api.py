@@ -16,6 +16,7 @@ from sandboxd.api.app import SandboxAPI
 from sandboxd.config import parse_config
 from sandboxd.manager import AtCapacity, UnknownProfile
 from sandboxd.runtimes.interface import RuntimeFailure
+from sandboxd.lifecycle import Lifecycle
 from sandboxd.sandbox import Sandbox, State
 
 
@@ -31,6 +32,7 @@ class FakeManager:
         self.fail_with = None
         self.started = 0.0
         self.pools = FakePools(self.profiles)
+        self.lifecycle = Lifecycle()
 
     async def create(self, **kwargs):
         self.created.append(kwargs)

@@ -1,8 +1,9 @@
 """
 Tests for the life of handed-out sandboxes in L{sandboxd.manager}: records,
 ttl and idle timeouts, failures reported by the engine, and adoption after a
-restart.  A fake runtime, fake agent connections, a real SQLite file and a
-L{Clock}.
+restart, as the lifecycle's observers (record, events, reaper, the API's
+session registry) see them.  A fake runtime, fake agent connections, a real
+SQLite file and a L{Clock}.
 """
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -10,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
+from sandboxd.api.registry import SessionRegistry
 from sandboxd.config import parse_config
 from sandboxd.manager import SandboxManager
 from sandboxd.runtimes.interface import IRuntime, Started
@@ -53,6 +55,9 @@ class ManagerTestCase(TestCase):
         manager = SandboxManager(
             self.clock, self.runtime, config, self.store, owner="/data", connect=connect
         )
+        # The API's session registry, as the daemon wires it.
+        self.sessions = SessionRegistry(manager)
+        manager.lifecycle.observe(self.sessions)
         self.successResultOf(Deferred.fromCoroutine(manager.start()))
         self.manager = manager
         return manager
@@ -102,16 +107,16 @@ class IdleTests(ManagerTestCase):
         self.makeManager()
         sandbox = self.create(ttl=10)
         session = FakeSession()
-        self.manager.attach(sandbox, session)
+        self.sessions.opened(sandbox, session)
         self.clock.advance(500)
         self.assertIs(sandbox.state, State.RUNNING)
-        self.manager.detach(sandbox, session)
+        self.sessions.closed(sandbox, session)
         self.assertIs(sandbox.state, State.DISCONNECTED)
         self.assertEqual(self.store.sandboxes()[0].state, "disconnected")
         self.clock.advance(9)
-        self.manager.attach(sandbox, session)
+        self.sessions.opened(sandbox, session)
         self.assertIs(sandbox.state, State.RUNNING)
-        self.manager.detach(sandbox, session)
+        self.sessions.closed(sandbox, session)
         self.clock.advance(9.5)
         self.assertIsNotNone(self.manager.get(sandbox.id))
         self.clock.advance(0.5)
@@ -130,11 +135,11 @@ class IdleTests(ManagerTestCase):
         self.makeManager()
         sandbox = self.create()
         one, two = FakeSession(), FakeSession()
-        self.manager.attach(sandbox, one)
-        self.manager.attach(sandbox, two)
-        self.manager.detach(sandbox, one)
+        self.sessions.opened(sandbox, one)
+        self.sessions.opened(sandbox, two)
+        self.sessions.closed(sandbox, one)
         self.assertIs(sandbox.state, State.RUNNING)
-        self.manager.detach(sandbox, two)
+        self.sessions.closed(sandbox, two)
         self.assertIsNone(self.manager.get(sandbox.id))
         self.assertEqual(two.unavailable, [])
 
@@ -149,7 +154,7 @@ class FailureTests(ManagerTestCase):
         self.makeManager()
         sandbox = self.create(ttl=30)
         session = FakeSession()
-        self.manager.attach(sandbox, session)
+        self.sessions.opened(sandbox, session)
         self.runtime.watcher(sandbox.container_id, "die")
         self.assertIs(sandbox.state, State.FAILED)
         self.assertIn("container exited", session.unavailable[0][0])
@@ -198,7 +203,7 @@ class FailureTests(ManagerTestCase):
         (sandbox,) = self.manager.list()
         self.assertIs(sandbox.state, State.CREATING)
         self.assertTrue(self.manager.destroy(sandbox.id))
-        pending[sandbox.id].callback(Started(sandbox.id, "c-late", "192.0.2.1", 7070))
+        pending[sandbox.id].callback(Started(sandbox.id, "c-late", "tcp:192.0.2.1:7070", "192.0.2.1"))
         self.failureResultOf(creating, SandboxDestroyed)
         self.assertIn("c-late", runtime.destroyed)
         self.assertEqual(self.store.sandboxes(), [])
@@ -253,8 +258,8 @@ class AdoptionTests(ManagerTestCase):
         self.makeManager()
         sandbox = self.create(ttl=100)
         session = FakeSession()
-        self.manager.attach(sandbox, session)
-        self.manager.detach(sandbox, session)
+        self.sessions.opened(sandbox, session)
+        self.sessions.closed(sandbox, session)
         self.clock.advance(70)
         manager = self.restart([(sandbox.container_id, {"sandboxd.owner": "/data"})])
         self.assertEqual(len(manager.list()), 1)

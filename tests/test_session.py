@@ -27,6 +27,8 @@ from zope.interface.verify import verifyObject
 from agent import wire
 from agent.wire import Code, FrameType
 from sandboxd.api import detached
+from sandboxd.api import session as session_module
+from sandboxd.lifecycle import Lifecycle
 from sandboxd.api.session import (
     CLOSE_AGENT_LOST,
     CLOSE_NORMAL,
@@ -104,24 +106,37 @@ class FakeSandbox:
     def __init__(self, connection, ttl=0):
         self.id = "sb-1"
         self.connection = connection
-        self.sessions = set()
-        self.detached = {}
         self.ttl = ttl
         self.alive = True
 
 
 class FakeManager:
+    """
+    The sandboxes by id, a real lifecycle, and the sandboxes the session
+    registry said were taken into use or left idle.
+    """
+
     def __init__(self, sandboxes):
         self.sandboxes = sandboxes
+        self.lifecycle = Lifecycle()
+        self.used = []
+        self.idled = []
 
     def get(self, sandbox_id):
         return self.sandboxes.get(sandbox_id)
 
-    def attach(self, sandbox, session):
-        sandbox.sessions.add(session)
+    def inUse(self, sandbox):
+        self.used.append(sandbox)
 
-    def detach(self, sandbox, session):
-        sandbox.sessions.discard(session)
+    def idle(self, sandbox):
+        self.idled.append(sandbox)
+
+    @property
+    def registry(self):
+        """
+        The session registry of the last SessionFactory made on this manager.
+        """
+        return self.lifecycle.observers[-1]
 
 
 class FakeRequest:
@@ -135,7 +150,8 @@ class SessionTestCase(TestCase):
         self.connection = FakeAgentConnection()
         self.sandbox = FakeSandbox(self.connection)
         self.session = SandboxSession()
-        self.session.factory = SessionFactory(FakeManager({"sb-1": self.sandbox}))
+        self.manager = FakeManager({"sb-1": self.sandbox})
+        self.session.factory = SessionFactory(self.manager)
         self.session.sandbox = self.sandbox
         self.session._connection = self.connection
         self.session._to_agent = {}
@@ -514,7 +530,7 @@ class EndingTests(SessionTestCase):
         SANDBOX_UNAVAILABLE and the WebSocket closes with 1011.
         """
         self.session.onOpen()
-        self.assertIn(self.session, self.sandbox.sessions)
+        self.assertIn(self.session, self.manager.registry.sessionsOf(self.sandbox))
         self.openStream(1)
         self.openStream(2)
         self.connection.lose(AgentLost(Code.SANDBOX_UNAVAILABLE, "agent went away"))
@@ -551,7 +567,7 @@ class EndingTests(SessionTestCase):
             [(f.type, f.stream) for f in self.toAgent()], [(FrameType.CANCEL, two)]
         )
         self.assertEqual(self.connection.closed, [two])
-        self.assertNotIn(self.session, self.sandbox.sessions)
+        self.assertNotIn(self.session, self.manager.registry.sessionsOf(self.sandbox))
         self.assertEqual(self.session._to_agent, {})
 
     def test_onCloseAgentGone(self):
@@ -705,7 +721,10 @@ class EndToEndBase(TestCase):
         self.manager = FakeManager({"sb-1": self.sandbox})
 
     def connect(self, path="/sandboxes/sb-1/ws"):
-        server_factory = SessionFactory(self.manager, self.clock)
+        # One factory, as in the daemon: it keeps the detached sessions.
+        server_factory = getattr(self, "serverFactory", None)
+        if server_factory is None:
+            server_factory = self.serverFactory = SessionFactory(self.manager, self.clock)
         server_factory.reactor = self.clock
         server_factory._batched_timer = ClockTimer(self.clock)
         client_factory = WebSocketClientFactory("ws://localhost" + path, reactor=self.clock)
@@ -741,7 +760,7 @@ class EndToEndTests(EndToEndBase):
         """
         self.connect()
         self.assertTrue(self.client.opened)
-        self.assertIn(self.server, self.sandbox.sessions)
+        self.assertIn(self.server, self.manager.registry.sessionsOf(self.sandbox))
         self.client.sendMessage(wire.request(5, "ping"), isBinary=True)
         self.pump.flush()
         (request,) = [wire.decode_one(m) for m in self.connection.sent]
@@ -789,7 +808,7 @@ class EndToEndTests(EndToEndBase):
         self.server.sandboxUnavailable("the sandbox was destroyed", normal=True)
         self.pump.flush()
         self.assertEqual(self.client.closed, CLOSE_NORMAL)
-        self.assertNotIn(self.server, self.sandbox.sessions)
+        self.assertNotIn(self.server, self.manager.registry.sessionsOf(self.sandbox))
 
     def test_clientCloseCancels(self):
         """
@@ -804,7 +823,7 @@ class EndToEndTests(EndToEndBase):
         self.pump.flush()
         (cancel,) = [wire.decode_one(m) for m in self.connection.sent]
         self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, request.stream))
-        self.assertNotIn(self.server, self.sandbox.sessions)
+        self.assertNotIn(self.server, self.manager.registry.sessionsOf(self.sandbox))
 
     def test_unknownSandboxRefused(self):
         """
@@ -813,7 +832,7 @@ class EndToEndTests(EndToEndBase):
         """
         self.connect("/sandboxes/nope/ws")
         self.assertFalse(self.client.opened)
-        self.assertEqual(self.sandbox.sessions, set())
+        self.assertEqual(self.manager.registry.sessionsOf(self.sandbox), set())
 
     def test_transportLostCancels(self):
         """
@@ -830,7 +849,7 @@ class EndToEndTests(EndToEndBase):
         self.pump.flush()
         (cancel,) = [wire.decode_one(m) for m in self.connection.sent]
         self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, request.stream))
-        self.assertNotIn(self.server, self.sandbox.sessions)
+        self.assertNotIn(self.server, self.manager.registry.sessionsOf(self.sandbox))
 
 
 class ResumeTests(EndToEndBase):
@@ -878,7 +897,7 @@ class ResumeTests(EndToEndBase):
         self.pump.flush()
         self.assertEqual([f.payload for f in self.clientFrames()], [b"one"])
         token = self.drop()
-        self.assertEqual(self.sandbox.sessions, set())
+        self.assertEqual(self.manager.registry.sessionsOf(self.sandbox), set())
         self.agentSends(stream, b"two", b"three")
         self.assertEqual(
             [(f.type, f.stream, f.window()) for f in self.agentFrames()],
@@ -952,10 +971,10 @@ class ResumeTests(EndToEndBase):
         stream = self.startStream()
         token = self.drop()
         self.clock.advance(29)
-        self.assertIn(token, self.sandbox.detached)
+        self.assertIn(token, self.manager.registry.detachedOf(self.sandbox))
         self.assertEqual(self.agentFrames(), [])
         self.clock.advance(2)
-        self.assertEqual(self.sandbox.detached, {})
+        self.assertEqual(self.manager.registry.detachedOf(self.sandbox), {})
         (cancel,) = self.agentFrames()
         self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, stream))
 
@@ -968,7 +987,7 @@ class ResumeTests(EndToEndBase):
         self.pump.flush()
         (cancel,) = self.agentFrames()
         self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, stream))
-        self.assertEqual(self.sandbox.detached, {})
+        self.assertEqual(self.manager.registry.detachedOf(self.sandbox), {})
 
     def test_resumeReplacesLiveConnection(self):
         """
@@ -987,3 +1006,52 @@ class ResumeTests(EndToEndBase):
         self.assertEqual(
             [f for f in self.agentFrames() if f.type is FrameType.CANCEL], []
         )
+
+
+class ReconnectingAgentTests(SessionTestCase):
+    """
+    While the sandbox's agent link reconnects (its server was killed and
+    comes back), the client's messages wait and then go on in order.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.connection.reconnecting = True
+        self.connection.up = Deferred()
+        self.connection.whenConnected = lambda: self.connection.up
+
+    def test_heldThenRelayedInOrder(self):
+        """
+        Requests sent while the agent reconnects reach the new connection,
+        in order, once it is up; nothing is answered with an error.
+        """
+        self.fromClient(wire.request(1, "process.exec", {"cmd": "echo a"}))
+        self.fromClient(wire.request(3, "process.exec", {"cmd": "echo b"}))
+        self.assertEqual((self.toAgent(), self.toClient()), ([], []))
+        self.connection.reconnecting = False
+        self.connection.up.callback(True)
+        sent = self.toAgent()
+        self.assertEqual([f.json()["params"]["cmd"] for f in sent], ["echo a", "echo b"])
+        self.assertEqual(self.toClient(), [])
+
+    def test_linkLostFailsHeld(self):
+        """
+        When the agent does not come back, held requests are answered with
+        SANDBOX_UNAVAILABLE.
+        """
+        self.fromClient(wire.request(1, "process.exec", {"cmd": "true"}))
+        self.connection.reconnecting = False
+        self.connection.connected = False
+        self.connection.up.callback(False)
+        (error,) = self.toClient()
+        self.assertEqual((error.type, error.json()["code"]), (FrameType.ERROR, Code.SANDBOX_UNAVAILABLE))
+
+    def test_holdIsBounded(self):
+        """
+        Beyond HOLD_LIMIT bytes, messages are no longer held.
+        """
+        self.patch(session_module, "HOLD_LIMIT", 10)
+        self.connection.connected = False
+        self.fromClient(wire.request(1, "process.exec", {"cmd": "x" * 40}))
+        (error,) = self.toClient()
+        self.assertEqual(error.json()["code"], Code.SANDBOX_UNAVAILABLE)

@@ -3,14 +3,18 @@ The HTTP routes of the daemon (docs/api.md).
 """
 
 import json
+from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from sandboxd import __version__
 from sandboxd.api.errors import ApiError, error_body
+from sandboxd.api.paths import PathGuard
 from sandboxd.api.requests import (
     MAX_EVENT_PAGE,
     event_json,
@@ -38,6 +42,9 @@ class SandboxAPI:
     """
 
     app = Klein()
+    # A path with doubled slashes matches no route (werkzeug would answer
+    # it with a redirect to the merged path).
+    app.url_map.merge_slashes = False
     log = Logger()
 
     def __init__(self, manager, config, clock, stats=None):
@@ -51,7 +58,7 @@ class SandboxAPI:
         self._sessions = WebSocketResource(SessionFactory(manager, clock))
 
     def resource(self):
-        return self.app.resource()
+        return PathGuard(self.app.resource())
 
     @app.handle_errors(ApiError)
     def _apiError(self, request, failure):
@@ -64,9 +71,14 @@ class SandboxAPI:
 
     @app.handle_errors
     def _unexpected(self, request, failure):
-        from werkzeug.exceptions import MethodNotAllowed, NotFound
-
         request.setHeader(b"Content-Type", b"application/json")
+        if failure.check(RequestRedirect):
+            # A trailing slash the route wants: go there (same method, body).
+            moved = urlsplit(failure.value.new_url)
+            target = moved.path + (f"?{moved.query}" if moved.query else "")
+            request.setResponseCode(308)
+            request.setHeader(b"Location", target.encode())
+            return error_body("MOVED", f"the resource is at {moved.path}")
         if failure.check(NotFound):
             request.setResponseCode(404)
             return error_body("NOT_FOUND", f"no route for {request.path.decode()}")

@@ -26,10 +26,15 @@ from zope.interface import implementer
 
 from agent import wire
 from sandboxd.api.detached import DetachedSession
+from sandboxd.api.registry import SessionRegistry
 from sandboxd.protocols.agent import IStreamHandler
 
 _FT = wire.FrameType
 _RELAYED = frozenset({_FT.DATA, _FT.END, _FT.CANCEL, _FT.WINDOW})
+
+#: Bytes of client messages held while the agent reconnects; beyond, they
+#: go on at once (and fail with SANDBOX_UNAVAILABLE).
+HOLD_LIMIT = 8 * 1024 * 1024
 
 CLOSE_NORMAL = 1000
 CLOSE_PROTOCOL_ERROR = 1002
@@ -54,6 +59,10 @@ class SandboxSession(WebSocketServerProtocol):
     """
     One client's session with one sandbox.
     """
+
+    #: Client messages held while the agent reconnects (else None).
+    _held = None
+    _heldSize = 0
 
     def onConnect(self, request):
         sandbox_id = sandbox_id_from_path(request.path)
@@ -80,10 +89,11 @@ class SandboxSession(WebSocketServerProtocol):
         The detached session ``token`` of the sandbox, taken from the
         connection still holding it if there is one.
         """
-        for other in list(sandbox.sessions):
+        sessions = self.factory.sessions
+        for other in sessions.sessionsOf(sandbox):
             if getattr(other, "token", None) == token:
                 other.handOver()
-        detached = sandbox.detached.pop(token, None)
+        detached = sessions.take(sandbox, token)
         if detached is None or detached.connection is not sandbox.connection:
             raise ConnectionDeny(
                 410, f"session {token[:8]}... of sandbox {sandbox.id} cannot be resumed"
@@ -93,7 +103,7 @@ class SandboxSession(WebSocketServerProtocol):
         return detached
 
     def onOpen(self):
-        self.factory.manager.attach(self.sandbox, self)
+        self.factory.sessions.opened(self.sandbox, self)
         if not self._connection.connected:
             self._closeWith(CLOSE_AGENT_LOST, "the sandbox's agent is unavailable")
             return
@@ -124,10 +134,27 @@ class SandboxSession(WebSocketServerProtocol):
             self.token, self._connection, self._to_agent, self._to_client, self._owed
         )
         self._to_agent, self._to_client, self._owed = {}, {}, {}
-        self.sandbox.detached[self.token] = detached
+        self.factory.sessions.keep(self.sandbox, detached)
         return detached
 
     def onMessage(self, payload, isBinary):
+        if self._held is None and getattr(self._connection, "reconnecting", False):
+            # The agent's server was killed and is coming back (a link,
+            # sandboxd.protocols.link): hold the client's messages till then.
+            self._held = []
+            self._connection.whenConnected().addCallback(self._release)
+        if self._held is not None and self._heldSize + len(payload) <= HOLD_LIMIT:
+            self._held.append((payload, isBinary))
+            self._heldSize += len(payload)
+            return
+        self._relay(payload, isBinary)
+
+    def _release(self, up):
+        held, self._held, self._heldSize = self._held, None, 0
+        for payload, isBinary in held:
+            self._relay(payload, isBinary)
+
+    def _relay(self, payload, isBinary):
         if not isBinary:
             self._protocolError(wire.Code.BAD_PAYLOAD, "messages must be binary frames")
             return
@@ -253,7 +280,7 @@ class SandboxSession(WebSocketServerProtocol):
         if self._resumed is not None:
             # Closed during the handshake: the streams wait for another try.
             self._resumed.expiry = self.factory.expireLater(sandbox, self._resumed)
-            sandbox.detached[self._resumed.token] = self._resumed
+            self.factory.sessions.keep(sandbox, self._resumed)
         elif dropped and sandbox.ttl > 0 and sandbox.alive and self._connection.connected:
             detached = self._detach()
             detached.expiry = self.factory.expireLater(sandbox, detached)
@@ -262,7 +289,7 @@ class SandboxSession(WebSocketServerProtocol):
                 self._forget(stream)
                 if self._connection.connected:
                     self._connection.send(wire.cancel(stream))
-        self.factory.manager.detach(sandbox, self)
+        self.factory.sessions.closed(sandbox, self)
 
     def _forget(self, stream):
         client_stream = self._to_client.pop(stream, None)
@@ -289,7 +316,8 @@ class SandboxSession(WebSocketServerProtocol):
 
 class SessionFactory(WebSocketServerFactory):
     """
-    Builds SandboxSessions for the sandboxes ``manager`` knows.
+    Builds SandboxSessions for the sandboxes ``manager`` knows, and keeps
+    track of them (``sessions``, observing the manager's lifecycle).
     """
 
     protocol = SandboxSession
@@ -300,6 +328,8 @@ class SessionFactory(WebSocketServerFactory):
             from twisted.internet import reactor as clock
         self.manager = manager
         self.clock = clock
+        self.sessions = SessionRegistry(manager)
+        manager.lifecycle.observe(self.sessions)
         self.setProtocolOptions(
             maxFramePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,
             maxMessagePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,
@@ -314,9 +344,4 @@ class SessionFactory(WebSocketServerFactory):
         sandbox's ttl.
         """
 
-        def expire():
-            if sandbox.detached.get(detached.token) is detached:
-                del sandbox.detached[detached.token]
-                detached.discard()
-
-        return self.clock.callLater(sandbox.ttl, expire)
+        return self.clock.callLater(sandbox.ttl, self.sessions.expire, sandbox, detached)

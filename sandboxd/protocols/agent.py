@@ -4,6 +4,9 @@ The daemon's end of a connection to a sandbox's guest agent.
 One ``AgentConnection`` per sandbox carries every stream of every client
 session: it authenticates once (HELLO / AUTH / READY), then hands each
 incoming frame to whoever opened its stream.  The codec is ``agent.wire``.
+The agent is untrusted: a handshake that does not finish in
+L{HANDSHAKE_TIMEOUT} seconds, and any frame beyond its credit or rates
+(L{sandboxd.protocols.inbound}), end the connection with a named code.
 """
 
 import itertools
@@ -15,6 +18,10 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from agent import wire
+from sandboxd.protocols.inbound import InboundLimits
+
+#: Seconds an agent has from the connection to READY.
+HANDSHAKE_TIMEOUT = 10.0
 
 
 class AgentLost(Exception):
@@ -159,11 +166,16 @@ class AgentConnection(Protocol):
         self._lost_waiters = []
         self.connected = False
         self.agent_pid = None
+        self._limits = InboundLimits(clock)
+        self._handshakeTimer = None
 
     # Protocol
 
     def connectionMade(self):
         self.connected = True
+        self._handshakeTimer = self._clock.callLater(
+            HANDSHAKE_TIMEOUT, self._handshakeExpired
+        )
         set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
         if set_no_delay is not None:
             set_no_delay(True)
@@ -181,6 +193,7 @@ class AgentConnection(Protocol):
 
     def connectionLost(self, reason=ConnectionDone):
         self.connected = False
+        self._stopHandshakeTimer()
         if self._lost is None:
             self._lost = AgentLost(
                 wire.Code.SANDBOX_UNAVAILABLE, "the sandbox's agent connection closed"
@@ -207,6 +220,21 @@ class AgentConnection(Protocol):
         if self.transport is not None:
             self.transport.abortConnection()
 
+    def _handshakeExpired(self):
+        self._handshakeTimer = None
+        self.log.warn("agent {label} did not finish its handshake", label=self.label)
+        self._fail(
+            AgentLost(
+                wire.Code.TIMEOUT,
+                f"the agent did not finish its handshake within {HANDSHAKE_TIMEOUT:g} s",
+            )
+        )
+
+    def _stopHandshakeTimer(self):
+        timer, self._handshakeTimer = self._handshakeTimer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     # Frames
 
     def _frameReceived(self, frame):
@@ -215,6 +243,7 @@ class AgentConnection(Protocol):
         if not self._ready:
             self._handshake(frame)
             return
+        self._limits.check(frame)
         frame_type = frame.type
         if frame.stream:
             handler = self._streams.get(frame.stream)
@@ -248,6 +277,7 @@ class AgentConnection(Protocol):
             self.transport.write(wire.auth(self._secret, str(hello.get("nonce", ""))))
         elif frame.type is wire.FrameType.READY:
             self._ready = True
+            self._stopHandshakeTimer()
             self.agent_pid = frame.json().get("pid")
             waiters, self._ready_waiters = self._ready_waiters, []
             for waiter in waiters:
@@ -285,16 +315,19 @@ class AgentConnection(Protocol):
     def openStream(self, handler):
         stream = next(self._stream_ids)
         self._streams[stream] = handler
+        self._limits.opened(stream)
         return stream
 
     def closeStream(self, stream):
         self._streams.pop(stream, None)
+        self._limits.closed(stream)
 
     def reassign(self, stream, handler):
         if stream in self._streams:
             self._streams[stream] = handler
 
     def send(self, data):
+        self._limits.sent(data)
         self.transport.write(data)
 
     @property

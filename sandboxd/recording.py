@@ -1,0 +1,85 @@
+"""
+What the state store and the event log keep of sandboxes' lives: an
+observer of the lifecycle (L{sandboxd.lifecycle}).
+
+Only claimed sandboxes are recorded (warm ones in the pool belong to
+nobody): put when handed out, updated at every later move, deleted once
+destroyed.  The events (docs/api.md):
+
+- ``sandbox.created`` (profile, image, method) when handed out;
+- ``sandbox.disconnected`` (reason, when there is one) when its last
+  session closed, the daemon stopped or restarted;
+- ``sandbox.reconnected`` when a session opens on a disconnected one;
+- ``sandbox.failed`` (reason) when a handed-out sandbox fails;
+- ``sandbox.destroyed`` (reason) when its removal begins.
+"""
+
+from zope.interface import implementer
+
+from sandboxd.lifecycle import ISandboxObserver
+from sandboxd.sandbox import State
+
+_IN_USE = (State.RUNNING, State.DISCONNECTED)
+
+
+@implementer(ISandboxObserver)
+class LifecycleRecorder:
+    """
+    Keeps the sandboxes' records in ``store`` and writes their events, with
+    times from ``clock``.
+    """
+
+    def __init__(self, store, clock):
+        self._store = store
+        self._clock = clock
+
+    def sandboxChanged(self, transition):
+        sandbox, old, new = transition.sandbox, transition.old, transition.new
+        if not sandbox.claimed or old is None:
+            return
+        if transition.handedOut:
+            self._store.put(sandbox.record())
+            self.event(
+                "sandbox.created", sandbox, profile=sandbox.profile,
+                image=sandbox.image, method=sandbox.method,
+            )
+            return
+        if new is State.DESTROYED:
+            self._store.delete(sandbox.id)
+            return
+        self._store.update(sandbox.id, state=new.value, idle_since=sandbox.idle_since)
+        reason = {} if transition.reason is None else {"reason": transition.reason}
+        if new is State.DISCONNECTED:
+            self.event("sandbox.disconnected", sandbox, **reason)
+        elif new is State.RUNNING:
+            self.event("sandbox.reconnected", sandbox)
+        elif new is State.FAILED and old in _IN_USE:
+            self.event("sandbox.failed", sandbox, **reason)
+        elif new is State.DESTROYING:
+            self.event("sandbox.destroyed", sandbox, **reason)
+
+    def idle(self, sandbox):
+        """
+        Record when the sandbox's idle time began (None: it is in use).
+        """
+        self._store.update(sandbox.id, idle_since=sandbox.idle_since)
+
+    def event(self, type, sandbox, **data):
+        """
+        Add an event about ``sandbox`` to the log.
+        """
+        self._store.addEvent(
+            type, sandbox.id, self._clock.seconds(), data, sandbox.identity
+        )
+
+    def forget(self, record, reason=None):
+        """
+        A recorded sandbox was not adopted: drop its record and, when it was
+        live (``reason`` given), say why it is lost.
+        """
+        self._store.delete(record.id)
+        if reason is not None:
+            self._store.addEvent(
+                "sandbox.failed", record.id, self._clock.seconds(),
+                {"reason": f"not adopted: {reason}"}, record.identity,
+            )
