@@ -573,7 +573,7 @@ class TransferTests(AgentE2ETestCase):
 
     def test_one_gib_roundtrip(self):
         """
-        1 GiB (128 MiB in a VM under software emulation) goes up as a tar
+        1 GiB (64 MiB in a VM under software emulation) goes up as a tar
         stream and comes back down with equal
         sha256s, while neither the daemon nor the agent grows by more than
         a few MiB (windows bound every buffer).
@@ -583,9 +583,9 @@ class TransferTests(AgentE2ETestCase):
         import threading
 
         # Under software emulation (QEMU without KVM) hashing and moving
-        # 1 GiB in the guest takes minutes: 128 MiB still crosses 32 flow
+        # 1 GiB in the guest takes minutes: 64 MiB still crosses 16 flow
         # control windows, so the bound on every buffer is tested as well.
-        size = 128 << 20 if self.runtime == "qemu" else GiB
+        size = 64 << 20 if self.runtime == "qemu" else GiB
         daemon_pid = self.daemon.process.pid
         peaks = {"daemon": 0}
         stop = threading.Event()
