@@ -194,3 +194,56 @@ class DropPrivilegesTests(SynchronousTestCase):
                               text=True, timeout=30)
         self.assertEqual(0, done.returncode, done.stderr)
         self.assertEqual(f"{['0000000000000000'] * 5 + ['1']}\nEACCES\n", done.stdout)
+
+
+class SerialLinkTests(SynchronousTestCase):
+    def test_hostLeavesMidFrame(self):
+        """
+        The host side going away (a read gives 0 bytes) ends the session as
+        a closed connection would: its protocol, holding half a frame, is
+        told the connection was lost, and no second session starts without
+        a new SYNC.  (A socketpair stands in for the port: its end of file
+        is the device's "host not connected".)
+        """
+        import asyncio
+        import socket
+
+        from agent.vserial import SerialLink
+
+        async def scenario():
+            loop = asyncio.get_running_loop()
+            guest, host = socket.socketpair()
+            host.setblocking(False)
+            events = []
+
+            class Session(asyncio.Protocol):
+                def connection_made(self, transport):
+                    events.append("made")
+                    transport.write(b"HELLO")
+
+                def data_received(self, data):
+                    events.append(data)
+
+                def connection_lost(self, exc):
+                    events.append("lost")
+
+            link = SerialLink(loop, "/dev/fake", Session, poll_interval=0.01,
+                              fd=guest.detach())
+            host.sendall(b"stale\nSANDBOXD-SYNC " + b"ab" * 16 + b"\nhalf a fr")
+            received = b""
+            while not received.endswith(b"HELLO"):
+                received += await asyncio.wait_for(loop.sock_recv(host, 100), 5)
+            host.shutdown(socket.SHUT_WR)  # the host leaves
+            for _ in range(100):
+                if "lost" in events:
+                    break
+                await asyncio.sleep(0.01)
+            link.close()
+            host.close()
+            return received, events, link.sessions
+
+        received, events, sessions = asyncio.run(scenario())
+        self.assertEqual(
+            b"\nSANDBOXD-RESET\nSANDBOXD-SYNCED " + b"ab" * 16 + b"\nHELLO", received)
+        self.assertEqual(["made", b"half a fr", "lost"], events)
+        self.assertEqual(1, sessions)
