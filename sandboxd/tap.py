@@ -13,6 +13,7 @@ from twisted.web.server import Site
 from sandboxd.api.app import SandboxAPI
 from sandboxd.config import ConfigError, load_config
 from sandboxd.manager import SandboxManager
+from sandboxd.runtimes._disks import DiskCache
 from sandboxd.runtimes.dispatch import RuntimeSet
 from sandboxd.runtimes.docker import DockerRuntime
 from sandboxd.runtimes.firecracker import FirecrackerRuntime
@@ -53,9 +54,11 @@ def runtimes(config, reactor):
     vm_images = sorted({p.image for p in config.profiles.values() if p.runtime == "qemu"})
     qemu = QemuRuntime(reactor, config.qemu, os.path.join(config.server.data_dir, "vm"),
                        images=vm_images)
+    fc_disks = (qemu.disks if config.firecracker.rootfs_dir == config.qemu.disk_dir
+                else DiskCache(reactor, config.firecracker.rootfs_dir))
     firecracker = FirecrackerRuntime(
         reactor, config.firecracker, os.path.join(config.server.data_dir, "fc"),
-        config.qemu.initrd, qemu.disk,
+        config.qemu.initrd, fc_disks.path,
     )
     return RuntimeSet({"docker": docker, "docker+gvisor": docker, "qemu": qemu,
                        "firecracker": firecracker})

@@ -28,15 +28,14 @@ import math
 import os
 import shutil
 import signal
-import sys
 
-from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import deferLater
-from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from sandboxd.runtimes import _cpio, vmproc
+from sandboxd.runtimes._disks import DiskCache, run
 from sandboxd.runtimes.interface import IRuntime, RuntimeFailure, RuntimeUnavailable, Started
 
 #: Prefix of a QEMU sandbox's container id (what the manager keys it by).
@@ -115,8 +114,9 @@ class QemuRuntime:
         self._config = config
         self.state_dir = state_dir
         self._images = tuple(images)
-        self._disks = {}
-        self._diskLocks = {}
+        #: The root disks of images (shared with the Firecracker runtime's
+        #: when both use the same directory).
+        self.disks = DiskCache(reactor, config.disk_dir)
         self._accel = None
         self._callback = None
         self._watchers = {}
@@ -139,31 +139,8 @@ class QemuRuntime:
         self._accel = resolve_accel(config.accel)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         for image in self._images:
-            await self.disk(image)
+            await self.disks.path(image)
         self.log.info("qemu runtime ready ({accel})", accel=self._accel)
-
-    async def disk(self, image):
-        """
-        The path of ``image``'s root disk, made once per image (concurrent
-        starts wait for the one build).
-        """
-        lock = self._diskLocks.setdefault(image, DeferredLock())
-        async with lock:
-            if image not in self._disks:
-                self._disks[image] = await self._makeDisk(image)
-        return self._disks[image]
-
-    async def _makeDisk(self, image):
-        self.log.info("making the root disk of {image} (once per image)", image=image)
-        out, err, code = await _run(
-            self._reactor, sys.executable,
-            ["-m", "sandboxd.runtimes.vmdisk", self._config.disk_dir, image], dict(os.environ),
-        )
-        if code != 0:
-            raise RuntimeUnavailable(
-                f"cannot make the root disk of {image}: {err.decode(errors='replace').strip()}"
-            )
-        return out.decode().strip().splitlines()[-1]
 
     def start(self, spec):
         if spec.runtime != "qemu":
@@ -173,7 +150,7 @@ class QemuRuntime:
     async def _start(self, spec):
         if self._accel is None:
             self._accel = resolve_accel(self._config.accel)
-        disk = await self.disk(spec.image)
+        disk = await self.disks.path(spec.image)
         container_id = PREFIX + spec.sandbox_id
         vm_dir = os.path.join(self.state_dir, spec.sandbox_id)
         vmproc.check_socket_path(os.path.join(vm_dir, AGENT_SOCKET))
@@ -190,7 +167,7 @@ class QemuRuntime:
             labels.update({f"sandboxd.label.{k}": str(v) for k, v in spec.labels.items()})
             argv = qemu_argv(self._config.binary, self._accel, vm_dir, self._config.kernel,
                              self._config.initrd, disk, spec)
-            out, err, code = await _run(self._reactor, argv[0], argv[1:], {}, vm_dir)
+            out, err, code = await run(self._reactor, argv[0], argv[1:], {}, vm_dir)
             if code != 0:
                 raise RuntimeFailure(
                     f"qemu did not start sandbox {spec.sandbox_id}:"
@@ -275,20 +252,3 @@ class QemuRuntime:
 
     def _vmDir(self, container_id):
         return vmproc.vm_dir(self.state_dir, PREFIX, container_id)
-
-
-def _run(reactor, executable, args, env, path=None):
-    """
-    Fire with (stdout, stderr, exit code) of a command; a death by signal
-    is code ``-signal``.
-    """
-    running = getProcessOutputAndValue(executable, args, env=env, path=path, reactor=reactor)
-
-    def died(failure):
-        # getProcessOutputAndValue errbacks with the tuple (out, err, signal).
-        if isinstance(failure.value, tuple):
-            out, err, signum = failure.value
-            return out, err, -signum
-        return failure
-
-    return running.addErrback(died)
