@@ -22,6 +22,7 @@ from sandbox._process import ExecHandle, ExecResult, OutputEvent, Process
 from sandbox._spawn import ProcessExitedError, SpawnedProcess
 from sandbox._sandbox import Sandbox, connect_sandbox, create_sandbox
 from sandbox.client import Client
+from sandbox._events import DaemonEvent
 from sandbox.errors import (
     CapacityError,
     DaemonUnavailableError,
@@ -46,6 +47,7 @@ __all__ = [
     "connect_sandbox",
     "Sandbox",
     "Client",
+    "DaemonEvent",
     "Filesystem",
     "Environment",
     "Network",

@@ -10,6 +10,7 @@ import json
 from urllib.parse import quote, urlencode
 
 from sandbox._endpoint import parse_endpoint, resolve_auth
+from sandbox._events import stream_events
 from sandbox._http import HTTPClient
 from sandbox.errors import ProtocolError, error_from_http
 
@@ -132,6 +133,27 @@ class Client:
         "sandboxes", "pool"}``.
         """
         return await self.request("GET", "/health")
+
+
+    def events(self, after=None, sandbox=None, types=(), reconnect=True):
+        """
+        ``GET /events``: an async iterator of ``Event``s, those after id
+        ``after`` first (None: only new ones), of one ``sandbox`` and some
+        ``types`` (names or prefixes like ``"sandbox."``) if given.  It
+        reconnects by itself (``Last-Event-ID``) unless ``reconnect`` is
+        false.  See docs/events.md.
+        """
+        return stream_events(self.http, after, sandbox, types, reconnect)
+
+    async def event_history(self, after=0, limit=100, sandbox=None):
+        """
+        ``GET /events/history``: at most ``limit`` kept events after id
+        ``after``, oldest first, as dicts.
+        """
+        query = {"after": after, "limit": limit}
+        if sandbox:
+            query["sandbox"] = sandbox
+        return await self.request("GET", "/events/history?" + urlencode(query))
 
 
 def _segment(value):

@@ -23,6 +23,12 @@ class Capacity:
     def __init__(self, limits):
         self._limits = limits
 
+    def reload(self, limits):
+        """
+        Check later sandboxes against new limits (the running ones stay).
+        """
+        self._limits = limits
+
     def check(self, sandboxes, memory, cpu):
         """
         Raise L{AtCapacity}, naming the limit, unless one more sandbox of

@@ -50,6 +50,18 @@ class Heartbeat:
         if self._loop.running:
             self._loop.stop()
 
+    def reload(self, interval, timeout):
+        """
+        New ``pool.health_interval`` and ``pool.liveness_timeout``; a
+        running heartbeat restarts on the new interval.
+        """
+        self._timeout = timeout
+        if interval != self._interval:
+            self._interval = interval
+            if self._loop.running:
+                self._loop.stop()
+                self.start()
+
     def _beat(self):
         for sandbox in list(self._sandboxes()):
             connection = sandbox.connection

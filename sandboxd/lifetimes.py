@@ -32,6 +32,12 @@ class IdleReaper:
         self._idle_timeout = idle_timeout
         self._timers = {}
 
+    def reload(self, idle_timeout):
+        """
+        A new ``limits.idle_timeout`` for clocks started from now on.
+        """
+        self._idle_timeout = idle_timeout
+
     def allowance(self, sandbox):
         """
         Seconds an idle sandbox may live without a session.

@@ -88,7 +88,8 @@ class SandboxManager:
         )
         self.capacity = Capacity(config.limits)
         self.pools = PoolSet(
-            self.profiles, config.pool, self._bootWarm, self._discard, reactor
+            self.profiles, config.pool, self._bootWarm, self._discard, reactor,
+            notify=lambda type, **data: store.addEvent(type, None, reactor.seconds(), data),
         )
         self.started = reactor.seconds()
 
@@ -179,6 +180,22 @@ class SandboxManager:
                 await DeferredList(list(self._removals), consumeErrors=True)
             else:
                 await deferLater(self._reactor, 0.05, lambda: None)
+
+    async def reload(self, config):
+        """
+        Apply a new configuration live (sandboxd/reload.py): profiles and
+        their pools, limits, pool sizing.  The runtimes of new profiles are
+        prepared first; if that fails nothing changes.  Handed-out
+        sandboxes keep what they were created with.  Return what the pools
+        did (``PoolSet.reload``).
+        """
+        await self._runtime.prepare({p.runtime for p in config.profiles.values()})
+        self._config = config
+        self.profiles = dict(config.profiles)
+        self.capacity.reload(config.limits)
+        self.reaper.reload(config.limits.idle_timeout)
+        self.heartbeat.reload(config.pool.health_interval, config.pool.liveness_timeout)
+        return self.pools.reload(self.profiles, config.pool)
 
     # Queries
 

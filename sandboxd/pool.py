@@ -29,6 +29,9 @@ class WarmPool:
     STRIKES = 2
 
     log = Logger()
+    #: Called as ``notify(type, **data)`` for ``pool.replaced`` and
+    #: ``pool.boot_failed`` (PoolSet records them as events), or None.
+    notify = None
 
     def __init__(
         self,
@@ -189,8 +192,14 @@ class WarmPool:
         except ValueError:
             return False
         self.replaced += 1
+        if self.notify is not None:
+            self._notify("pool.replaced", sandbox=sandbox.id)
         self.refill()
         return True
+
+    def _notify(self, type, **data):
+        if self.notify is not None:
+            self.notify(type, profile=self.profile.name, **data)
 
     def _backingOff(self):
         return self._retry is not None and self._retry.active()
@@ -227,6 +236,7 @@ class WarmPool:
             self.failures += 1
             self.last_error = str(e)
             self._backoff = min(max(self._backoff * 2, 0.5), 30.0)
+            self._notify("pool.boot_failed", error=str(e)[:500], retry_in=self._backoff)
             self.log.error(
                 "warm pool {profile}: boot failed ({error}); retrying in {delay}s",
                 profile=self.profile.name,

@@ -30,33 +30,75 @@ class UnknownPool(KeyError):
 class PoolSet:
     """
     Warm pools sized by demand, misses, floors, ceilings and operators.
+    ``notify(type, **data)``, if given, hears of ``pool.replaced`` and
+    ``pool.boot_failed``.
     """
 
     log = Logger()
 
-    def __init__(self, profiles, pool_config, boot, discard, clock):
+    def __init__(self, profiles, pool_config, boot, discard, clock, notify=None):
         self._config = pool_config
+        self._notify = notify
         self._clock = clock
         self._limiter = DeferredSemaphore(MAX_PARALLEL_BOOTS)
         self._demand = DemandTracker(pool_config.rebalance_window)
         self._autoscaler = Autoscaler(cap=pool_config.max_warm)
         self._pinned = {}
-        self.pools = {
-            name: WarmPool(
-                profile,
-                boot,
-                discard,
-                clock,
-                target=0,
-                parallel=PARALLEL_BOOTS_PER_POOL,
-                limiter=self._limiter,
-                refill_delay=REFILL_DELAY,
-            )
-            for name, profile in profiles.items()
-        }
+        self._boot, self._discard = boot, discard
+        self.pools = {name: self._newPool(profile) for name, profile in profiles.items()}
         self._ticker = None
         self._checking = None
         self.rebalance()
+
+    def _newPool(self, profile):
+        pool = WarmPool(
+            profile,
+            self._boot,
+            self._discard,
+            self._clock,
+            target=0,
+            parallel=PARALLEL_BOOTS_PER_POOL,
+            limiter=self._limiter,
+            refill_delay=REFILL_DELAY,
+        )
+        pool.notify = self._notify
+        return pool
+
+    def reload(self, profiles, pool_config):
+        """
+        Apply a new configuration: pools of removed profiles are stopped
+        and their warm sandboxes discarded, new profiles get a pool, a
+        changed profile's warm sandboxes are replaced (handed-out ones are
+        not the pools'), and the sizes follow the new ``[pool]``.  Return
+        ``{"added", "removed", "changed"}`` profile names.
+        """
+        started = self._ticker is not None and self._ticker.running
+        added = sorted(profiles.keys() - self.pools.keys())
+        removed = sorted(self.pools.keys() - profiles.keys())
+        changed = sorted(name for name in profiles.keys() & self.pools.keys()
+                         if profiles[name] != self.pools[name].profile)
+        for name in removed:
+            for sandbox in self.pools.pop(name).stop():
+                self._discard(sandbox)
+            self._pinned.pop(name, None)
+        for name in changed:
+            self.pools[name].profile = profiles[name]
+            self.pools[name].flush()
+        for name in added:
+            self.pools[name] = self._newPool(profiles[name])
+            if started:
+                self.pools[name].start()
+        interval_changed = pool_config.health_interval != self._config.health_interval
+        self._config = pool_config
+        self._demand.window = pool_config.rebalance_window
+        self._autoscaler.cap = pool_config.max_warm
+        self.rebalance()
+        for pool in self.pools.values():
+            pool.shrink()
+        if started and interval_changed:
+            self._ticker.stop()
+            self._ticker.start(pool_config.health_interval, now=False)
+        return {"added": added, "removed": removed, "changed": changed}
 
     def __getitem__(self, name):
         return self.pools[name]

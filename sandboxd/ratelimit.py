@@ -40,11 +40,23 @@ class RateLimiter:
     def __init__(self, rate, entries, clock, window=WINDOW):
         if rate <= 0 or entries <= 0:
             raise ValueError("rate and entries must be positive")
+        self._clock = clock
+        self._window = window
+        self._buckets = OrderedDict()  # caller -> (tokens, when)
+        self.reload(rate, entries)
+
+    def reload(self, rate, entries):
+        """
+        New allowances: buckets keep their tokens, capped at the new rate.
+        """
+        if rate <= 0 or entries <= 0:
+            raise ValueError("rate and entries must be positive")
         self.rate = rate
         self.entries = entries
-        self._clock = clock
-        self._per_second = rate / window
-        self._buckets = OrderedDict()  # caller -> (tokens, when)
+        self._per_second = rate / self._window
+        for caller, (tokens, when) in self._buckets.items():
+            self._buckets[caller] = (min(tokens, float(rate)), when)
+        self._evict()
 
     def __len__(self):
         return len(self._buckets)

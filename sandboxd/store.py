@@ -145,6 +145,7 @@ class Store:
             _migrate(self._db)
         except (OSError, sqlite3.DatabaseError) as e:
             raise StoreError(f"cannot open the state file {self.path}: {e}") from e
+        self._eventObservers = []
 
     def close(self):
         self._db.close()
@@ -197,6 +198,13 @@ class Store:
 
     # Events
 
+    def observeEvents(self, observer):
+        """
+        Call ``observer(event)`` with every event ``addEvent`` records (the
+        one way events are written), right after it is committed.
+        """
+        self._eventObservers.append(observer)
+
     def addEvent(self, type, sandbox_id, timestamp, data=None, identity=""):
         """
         Record an event; return it with its id.
@@ -212,7 +220,17 @@ class Store:
             self._db.execute(
                 "DELETE FROM events WHERE id <= ?", (event_id - MAX_EVENTS,)
             )
-        return Event(event_id, type, sandbox_id, identity, timestamp, data)
+        event = Event(event_id, type, sandbox_id, identity, timestamp, data)
+        for observer in self._eventObservers:
+            observer(event)
+        return event
+
+    def eventBounds(self):
+        """
+        The ids of the oldest and newest events kept, ``(None, None)`` when
+        none are.
+        """
+        return tuple(self._db.execute("SELECT MIN(id), MAX(id) FROM events").fetchone())
 
     def events(self, after=0, limit=100, sandbox_id=None):
         """

@@ -12,7 +12,11 @@ from twisted.web.server import Site
 
 from sandboxd.api.app import SandboxAPI
 from sandboxd.config import ConfigError, load_config
+from sandboxd.defaults import defaults_loader
+from sandboxd.eventfeed import EventFeed
 from sandboxd.manager import SandboxManager
+from sandboxd.metrics import DaemonMetrics, MeteredResource
+from sandboxd.reload import ConfigReloader, ReloadService, applier
 from sandboxd.runtimes._disks import DiskCache
 from sandboxd.runtimes.dispatch import RuntimeSet
 from sandboxd.runtimes.docker import DockerRuntime
@@ -82,11 +86,23 @@ def makeService(options, reactor=None):
     manager = SandboxManager(
         reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
     )
-    api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor))
-    site = QuietSite(api.resource())
+    events = EventFeed(store, reactor)
+    metrics = DaemonMetrics(reactor, manager, events, SandboxAPI.app.url_map)
+    api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor),
+                     events=events, metrics=metrics)
+    # Bodies are JSON: never parsed as form submissions (Twisted would answer
+    # a malformed multipart body with an empty 400 before any route saw it).
+    site = QuietSite(MeteredResource(api.resource(), metrics, reactor),
+                     parsePOSTFormSubmission=False)
     site.displayTracebacks = False
     top = MultiService()
-    ManagerService(manager, reactor).setServiceParent(top)
+    managing = ManagerService(manager, reactor)
+    managing.setServiceParent(top)
+    path = options["config"]
+    reloader = ConfigReloader(path, config, applier(manager, api), events,
+                              load=load_config if path else defaults_loader(runtime))
+    ReloadService(reloader, reactor, reload_when=None if path else managing.ready
+                  ).setServiceParent(top)
     for description in config.endpoint_strings():
         strports.service(description, site).setServiceParent(top)
     return top

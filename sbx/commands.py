@@ -355,6 +355,39 @@ def _pool_rows(pools):
     )
 
 
+def _print_event(event, as_json):
+    if as_json:
+        print(json.dumps({"id": event["id"], "type": event["type"],
+                          "sandbox_id": event.get("sandbox_id"),
+                          "identity": event.get("identity", ""),
+                          "timestamp": event.get("timestamp"),
+                          "data": event.get("data", {})}, sort_keys=True), flush=True)
+        return
+    data = json.dumps(event.get("data") or {}, sort_keys=True)
+    print(f"{event.get('timestamp') or '-':<24} {event['id'] if event['id'] is not None else '-':>6}"
+          f"  {event['type']:<20} {event.get('sandbox_id') or '-':<14} {data}", flush=True)
+
+
+def _wanted(event, args):
+    types = args.types
+    return (not args.sandbox or event.get("sandbox_id") == args.sandbox) and (
+        not types or any(event["type"] == t or (t.endswith((".", "*"))
+                                                and event["type"].startswith(t.rstrip("*")))
+                         for t in types))
+
+
+async def cmd_events(client, args):
+    if not args.follow:
+        events = await client.event_history(args.after or 0, args.limit, args.sandbox)
+        for event in events:
+            if _wanted(event, args):
+                _print_event(event, args.json)
+        return 0
+    async for event in client.events(args.after, args.sandbox, args.types):
+        _print_event({name: getattr(event, name) for name in event.__slots__}, args.json)
+    return 0
+
+
 async def cmd_pool_status(client, args):
     pools = await client.request("GET", "/pools")
     if args.json:

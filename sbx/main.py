@@ -138,6 +138,19 @@ def build_parser():
     profiles = commands.add_parser("profiles", help="list pool profiles")
     profiles.add_argument("--json", action="store_true", help="print the JSON list")
 
+    events = commands.add_parser("events", help="the daemon's events (history, or --follow)")
+    events.add_argument("-f", "--follow", action="store_true",
+                        help="keep printing new events as they happen")
+    events.add_argument("--after", type=int, metavar="ID",
+                        help="start after this event id (default: the oldest kept;"
+                        " with --follow: only new events)")
+    events.add_argument("--limit", type=int, default=100, metavar="N",
+                        help="without --follow: at most N events (default 100)")
+    events.add_argument("--sandbox", metavar="ID", help="only this sandbox's events")
+    events.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
+                        help="only this type, or prefix like 'sandbox.' (repeatable)")
+    events.add_argument("--json", action="store_true", help="print one JSON object a line")
+
     pool = commands.add_parser("pool", help="warm pool administration (Unix socket only)")
     pool_commands = pool.add_subparsers(dest="pool_command", metavar="COMMAND", required=True)
     status = pool_commands.add_parser("status", help="counts and hit rates per profile")

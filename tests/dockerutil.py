@@ -2,7 +2,8 @@
 Helpers for integration tests that drive the real Docker engine.
 
 Without an engine, or without an image a test needs, the test is skipped on
-a developer's machine but fails under C{CI=true}, where both must exist.
+a developer's machine but fails under CI (C{CI=true}, C{1} or C{yes}),
+where both must exist.
 These helpers block briefly (one local request); call them from setUp.
 """
 
@@ -14,12 +15,20 @@ from twisted.trial.unittest import FailTest, SkipTest
 _client = None
 
 
+def on_ci():
+    """
+    Whether the environment says this is CI: ``CI`` set to true, 1 or yes
+    (any case), as CI services set it.
+    """
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
 def _missing(reason):
     """
     Skip, or fail when the environment says this is CI.
     """
-    if os.environ.get("CI", "").lower() == "true":
-        raise FailTest(f"{reason} (CI=true: Docker tests may not be skipped)")
+    if on_ci():
+        raise FailTest(f"{reason} (under CI, Docker tests may not be skipped)")
     raise SkipTest(reason)
 
 

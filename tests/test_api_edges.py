@@ -16,7 +16,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from sandboxd.api.app import SandboxAPI
 from sandboxd.config import parse_config
+from sandboxd.eventfeed import EventFeed
 from sandboxd.manager import SandboxManager
+from sandboxd.metrics import DaemonMetrics
 from sandboxd.stats import SandboxStats
 from sandboxd.store import Store
 from tests.daemon import UnixHTTPConnection, shared_daemon
@@ -27,7 +29,7 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS", "BREW"]
 SEGMENTS = [
     "sandboxes", "pools", "events", "history", "profiles", "health", "ws", "stats",
     "flush", "default", "sbx-00000000", "", "%ff", "%2F", "..", ".", "%00", "é",
-    "a" * 300, "ports", "8080", "expose", "templates",
+    "a" * 300, "ports", "8080", "expose", "templates", "metrics", "openapi.json",
 ]
 #: Cases found by hand (issue 19): doubled slashes and paths that are not UTF-8.
 KNOWN = [
@@ -82,13 +84,20 @@ class PropertyTests(SynchronousTestCase):
         manager = SandboxManager(clock, runtime, config, store, owner="/d", connect=connect)
         self.successResultOf(Deferred.fromCoroutine(manager.start()))
         self.addCleanup(manager.reaper.stop)
-        api = SandboxAPI(manager, config, clock, stats=SandboxStats(runtime, clock))
+        # As the daemon wires it (tap.py): the event stream and the metrics too.
+        events = EventFeed(store, clock)
+        api = SandboxAPI(manager, config, clock, stats=SandboxStats(runtime, clock),
+                         events=events,
+                         metrics=DaemonMetrics(clock, manager, events, SandboxAPI.app.url_map))
         self.treq = StubTreq(api.resource())
 
     def answer(self, method, path, body=b""):
         d = self.treq.request(method, "http://localhost" + path, data=body or None)
         self.treq.flush()
         response = self.successResultOf(d)
+        if b"text/event-stream" in b"".join(response.headers.getRawHeaders(b"content-type", [])):
+            # GET /events: a stream that never ends (tests/test_events.py).
+            return response.code, response.headers, b""
         content = self.successResultOf(response.content())
         return response.code, response.headers, content
 

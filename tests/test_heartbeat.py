@@ -137,3 +137,14 @@ class HeartbeatTests(SynchronousTestCase):
         # This heartbeat's first ping (5 s) is still out; the other one's
         # beat (10 s) has not come.
         self.assertEqual(connection.timeouts, [5])
+
+    def test_reload(self):
+        """
+        A reload's interval and timeout apply: pings come on the new
+        interval with the new first timeout.
+        """
+        connection = SlowConnection(self.clock, 0.0)
+        self.sandboxes.append(sandbox_with(connection))
+        self.heartbeat.reload(interval=2, timeout=0.1)
+        self.run_for(4.05)
+        self.assertEqual(connection.timeouts, [0.1, 0.1])

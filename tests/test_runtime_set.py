@@ -69,7 +69,8 @@ class RuntimeSetTests(SynchronousTestCase):
     def test_prepareAndListOnlyWhatProfilesUse(self):
         """
         Only the runtimes the profiles use are prepared, watched and listed;
-        one runtime serving two names is prepared once with both.
+        one runtime serving two names is prepared once with both; a runtime
+        a later prepare (a reload) brings in is watched too.
         """
         self.successResultOf(self.set.prepare({"qemu"}))
         self.assertEqual({"qemu"}, self.qemu.prepared)
@@ -78,8 +79,10 @@ class RuntimeSetTests(SynchronousTestCase):
         self.set.watch(lambda *a: None)
         self.assertIsNone(self.docker.watcher)
         self.assertIsNotNone(self.qemu.watcher)
+        # A reload bringing Docker in: prepared, listed and watched from then on.
         self.successResultOf(self.set.prepare({"qemu", "docker", "docker+gvisor"}))
         self.assertEqual(2, len(self.successResultOf(self.set.list_owned())))
+        self.assertIsNotNone(self.docker.watcher)
 
     def test_prepareUnknown(self):
         """

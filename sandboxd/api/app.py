@@ -13,7 +13,9 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from sandboxd import __version__
+from sandboxd.api import openapi
 from sandboxd.api.errors import ApiError, error_body
+from sandboxd.api.events import MAX_SUBSCRIBERS, EventStreamResource, parse_stream_request
 from sandboxd.api.paths import PathGuard
 from sandboxd.api.requests import (
     MAX_EVENT_PAGE,
@@ -26,6 +28,7 @@ from sandboxd.api.requests import (
 )
 from sandboxd.api.session import SessionFactory
 from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
+from sandboxd.metrics import CONTENT_TYPE
 from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
 from sandboxd.runtimes.interface import RuntimeFailure
 
@@ -47,18 +50,27 @@ class SandboxAPI:
     app.url_map.merge_slashes = False
     log = Logger()
 
-    def __init__(self, manager, config, clock, stats=None):
+    def __init__(self, manager, config, clock, stats=None, events=None, metrics=None):
         self._manager = manager
+        self._events = events
+        self._metrics = metrics
         self._config = config
         self._clock = clock
         self._stats = stats
         self._creates = RateLimiter(
             config.limits.create_rate_limit, config.limits.rate_limit_entries, clock
         )
-        self._sessions = WebSocketResource(SessionFactory(manager, clock))
+        self._sessions = WebSocketResource(SessionFactory(manager, clock, metrics))
 
     def resource(self):
         return PathGuard(self.app.resource())
+
+    def reload(self, config):
+        """
+        Serve with a new configuration (its limits, rate limit, pool caps).
+        """
+        self._config = config
+        self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries)
 
     @app.handle_errors(ApiError)
     def _apiError(self, request, failure):
@@ -187,6 +199,7 @@ class SandboxAPI:
         body = read_json_object(request)
         count = parse_pool_count(body, self._config.pool.max_warm)
         self._manager.pools.resize(profile, count)
+        self._record("pool.resized", profile=profile, count=count)
         return _json(request, self._manager.pools.status()[profile])
 
     @app.route("/pools/<profile>/flush", methods=["POST"])
@@ -196,9 +209,24 @@ class SandboxAPI:
         flushed = self._manager.pools.flush(profile)
         status = self._manager.pools.status()[profile]
         status["flushed"] = flushed
+        self._record("pool.flushed", profile=profile, flushed=flushed)
         return _json(request, status)
 
     # Events
+
+    def _record(self, type, **data):
+        if self._events is not None:
+            self._events.record(type, None, data)
+
+    @app.route("/events", methods=["GET"])
+    def eventStream(self, request):
+        if self._events is None:
+            raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no event stream")
+        after, wanted = parse_stream_request(request)
+        if self._events.subscribers >= MAX_SUBSCRIBERS:
+            raise ApiError(503, "AT_CAPACITY", f"{MAX_SUBSCRIBERS} event streams are open",
+                           headers={"Retry-After": "5"})
+        return EventStreamResource(self._events, self._clock, after, wanted)
 
     @app.route("/events/history", methods=["GET"])
     def eventHistory(self, request):
@@ -226,6 +254,17 @@ class SandboxAPI:
                 for p in self._manager.profiles.values()
             ],
         )
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request):
+        if self._metrics is None:
+            raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no metrics")
+        request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
+        return self._metrics.exposition()
+
+    @app.route("/openapi.json", methods=["GET"])
+    def openapi(self, request):
+        return _json(request, openapi.document())
 
     @app.route("/health", methods=["GET"])
     def health(self, request):

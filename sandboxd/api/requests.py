@@ -136,6 +136,9 @@ def parse_count(values, name, default, most):
     text = values[-1].decode("ascii", "replace")
     if not text.isdigit():
         raise invalid_field(name, f"{text!r} is not a whole number >= 0")
+    if len(text) > 18:
+        # SQLite integers are 64-bit: a longer number cannot be an id.
+        raise invalid_field(name, f"{text[:24]!r}... is too large")
     count = int(text)
     if most is not None and count > most:
         raise invalid_field(name, f"at most {most}")

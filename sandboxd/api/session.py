@@ -54,6 +54,14 @@ def sandbox_id_from_path(path):
     return None
 
 
+def _method_of(frame):
+    """The method a REQUEST frame names, or None."""
+    try:
+        return frame.json().get("method")
+    except wire.ProtocolError:
+        return None
+
+
 @implementer(IStreamHandler)
 class SandboxSession(WebSocketServerProtocol):
     """
@@ -63,6 +71,9 @@ class SandboxSession(WebSocketServerProtocol):
     #: Client messages held while the agent reconnects (else None).
     _held = None
     _heldSize = 0
+    #: Relayed requests being timed for the factory's meter: agent stream
+    #: -> token (set in onConnect).
+    _calls = None
 
     def onConnect(self, request):
         sandbox_id = sandbox_id_from_path(request.path)
@@ -74,6 +85,7 @@ class SandboxSession(WebSocketServerProtocol):
         self._to_agent = {}
         self._to_client = {}
         self._owed = {}
+        self._calls = {}
         self._closing = False
         self._resumed = None
         resume = request.params.get("resume")
@@ -103,6 +115,8 @@ class SandboxSession(WebSocketServerProtocol):
         return detached
 
     def onOpen(self):
+        if self.factory.meter is not None:
+            self.factory.meter.sessions.add(self)
         self.factory.sessions.opened(self.sandbox, self)
         if not self._connection.connected:
             self._closeWith(CLOSE_AGENT_LOST, "the sandbox's agent is unavailable")
@@ -229,6 +243,8 @@ class SandboxSession(WebSocketServerProtocol):
         self._to_agent[client_stream] = stream
         self._to_client[stream] = client_stream
         self._connection.send(wire.restream(payload, stream))
+        if self.factory.meter is not None and self._calls is not None:
+            self._calls[stream] = self.factory.meter.callStarted(_method_of(frame))
 
     # IStreamHandler: frames from the agent
 
@@ -273,6 +289,8 @@ class SandboxSession(WebSocketServerProtocol):
         sandbox = getattr(self, "sandbox", None)
         if sandbox is None:
             return
+        if self.factory.meter is not None:
+            self.factory.meter.sessions.discard(self)
         agent_gone = getattr(self, "_agentGone", None)
         if agent_gone is not None and not agent_gone.called:
             agent_gone.cancel()
@@ -292,6 +310,9 @@ class SandboxSession(WebSocketServerProtocol):
         self.factory.sessions.closed(sandbox, self)
 
     def _forget(self, stream):
+        call = self._calls.pop(stream, None) if self._calls else None
+        if call is not None:
+            self.factory.meter.callEnded(call)
         client_stream = self._to_client.pop(stream, None)
         if client_stream is not None:
             self._to_agent.pop(client_stream, None)
@@ -322,8 +343,10 @@ class SessionFactory(WebSocketServerFactory):
 
     protocol = SandboxSession
 
-    def __init__(self, manager, clock=None):
+    def __init__(self, manager, clock=None, meter=None):
         super().__init__()
+        #: A DaemonMetrics (or None): open sessions, relayed call latency.
+        self.meter = meter
         if clock is None:
             from twisted.internet import reactor as clock
         self.manager = manager

@@ -26,6 +26,8 @@ class RuntimeSet:
     def __init__(self, children):
         self._children = dict(children)
         self._prepared = []
+        self._callback = None
+        self._watches = {}
 
     def _byName(self, name):
         child = self._children.get(name)
@@ -52,11 +54,18 @@ class RuntimeSet:
                 wanted.setdefault(id(self._byName(name)), (self._byName(name), set()))[1].add(name)
         except RuntimeUnavailable as e:
             return fail(e)
-        self._prepared = [child for child, _ in wanted.values()]
+        prepared = [child for child, _ in wanted.values()]
 
         async def prepare_all():
             for child, names in wanted.values():
                 await child.prepare(names)
+            # A reload may bring a runtime in: it is watched from now on
+            # (one that leaves keeps its watch: its sandboxes live on).
+            for child in prepared:
+                if child not in self._prepared:
+                    self._prepared.append(child)
+                    if self._callback is not None:
+                        self._watches[id(child)] = child.watch(self._callback)
 
         return Deferred.fromCoroutine(prepare_all())
 
@@ -73,7 +82,18 @@ class RuntimeSet:
         return self._byContainer(container_id).stats(container_id)
 
     def watch(self, callback):
-        return _Watches([child.watch(callback) for child in self._prepared])
+        self._callback = callback
+        for child in self._prepared:
+            if id(child) not in self._watches:
+                self._watches[id(child)] = child.watch(callback)
+        return _Watches(self)
+
+    def images_present(self, names):
+        """
+        Which of the image names the engine has (the Docker runtime's
+        answer: VM disks are made from the same images).
+        """
+        return self._byContainer("").images_present(names)
 
     def list_owned(self):
         if not self._prepared:
@@ -91,11 +111,13 @@ class RuntimeSet:
 
 
 class _Watches:
-    def __init__(self, watches):
-        self._watches = watches
+    def __init__(self, runtimes):
+        self._runtimes = runtimes
 
     def stop(self):
-        for watch in self._watches:
+        watches, self._runtimes._watches = self._runtimes._watches, {}
+        self._runtimes._callback = None
+        for watch in watches.values():
             watch.stop()
 
 

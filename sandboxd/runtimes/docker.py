@@ -412,6 +412,18 @@ class DockerRuntime:
     def _starts_busy(self):
         return bool(self._starting.waiting) or self._starting.tokens < self._starting.limit
 
+    def images_present(self, names):
+        """
+        Fire with the subset of the image references ``names`` the engine
+        has (not part of IRuntime: the built-in default profiles use it).
+        """
+        return Deferred.fromCoroutine(self._images_present(set(names)))
+
+    async def _images_present(self, names):
+        images = await self._call("GET", "/images/json")
+        tags = {tag for image in images or [] for tag in image.get("RepoTags") or []}
+        return names & tags
+
     def list_owned(self):
         """
         Fire with [(container_id, labels)] for every container, in any state,

@@ -1,0 +1,271 @@
+"""
+The API's contract as an OpenAPI 3.1 document, served at
+``GET /openapi.json`` (docs/api.md is the prose).
+
+Written by hand, route by route; tests/test_openapi.py checks that every
+Klein route is described here and nothing else is, so a new route without
+an entry fails there by name.
+"""
+
+from sandboxd import __version__
+
+_JSON = "application/json"
+
+
+def _ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description, *codes):
+    """A response whose body is the error shape (``codes``: its names)."""
+    text = description + (f" (codes: {', '.join(codes)})" if codes else "")
+    return {"description": text, "content": {_JSON: {"schema": _ref("Error")}}}
+
+
+def _ok(description, schema=None, content_type=_JSON):
+    response = {"description": description}
+    if schema is not None:
+        response["content"] = {content_type: {"schema": schema}}
+    return response
+
+
+_SANDBOX_ID = {"name": "sandbox_id", "in": "path", "required": True,
+               "schema": {"type": "string", "maxLength": 256}}
+_PROFILE = {"name": "profile", "in": "path", "required": True,
+            "schema": {"type": "string", "maxLength": 256}}
+_INVALID = _error("The request is malformed", "INVALID_BODY", "INVALID_FIELD",
+                  "LIMIT_EXCEEDED", "BAD_PATH", "BODY_TOO_LARGE")
+_NOT_SANDBOX = _error("No sandbox has this id", "SANDBOX_NOT_FOUND")
+_ADMIN = _error("Pool administration is served on the Unix socket only", "ADMIN_ONLY")
+_NO_PROFILE = _error("No profile has this name", "UNKNOWN_PROFILE")
+_COMMON = {"400": _error("The path is not UTF-8", "BAD_PATH"),
+           "405": _error("The route exists, not with this method", "METHOD_NOT_ALLOWED"),
+           "500": _error("A bug; the daemon logs the traceback", "INTERNAL")}
+
+
+def _operation(operation_id, summary, responses, parameters=(), body=None, tags=()):
+    operation = {"operationId": operation_id, "summary": summary,
+                 "responses": {**_COMMON, **responses}}
+    if parameters:
+        operation["parameters"] = list(parameters)
+    if body is not None:
+        operation["requestBody"] = {"required": False,
+                                    "content": {_JSON: {"schema": body}}}
+    if tags:
+        operation["tags"] = list(tags)
+    return operation
+
+
+def _query(name, schema, description):
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+_SIZE = {"oneOf": [{"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?[kmgtKMGT]?$"},
+                   {"type": "integer", "minimum": 0}]}
+_COUNT = {"type": "string", "pattern": "^[0-9]+$"}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}},
+    },
+    "CreateRequest": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "profile": {"type": ["string", "null"]},
+            "template": {"type": ["string", "null"]},
+            "memory": _SIZE, "storage": _SIZE,
+            "cpu": {"type": "number", "exclusiveMinimum": 0},
+            "ttl": {"type": "integer", "minimum": 0},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "Sandbox": {
+        "type": "object",
+        "required": ["id", "profile", "image", "runtime", "state", "created", "ttl", "labels"],
+        "properties": {
+            "id": {"type": "string"}, "profile": {"type": "string"},
+            "template": {"type": ["string", "null"]}, "image": {"type": "string"},
+            "runtime": {"type": "string"},
+            "state": {"enum": ["creating", "ready", "running", "disconnected", "failed",
+                               "destroying", "destroyed"]},
+            "created": {"type": "string"}, "ttl": {"type": "integer"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "memory": {"type": "integer"}, "cpu": {"type": "number"},
+            "storage": {"type": "integer"}, "method": {"enum": ["warm", "cold"]},
+        },
+    },
+    "Stats": {
+        "type": "object",
+        "properties": {name: {"type": "number"} for name in (
+            "cpu_percent", "memory_usage_bytes", "memory_limit_bytes", "network_rx_bytes",
+            "network_tx_bytes", "pids", "uptime_seconds")},
+    },
+    "Event": {
+        "type": "object", "required": ["id", "type", "sandbox_id", "identity", "timestamp", "data"],
+        "properties": {
+            "id": {"type": "integer"}, "type": {"type": "string"},
+            "sandbox_id": {"type": ["string", "null"]}, "identity": {"type": "string"},
+            "timestamp": {"type": "string"}, "data": {"type": "object"},
+        },
+    },
+    "PoolStatus": {
+        "type": "object",
+        "properties": {
+            "target": {"type": "integer"}, "ready": {"type": "integer"},
+            "starting": {"type": "integer"}, "hits": {"type": "integer"},
+            "misses": {"type": "integer"}, "hit_rate": {"type": ["number", "null"]},
+            "failures": {"type": "integer"}, "replaced": {"type": "integer"},
+            "last_error": {"type": ["string", "null"]}, "pinned": {"type": "boolean"},
+            "flushed": {"type": "integer"},
+        },
+    },
+    "Profile": {
+        "type": "object", "required": ["name", "image", "memory", "cpu", "storage", "runtime"],
+        "properties": {"name": {"type": "string"}, "image": {"type": "string"},
+                       "memory": {"type": "integer"}, "cpu": {"type": "number"},
+                       "storage": {"type": "integer"}, "runtime": {"type": "string"}},
+    },
+    "Health": {
+        "type": "object", "required": ["status", "version", "uptime_seconds", "sandboxes", "pool"],
+        "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
+                       "uptime_seconds": {"type": "number"}, "sandboxes": {"type": "integer"},
+                       "pool": {"type": "object",
+                                "additionalProperties": _ref("PoolStatus")}},
+    },
+}
+
+PATHS = {
+    "/sandboxes": {
+        "post": _operation(
+            "createSandbox", "Create a sandbox (warm from the pool when its shape matches)", {
+                "201": {**_ok("The sandbox, running", _ref("Sandbox")), "links": {
+                    name: {"operationId": operation,
+                           "parameters": {"sandbox_id": "$response.body#/id"}}
+                    for name, operation in (("GetSandbox", "getSandbox"),
+                                            ("SandboxStats", "sandboxStats"),
+                                            ("DestroySandbox", "destroySandbox"))}},
+                "400": _INVALID, "404": _NO_PROFILE,
+                "409": _error("Deleted before it was up", "SANDBOX_DESTROYED"),
+                "413": _error("The body is too large", "BODY_TOO_LARGE"),
+                "429": _error("Too many creates from this caller", "RATE_LIMITED"),
+                "502": _error("The container engine failed", "RUNTIME_ERROR"),
+                "503": _error("A capacity limit is reached", "AT_CAPACITY"),
+            }, body=_ref("CreateRequest"), tags=["sandboxes"]),
+        "get": _operation(
+            "listSandboxes", "List sandboxes, oldest first", {
+                "200": _ok("The sandboxes", {"type": "array", "items": _ref("Sandbox")}),
+                "400": _INVALID,
+            }, [_query("label", {"type": "array", "items": {"type": "string"}},
+                       "k:v; repeatable; every one must match")], tags=["sandboxes"]),
+    },
+    "/sandboxes/{sandbox_id}": {
+        "get": _operation("getSandbox", "One sandbox", {
+            "200": _ok("The sandbox", _ref("Sandbox")), "404": _NOT_SANDBOX,
+        }, [_SANDBOX_ID], tags=["sandboxes"]),
+        "delete": _operation("destroySandbox", "Destroy a sandbox and its sessions", {
+            "204": _ok("Destroyed"), "404": _NOT_SANDBOX,
+        }, [_SANDBOX_ID], tags=["sandboxes"]),
+    },
+    "/sandboxes/{sandbox_id}/stats": {
+        "get": _operation("sandboxStats", "Resource use, read from the engine", {
+            "200": _ok("The stats", _ref("Stats")), "404": _NOT_SANDBOX,
+            "501": _error("No stats on this daemon", "NOT_AVAILABLE"),
+            "502": _error("The container engine failed", "RUNTIME_ERROR"),
+        }, [_SANDBOX_ID], tags=["sandboxes"]),
+    },
+    "/sandboxes/{sandbox_id}/ws": {
+        "get": _operation(
+            "sandboxSession",
+            "WebSocket session: binary messages are agent frames (docs/protocol.md)", {
+                "101": _ok("Switching protocols (the session)"),
+                "404": _NOT_SANDBOX,
+                "410": _ok("?resume= names a session no longer kept"),
+                "426": _ok("Not a WebSocket upgrade request"),
+            }, [_SANDBOX_ID, _query("resume", {"type": "string"}, "a detached session's token")],
+            tags=["sessions"]),
+    },
+    "/pools": {
+        "get": _operation("poolStatus", "Every pool's status (Unix socket only)", {
+            "200": _ok("By profile", {"type": "object",
+                                      "additionalProperties": _ref("PoolStatus")}),
+            "403": _ADMIN,
+        }, tags=["pools"]),
+    },
+    "/pools/{profile}": {
+        "put": _operation("resizePool", "Pin a profile's warm count (null: automatic)", {
+            "200": _ok("The pool", _ref("PoolStatus")), "400": _INVALID, "403": _ADMIN,
+            "404": _NO_PROFILE, "413": _error("The body is too large", "BODY_TOO_LARGE"),
+        }, [_PROFILE], body={"type": "object", "required": ["count"], "properties": {
+            "count": {"type": ["integer", "null"], "minimum": 0}}}, tags=["pools"]),
+    },
+    "/pools/{profile}/flush": {
+        "post": _operation("flushPool", "Replace every warm sandbox of a profile", {
+            "200": _ok("The pool, with flushed", _ref("PoolStatus")), "403": _ADMIN,
+            "404": _NO_PROFILE,
+        }, [_PROFILE], tags=["pools"]),
+    },
+    "/events": {
+        "get": _operation("eventStream", "Server-Sent Events (docs/events.md)", {
+            "200": _ok("The stream: id, event and data lines", {"type": "string"},
+                       "text/event-stream"),
+            "400": _INVALID,
+            "503": _error("Too many event streams are open", "AT_CAPACITY"),
+        }, [
+            {"name": "Last-Event-ID", "in": "header", "required": False,
+             "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+             "description": "continue after this event id"},
+            _query("after", _COUNT, "continue after this event id (the header wins)"),
+            _query("sandbox", {"type": "string"}, "only this sandbox's events"),
+            _query("type", {"type": "string"},
+                   "types or prefixes (sandbox. or sandbox.*), comma-separated"),
+        ], tags=["events"]),
+    },
+    "/events/history": {
+        "get": _operation("eventHistory", "Recorded events, oldest first", {
+            "200": _ok("The events", {"type": "array", "items": _ref("Event")}),
+            "400": _INVALID,
+        }, [_query("after", _COUNT, "events with a greater id"),
+            _query("limit", _COUNT, "at most this many (1000)"),
+            _query("sandbox", {"type": "string"}, "only this sandbox's events")],
+            tags=["events"]),
+    },
+    "/profiles": {
+        "get": _operation("listProfiles", "The profiles sandboxes are made from", {
+            "200": _ok("The profiles", {"type": "array", "items": _ref("Profile")}),
+        }, tags=["daemon"]),
+    },
+    "/health": {
+        "get": _operation("health", "Liveness, version, counts and pools", {
+            "200": _ok("Healthy", _ref("Health")),
+        }, tags=["daemon"]),
+    },
+    "/metrics": {
+        "get": _operation("metrics", "Prometheus metrics, no auth (docs/metrics.md)", {
+            "200": _ok("Text exposition format 0.0.4", {"type": "string"}, "text/plain"),
+        }, tags=["daemon"]),
+    },
+    "/openapi.json": {
+        "get": _operation("openapi", "This document", {
+            "200": _ok("OpenAPI 3.1", {"type": "object"}),
+        }, tags=["daemon"]),
+    },
+}
+
+
+def document():
+    """
+    The OpenAPI 3.1 document (a new dict each call).
+    """
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "sandboxd", "version": __version__,
+                 "description": "Sandboxes as a service. Every error body is "
+                                "{\"error\": {\"code\", \"message\"}} (docs/api.md)."},
+        "servers": [{"url": "/"}],
+        "paths": PATHS,
+        "components": {"schemas": SCHEMAS},
+    }

@@ -1,0 +1,30 @@
+"""
+schemathesis hooks for tests/test_e2e_schemathesis.py (loaded through
+SCHEMATHESIS_HOOKS): every error answer must have the API's error shape.
+"""
+
+import json
+
+import schemathesis
+
+
+@schemathesis.check
+def error_shape(ctx, response, case):
+    """
+    A 4xx or 5xx answer (other than a WebSocket handshake's) is JSON
+    ``{"error": {"code": str, "message": str}}``.
+    """
+    if response.status_code < 400 or case.path.endswith("/ws") and response.status_code in (
+            410, 426):
+        return None
+    try:
+        body = json.loads(response.content)
+        error = body["error"]
+        ok = isinstance(error["code"], str) and isinstance(error["message"], str)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise AssertionError(
+            f"{case.method} {case.formatted_path} answered {response.status_code} without"
+            f" the error shape: {response.content[:200]!r}")
+    return None
