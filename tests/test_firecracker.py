@@ -54,7 +54,7 @@ class _FakeDir(TestCase):
     def setUp(self):
         # Short: the VMs' Unix sockets live below it.
         self.dir = tempfile.mkdtemp(prefix="fc-")
-        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True) if not os.environ.get("KEEP") else None
+        self.addCleanup(shutil.rmtree, self.dir, ignore_errors=True)
         self.binary = os.path.join(self.dir, "firecracker")
         with open(self.binary, "w") as f:
             f.write(f"#!{sys.executable}\nimport runpy, sys\nsys.argv[0] = {FAKE!r}\n"
