@@ -5,6 +5,8 @@
 #   make run CONFIG=config/sandboxd.toml
 #   make images                  every image; IMAGES="base python" some of them;
 #                                REFRESH=1 rebuilds their Debian root filesystems too
+#   make vm                      the QEMU runtime's kernel, initramfs and root disk
+#                                (VM_DIR, default /var/lib/sandboxd/vm; VM_IMAGES)
 #   make bench                   benchmarks beside the peers (docs/benchmarks.md)
 #   make bench BENCHFLAGS=--quick
 SHELL := /bin/bash
@@ -15,8 +17,10 @@ CONFIG ?=
 IMAGES ?=
 REFRESH ?=
 BENCHFLAGS ?=
+VM_DIR ?= /var/lib/sandboxd/vm
+VM_IMAGES ?= sandbox-base:latest
 
-.PHONY: setup dockerd images run test bench clean
+.PHONY: setup dockerd images vm run test bench clean
 
 setup:
 	bash scripts/setup.sh
@@ -28,10 +32,15 @@ dockerd: setup
 images: setup dockerd
 	bash scripts/build-images.sh $(if $(REFRESH),--refresh) $(IMAGES)
 
+# Debian's cloud kernel (apt-get download), the busybox initramfs and a root
+# disk per image; each step is skipped when up to date.
+vm: setup dockerd images
+	$(VENV)/bin/python -u scripts/build_vm.py --dir $(VM_DIR) $(VM_IMAGES)
+
 run: setup dockerd images
 	exec $(VENV)/bin/twistd --pidfile= -n sandboxd $(if $(CONFIG),--config $(CONFIG))
 
-test: setup dockerd images
+test: setup dockerd images vm
 	$(VENV)/bin/trial $(TRIALFLAGS) $(TESTS)
 
 # The peers (llm-sandbox, epicbox) and matplotlib go to bench/.peers-venv.

@@ -18,10 +18,16 @@ from .oom import prefer_as_oom_victim
 def main():
     init.scrub_environ_block()
     try:
-        config = init.take_config()
+        config = init.take_config(listen=_listen_argument(sys.argv[1:]))
     except init.ConfigError as e:
         print(f"sandbox-agent: {e}", file=sys.stderr)
         sys.exit(2)
+    if config.harden:
+        try:
+            init.drop_privileges()
+        except OSError as e:
+            print(f"sandbox-agent: cannot drop privileges: {e}", file=sys.stderr)
+            sys.exit(2)
     init.set_non_dumpable()
     if os.getpid() == 1:
         status = init.run_as_init(lambda: _serve(config, shielded=True))
@@ -66,6 +72,7 @@ def _serve(config, shielded=False):
             config.use_pidfd,
             on_listening=_announce,
             zygote=config.zygote,
+            listen=config.listen,
             # Shielded, only SIGKILL ends it (and PID 1 starts it again).
             stop_signals=() if shielded else (signal.SIGTERM, signal.SIGINT),
         )
@@ -73,9 +80,21 @@ def _serve(config, shielded=False):
     return 0
 
 
-def _announce(host, port):
+def _listen_argument(argv):
+    """
+    The value of ``--listen X`` or ``--listen=X`` in argv, else None.
+    """
+    for index, word in enumerate(argv):
+        if word == "--listen" and index + 1 < len(argv):
+            return argv[index + 1]
+        if word.startswith("--listen="):
+            return word[len("--listen="):]
+    return None
+
+
+def _announce(address):
     print(
-        f"sandbox-agent: pid {os.getpid()} listening on {host}:{port}",
+        f"sandbox-agent: pid {os.getpid()} listening on {address}",
         file=sys.stderr,
         flush=True,
     )

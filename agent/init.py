@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 
+from . import listeners
 from .reaper import exit_code
 
 ENV_PREFIX = "SANDBOX_AGENT_"
@@ -35,25 +36,33 @@ class Config:
     The agent's settings, from SANDBOX_AGENT_* variables.
     """
 
-    __slots__ = ("secret", "host", "port", "cwd", "use_pidfd", "zygote")
+    __slots__ = ("secret", "host", "port", "cwd", "use_pidfd", "zygote", "listen", "harden")
 
-    def __init__(self, secret, host, port, cwd, use_pidfd, zygote=True):
+    def __init__(self, secret, host, port, cwd, use_pidfd, zygote=True, listen=None):
         self.secret = secret
         self.host = host
         self.port = port
         self.cwd = cwd
         self.use_pidfd = use_pidfd
         self.zygote = zygote
+        #: Where to serve (listeners.Listen): TCP host:port unless LISTEN says.
+        self.listen = listen
+        #: Drop every capability at start (a VM's agent: Docker does it for
+        #: a container's).
+        self.harden = False
 
 
-def take_config(environ=os.environ):
+def take_config(environ=os.environ, listen=None):
     """
     Remove every SANDBOX_AGENT_* variable from ``environ``; the Config.
 
-    SECRET (64 hex characters) is required; HOST, PORT, CWD (the default
+    SECRET (64 hex characters) is required; LISTEN (``tcp:[HOST:]PORT``,
+    ``vsock:PORT``, ``vserial:PATH``; the ``--listen`` argument, given as
+    ``listen``, wins), HOST, PORT, CWD (the default
     working directory of processes, else /root when it exists), PIDFD ("0"
     forces the SIGCHLD reaper) and ZYGOTE ("0": no Python zygote, every
-    ``python3 -c`` starts an interpreter) are optional.
+    ``python3 -c`` starts an interpreter) and DROP_CAPABILITIES ("1": drop
+    every capability at start, see drop_privileges) are optional.
     """
     values = {
         name[len(ENV_PREFIX) :]: environ.pop(name)
@@ -72,14 +81,23 @@ def take_config(environ=os.environ):
     if not 0 <= port <= 65535:
         raise ConfigError(f"{ENV_PREFIX}PORT must be a port number")
     cwd = values.get("CWD") or ("/root" if os.path.isdir("/root") else os.getcwd())
-    return Config(
+    host = values.get("HOST") or DEFAULT_HOST
+    listen = listen or values.get("LISTEN") or f"tcp:{host}:{port}"
+    try:
+        where = listeners.parse_listen(listen, host)
+    except listeners.ListenError as e:
+        raise ConfigError(str(e)) from None
+    config = Config(
         secret,
         values.get("HOST") or DEFAULT_HOST,
         port,
         cwd,
         values.get("PIDFD") != "0",
         values.get("ZYGOTE") != "0",
+        where,
     )
+    config.harden = values.get("DROP_CAPABILITIES") == "1"
+    return config
 
 
 def scrub_environ_block(prefix=ENV_PREFIX):
@@ -122,6 +140,41 @@ def set_non_dumpable():
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (ImportError, OSError, AttributeError):
         pass
+
+
+_PR_SET_NO_NEW_PRIVS = 38
+_PR_CAPBSET_DROP = 24
+_PR_CAP_AMBIENT = 47
+_PR_CAP_AMBIENT_CLEAR_ALL = 4
+_CAP_VERSION_3 = 0x20080522
+_LAST_CAP = 63
+
+
+def drop_privileges():
+    """
+    What Docker does to a sandbox's container, for an agent that starts
+    as a VM's init with every capability: no new privileges, every
+    capability out of the bounding, ambient, effective, permitted and
+    inheritable sets, so that root in the sandbox has none (and no setuid
+    binary gives any back).  Raises OSError if the kernel refuses.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def check(result, what):
+        if result != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+    check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
+    for cap in range(_LAST_CAP + 1):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
+            check(-1, f"PR_CAPBSET_DROP {cap}")
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    check(libc.capset(header, data), "capset")
 
 
 def run_as_init(child_main, sleep=time.sleep, clock=time.monotonic):

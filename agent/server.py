@@ -9,7 +9,7 @@ import functools
 import os
 import signal
 
-from . import params, wire
+from . import listeners, params, wire
 from .errors import RequestError
 from .methods import METHODS
 from .reaper import Reaper
@@ -344,19 +344,21 @@ def _error_frame(sid, error):
 
 async def serve(
     secret, host="0.0.0.0", port=7070, cwd=None, use_pidfd=None, on_listening=None,
-    zygote=True, stop_signals=(signal.SIGTERM, signal.SIGINT),
+    zygote=True, listen=None, stop_signals=(signal.SIGTERM, signal.SIGINT),
 ):
     """
-    Serve until one of ``stop_signals`` comes.  ``on_listening(host,
-    port)`` is called once the socket is bound.
+    Serve on ``listen`` (a listeners.Listen; by default TCP
+    ``host``:``port``) until one of ``stop_signals`` comes.
+    ``on_listening(address)`` is called once it is bound, with the address
+    as text.
     """
     loop = asyncio.get_running_loop()
     agent = Agent(secret, cwd or os.getcwd(), use_pidfd=use_pidfd, zygote=zygote)
-    server = await loop.create_server(
-        lambda: Connection(agent), host, port, reuse_address=True, backlog=128
-    )
+    if listen is None:
+        listen = listeners.Listen("tcp", host=host, port=port)
+    server, address = await listeners.open_listener(loop, listen, lambda: Connection(agent))
     if on_listening is not None:
-        on_listening(*server.sockets[0].getsockname()[:2])
+        on_listening(address)
     stop = loop.create_future()
     for signum in stop_signals:
         loop.add_signal_handler(signum, lambda: stop.done() or stop.set_result(None))

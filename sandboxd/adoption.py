@@ -30,7 +30,7 @@ async def reconnect(reactor, records, containers, connect, timeout=ADOPT_TIMEOUT
     async def one(record):
         sandbox = Sandbox.fromRecord(record)
         sandbox.connection = await connect(
-            reactor, sandbox.host, sandbox.port, sandbox.secret,
+            reactor, sandbox.endpoint, sandbox.secret,
             deadline=timeout, label=sandbox.id,
         )
         return sandbox

@@ -189,6 +189,8 @@ _runtime = _rule(RUNTIMES.__contains__,
                  "unknown runtime {value!r} (use one of " + ", ".join(RUNTIMES) + ")")
 _tunnel_auth = _rule(("none", "token").__contains__,
                      "unknown tunnel auth {value!r} (use \"none\" or \"token\")")
+_accel = _rule(("auto", "kvm", "tcg").__contains__,
+               "unknown accelerator {value!r} (use auto, kvm or tcg)")
 _vsock_cid = _rule(lambda value: value >= 3, "must be at least 3 (0-2 are reserved), got {value}")
 
 
@@ -315,6 +317,17 @@ class FirecrackerConfig:
     vsock_cid_base: int = _setting("int", 3, _vsock_cid)
 
 
+@attrs.frozen
+class QemuConfig:
+    """C{[qemu]}: the QEMU VM runtime (docs/runtimes.md)."""
+
+    binary: str = _setting("str", "qemu-system-x86_64", _not_empty)
+    kernel: str = _setting("str", "/var/lib/sandboxd/vm/vmlinuz", _not_empty)
+    initrd: str = _setting("str", "/var/lib/sandboxd/vm/initrd.img", _not_empty)
+    disk_dir: str = _setting("str", "/var/lib/sandboxd/vm/disks", _not_empty)
+    accel: str = _setting("str", "auto", _accel)
+
+
 def _default_profiles():
     return MappingProxyType({"default": Profile()})
 
@@ -332,6 +345,7 @@ class Config:
     profiles: MappingProxyType = attrs.field(
         factory=_default_profiles, converter=lambda p: MappingProxyType(dict(p)))
     firecracker: FirecrackerConfig = attrs.Factory(FirecrackerConfig)
+    qemu: QemuConfig = attrs.Factory(QemuConfig)
 
     def endpoint_strings(self):
         """Strports descriptions for the Unix socket and the TCP (or TLS) listener."""
@@ -405,7 +419,7 @@ def _read_profiles(table, source):
 _SECTIONS = {"server": ServerConfig, "multi_tenant": MultiTenantConfig,
              "limits": LimitsConfig, "network": NetworkConfig, "tunnels": TunnelsConfig,
              "pool": PoolConfig,
-             "firecracker": FirecrackerConfig}
+             "firecracker": FirecrackerConfig, "qemu": QemuConfig}
 
 
 def _read_document(document, source, environ):

@@ -333,13 +333,13 @@ class SandboxManager:
         try:
             started = await self._runtime.start(spec)
             sandbox.container_id = started.container_id
-            sandbox.host, sandbox.port = started.host, started.port
+            sandbox.endpoint = started.endpoint
             self._containers[started.container_id] = sandbox
             if sandbox.state is not State.CREATING:
                 raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
             sandbox.connection = await self._connect(
-                self._reactor, started.host, started.port, sandbox.secret,
-                label=sandbox.id,
+                self._reactor, started.endpoint, sandbox.secret,
+                deadline=started.connect_deadline, label=sandbox.id,
             )
             if sandbox.state is not State.CREATING:
                 raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
@@ -366,7 +366,7 @@ class SandboxManager:
 
         def reconnect(deadline):
             return ensureDeferred(self._connect(
-                self._reactor, sandbox.host, sandbox.port, sandbox.secret,
+                self._reactor, sandbox.endpoint, sandbox.secret,
                 deadline=deadline, label=sandbox.id,
             ))
 

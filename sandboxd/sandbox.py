@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 
 import attr
 
+from sandboxd.protocols.endpoints import AgentEndpoint, parse_endpoint
 from sandboxd.store import SandboxRecord
 
 
@@ -82,8 +83,8 @@ class Sandbox:
     method: str = "cold"
     state: State = State.CREATING
     container_id: str = None
-    host: str = None
-    port: int = None
+    #: Where its agent listens (sandboxd/protocols/endpoints.py).
+    endpoint: str = None
     #: When it last had no session (None while one is open).
     idle_since: float = None
     connection: object = attr.ib(default=None, repr=False)
@@ -106,26 +107,31 @@ class Sandbox:
         self.state = state
 
     @property
-    def alive(self):
-        return self.state in (
-            State.CREATING, State.READY, State.RUNNING, State.DISCONNECTED
-        )
-
-    @property
     def address(self):
         """
-        The address at which the sandbox's own ports are reachable from the
-        host (its container's bridge IP), or None when it has no network.
+        The IP at which the sandbox's own ports are reachable from the host
+        (a container's bridge IP), or None (no network, as a VM without one).
         """
-        return self.host
+        return self._agentEndpoint().address
 
     @property
     def reserved_ports(self):
         """
-        Ports inside the sandbox that only the daemon may reach (its
-        agent's): never through a tunnel.
+        The ports inside the sandbox nothing but the daemon may reach: its
+        agent's TCP port (none when the agent is on a VM stream).
         """
-        return frozenset() if self.port is None else frozenset({self.port})
+        return self._agentEndpoint().reserved_ports
+
+    def _agentEndpoint(self):
+        if self.endpoint is None:
+            return AgentEndpoint("unix")
+        return parse_endpoint(self.endpoint)
+
+    @property
+    def alive(self):
+        return self.state in (
+            State.CREATING, State.READY, State.RUNNING, State.DISCONNECTED
+        )
 
     def record(self):
         """
@@ -146,8 +152,7 @@ class Sandbox:
             method=self.method,
             state=self.state.value,
             container_id=self.container_id,
-            host=self.host,
-            port=self.port,
+            endpoint=self.endpoint,
             secret=self.secret,
             created=self.created,
             idle_since=self.idle_since,

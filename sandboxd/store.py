@@ -36,8 +36,7 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     method TEXT NOT NULL,
     state TEXT NOT NULL,
     container_id TEXT,
-    host TEXT,
-    port INTEGER,
+    endpoint TEXT,
     secret TEXT NOT NULL,
     created REAL NOT NULL,
     idle_since REAL
@@ -87,8 +86,7 @@ class SandboxRecord:
     method: str
     state: str
     container_id: str
-    host: str
-    port: int
+    endpoint: str
     secret: str = attr.ib(repr=False)
     created: float
     idle_since: float
@@ -124,6 +122,31 @@ class TunnelRecord:
     created: float
 
 
+def _migrate(db):
+    """
+    Bring a file written by an older daemon up to this schema: sandboxes
+    recorded with ``host`` and ``port`` (TCP agents, before agent endpoint
+    strings) get ``endpoint`` = ``tcp:HOST:PORT``.  The old columns stay
+    (unused) so that the file's rows are never rewritten wholesale.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sandboxes)")}
+    if "endpoint" in columns:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE sandboxes ADD COLUMN endpoint TEXT")
+        if {"host", "port"} <= columns:
+            db.execute(
+                "UPDATE sandboxes SET endpoint = 'tcp:' ||"
+                " CASE WHEN instr(host, ':') THEN '[' || host || ']' ELSE host END"
+                " || ':' || port WHERE host IS NOT NULL AND port IS NOT NULL"
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 class Store:
     """
     The sandboxes and events of one daemon, in ``data_dir/sandboxd.db``
@@ -140,6 +163,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            _migrate(self._db)
         except (OSError, sqlite3.DatabaseError) as e:
             raise StoreError(f"cannot open the state file {self.path}: {e}") from e
         self._eventObservers = []

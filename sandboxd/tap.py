@@ -17,7 +17,11 @@ from sandboxd.eventfeed import EventFeed
 from sandboxd.manager import SandboxManager
 from sandboxd.metrics import DaemonMetrics, MeteredResource
 from sandboxd.reload import ConfigReloader, ReloadService, applier
+from sandboxd.runtimes._disks import DiskCache
+from sandboxd.runtimes.dispatch import RuntimeSet
 from sandboxd.runtimes.docker import DockerRuntime
+from sandboxd.runtimes.firecracker import FirecrackerRuntime
+from sandboxd.runtimes.qemu import QemuRuntime
 from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
 from sandboxd.store import Store, StoreError
@@ -49,6 +53,24 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
+def runtimes(config, reactor):
+    """
+    The runtimes the profiles choose from, behind one IRuntime.
+    """
+    docker = DockerRuntime(reactor, bridge_name=config.network.bridge_name)
+    vm_images = sorted({p.image for p in config.profiles.values() if p.runtime == "qemu"})
+    qemu = QemuRuntime(reactor, config.qemu, os.path.join(config.server.data_dir, "vm"),
+                       images=vm_images)
+    fc_disks = (qemu.disks if config.firecracker.rootfs_dir == config.qemu.disk_dir
+                else DiskCache(reactor, config.firecracker.rootfs_dir))
+    firecracker = FirecrackerRuntime(
+        reactor, config.firecracker, os.path.join(config.server.data_dir, "fc"),
+        config.qemu.initrd, fc_disks.path,
+    )
+    return RuntimeSet({"docker": docker, "docker+gvisor": docker, "qemu": qemu,
+                       "firecracker": firecracker})
+
+
 def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
@@ -59,7 +81,7 @@ def makeService(options, reactor=None):
     for directory in (config.server.data_dir, os.path.dirname(config.server.socket)):
         if directory:
             os.makedirs(directory, mode=0o750, exist_ok=True)
-    runtime = DockerRuntime(reactor, bridge_name=config.network.bridge_name)
+    runtime = runtimes(config, reactor)
     try:
         store = Store(config.server.data_dir)
     except StoreError as e:

@@ -3,14 +3,16 @@
 # Idempotent and fast when everything is already there:
 #   - Debian packages: docker.io (dockerd, containerd, runc), runsc (gVisor),
 #     mmdebstrap, iptables, tmux, chromium (the headless browser of the tunnel
-#     tests), wrk (bench/tunnels.py)
+#     tests), wrk (bench/tunnels.py); for QEMU sandboxes qemu-system-x86 (with
+#     qboot), qemu-utils, busybox-static and e2fsprogs (mkfs.ext4 -d)
 #   - .venv with the project installed in editable mode, plus the test extra
 #   - Twisted's plugin cache (twisted/plugins/dropin.cache)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # --- Debian packages: `apt-get update` only when something is missing. ---
-packages=(docker.io runsc mmdebstrap iptables tmux chromium wrk)
+packages=(docker.io runsc mmdebstrap iptables tmux chromium wrk qemu-system-x86 qemu-utils busybox-static
+          e2fsprogs)
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

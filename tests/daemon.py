@@ -68,6 +68,11 @@ def runtime_daemon(runtime, min_base=2):
     """
     if runtime == "docker":
         return shared_daemon(min_base=min_base)
+    if runtime == "qemu":
+        # TCG costs a CPU per booting VM: a pool of one, and room to boot.
+        # A cold create boots a VM: tens of seconds on a loaded machine.
+        return shared_daemon(runtime, min_base=1, runtime=runtime, ready_timeout=300,
+                             request_timeout=180, pool_config="total_warm = 1\n")
     return shared_daemon(runtime, min_base=min_base, runtime=runtime)
 
 
@@ -91,6 +96,25 @@ def on_gvisor(namespace, *classes):
         )
 
 
+def on_qemu(namespace, *classes):
+    """
+    As L{on_gvisor}, for the QEMU runtime: ``Qemu<Class>`` subclasses whose
+    daemon's default profile boots a VM (software emulation here: its pool
+    holds one VM, see L{runtime_daemon}).
+    """
+    for cls in classes:
+        name = f"Qemu{cls.__name__}"
+        namespace[name] = type(
+            name,
+            (cls,),
+            {
+                "runtime": "qemu",
+                "__module__": namespace["__name__"],
+                "__doc__": f"{(cls.__doc__ or '').strip()}\n\n(In a QEMU VM: runtime qemu.)",
+            },
+        )
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -104,8 +128,11 @@ class Daemon:
 
     def __init__(
         self, min_base=1, extra_config="", pool_config="", runtime="docker",
-        limits_config=None,
+        limits_config=None, ready_timeout=90, request_timeout=30,
     ):
+        self.ready_timeout = ready_timeout
+        #: Seconds a request may take (a cold create boots a sandbox).
+        self.request_timeout = request_timeout
         self.dir = tempfile.mkdtemp(prefix="sandboxd-test-")
         self.socket = os.path.join(self.dir, "sandboxd.sock")
         self.port = free_port()
@@ -136,10 +163,11 @@ class Daemon:
         env["SANDBOX_ENDPOINT"] = self.endpoint
         return env
 
-    def start(self, timeout=90):
+    def start(self, timeout=None):
         """
         Start the daemon (unless running); return when its warm pool is full.
         """
+        timeout = timeout or self.ready_timeout
         require_docker()
         if self.process is None:
             self.spawn()
@@ -179,7 +207,7 @@ class Daemon:
         """
         One HTTP request over the Unix socket: (status, parsed JSON or None).
         """
-        connection = UnixHTTPConnection(self.socket)
+        connection = UnixHTTPConnection(self.socket, timeout=self.request_timeout)
         try:
             data = json.dumps(body).encode() if body is not None else None
             connection.request(method, path, body=data, headers=headers or {})
@@ -241,12 +269,35 @@ class Daemon:
         if remove and self.process is not None:
             import docker
 
+            for pid in self.vm_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             for container in self.containers():
                 try:
                     require_docker().api.remove_container(container["Id"], force=True)
                 except docker.errors.NotFound:
                     pass
         return code
+
+    def vm_pids(self):
+        """
+        The QEMU processes of this daemon's VMs that are still running.
+        """
+        from sandboxd.runtimes import vmproc
+
+        pids = []
+        root = os.path.join(self.data_dir, "vm")
+        for name in os.listdir(root) if os.path.isdir(root) else ():
+            try:
+                with open(os.path.join(root, name, "vm.json")) as f:
+                    pid = json.load(f)["pid"]
+            except (OSError, ValueError, KeyError):
+                continue
+            if vmproc.is_ours(pid, os.path.join(root, name)):
+                pids.append(pid)
+        return pids
 
     def logTail(self, lines=60):
         try:

@@ -33,7 +33,7 @@ class FakeRuntime:
     def start(self, spec):
         container = f"c-{spec.sandbox_id}"
         self.started.append(container)
-        return succeed(Started(spec.sandbox_id, container, "192.0.2.1", 7070))
+        return succeed(Started(spec.sandbox_id, container, "tcp:192.0.2.1:7070", "192.0.2.1"))
 
     def destroy(self, container_id):
         self.destroyed.append(container_id)

@@ -528,6 +528,24 @@ class LossTests(AgentConnectionTestCase):
         self.assertEqual(self.connection.openStreams, 0)
         self.assertIs(self.successResultOf(self.connection.whenLost()), reason)
 
+    def test_vmAgentRestarted(self):
+        """
+        A VM's agent started again by its PID 1 writes SANDBOXD-RESET on its
+        port (a broken frame header): the connection is dropped and its
+        streams told SANDBOX_UNAVAILABLE (the sandbox lives; the link
+        reconnects), not the framing error.
+        """
+        handler = RecordingHandler()
+        stream = self.connection.openStream(handler)
+        lost = self.connection.whenLost()
+        self.connection.dataReceived(b"\nSANDBOXD-RESET\n")
+        self.assertTrue(self.transport.disconnected)
+        self.lose(ConnectionLost)
+        reason = self.successResultOf(lost)
+        self.assertEqual((Code.SANDBOX_UNAVAILABLE, "the sandbox's agent restarted"),
+                         (reason.code, reason.message))
+        self.assertEqual([(stream, reason)], handler.lost)
+
     def test_cancelledWaiterIsForgotten(self):
         """
         Cancelling a C{whenLost()} Deferred (a closing session does) removes

@@ -78,7 +78,7 @@ class PropertyTests(SynchronousTestCase):
         runtime = FakeRuntime()
         config = parse_config("[pool]\nmin_base = 0\ntotal_warm = 0\n", "<test>", {})
 
-        async def connect(reactor, host, port, secret, label="", deadline=None):
+        async def connect(reactor, endpoint, secret, label="", deadline=None):
             return FakeConnection()
 
         manager = SandboxManager(clock, runtime, config, store, owner="/d", connect=connect)

@@ -31,7 +31,7 @@ EXAMPLE = os.path.join(_ROOT, "config", "sandboxd.example.toml")
 REFERENCE = os.path.join(_ROOT, "docs", "config.md")
 KEY = base64.b64encode(bytes(range(32))).decode("ascii")
 SHORT_KEY = base64.b64encode(bytes(31)).decode("ascii")
-SECTIONS = ("server", "multi_tenant", "limits", "network", "tunnels", "pool", "firecracker")
+SECTIONS = ("server", "multi_tenant", "limits", "network", "tunnels", "pool", "firecracker", "qemu")
 
 
 def parse(text, environ=None):
@@ -100,6 +100,11 @@ class DefaultsTests(TestCase):
             attrs.evolve(config.firecracker, binary_path="/usr/bin/firecracker",
                          kernel_path="", rootfs_dir="/var/lib/sandboxd/firecracker",
                          vsock_cid_base=3))
+        self.assertEqual(
+            (config.qemu.binary, config.qemu.kernel, config.qemu.initrd, config.qemu.disk_dir,
+             config.qemu.accel),
+            ("qemu-system-x86_64", "/var/lib/sandboxd/vm/vmlinuz",
+             "/var/lib/sandboxd/vm/initrd.img", "/var/lib/sandboxd/vm/disks", "auto"))
 
     def test_default_profile(self):
         """
@@ -385,6 +390,8 @@ class FileErrorTests(ConfigErrorMixin, TestCase):
             ("[pool.base.py]\ncpu = 0\n", "pool.base.py.cpu", "greater than 0"),
             ("[pool.base.'Big Box']\n", "pool.base.Big Box", "invalid profile name"),
             ("[firecracker]\nvsock_cid_base = 2\n", "firecracker.vsock_cid_base", "at least 3"),
+            ("[qemu]\naccel = 'hvf'\n", "qemu.accel", "use auto, kvm or tcg"),
+            ("[qemu]\nkernel = ''\n", "qemu.kernel", "must not be empty"),
         ]
         for text, key, *fragments in cases:
             self.assertConfigError(text, key, *fragments)

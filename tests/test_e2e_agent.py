@@ -16,7 +16,7 @@ import sys
 from twisted.trial.unittest import SynchronousTestCase
 
 from sandbox import FileError, PathNotFoundError, create_sandbox
-from tests.daemon import on_gvisor, runtime_daemon
+from tests.daemon import on_gvisor, on_qemu, runtime_daemon
 from tests.dockerutil import require_docker
 
 
@@ -351,7 +351,10 @@ class ProcessTests(AgentE2ETestCase):
             results = await asyncio.gather(*(sbx.process.exec_(f"sleep 1; echo {i}") for i in range(20)))
             elapsed = loop.time() - start
             self.assertEqual([r.stdout for r in results], [f"{i}\n" for i in range(20)])
-            self.assertLess(elapsed, 3.0)
+            # In a VM under software emulation each fork and exec costs
+            # tens of ms of one emulated CPU: there "concurrent" is judged
+            # against the 20 s the execs would take one after the other.
+            self.assertLess(elapsed, 20.0 if self.runtime == "qemu" else 3.0)
             long = asyncio.ensure_future(sbx.process.exec_("sleep 3"))
             await asyncio.sleep(0.2)
             start = loop.time()
@@ -418,7 +421,8 @@ class LossTests(AgentE2ETestCase):
     def test_agent_killed(self):
         """
         When the agent dies, pending calls of every kind fail with
-        SandboxUnavailableError within a second.
+        SandboxUnavailableError within a second (ten in a VM under software
+        emulation).
         """
         from sandbox import SandboxUnavailableError
 
@@ -435,10 +439,15 @@ class LossTests(AgentE2ETestCase):
             start = loop.time()
             killer = sbx.process.exec_(f"kill -9 {AGENT_SERVER_PID}")
             pending.append(asyncio.ensure_future(killer))
+            # In a VM under software emulation the kill command alone (a
+            # shell, grep, cut, head) takes a second or two; the server PID 1
+            # starts again then announces itself on the port, and the daemon
+            # drops the old connection (docs/protocol.md).
+            bound = 10.0 if self.runtime == "qemu" else 1.0
             for call in pending:
                 with self.assertRaises(SandboxUnavailableError):
-                    await asyncio.wait_for(call, 5)
-            self.assertLess(loop.time() - start, 1.0)
+                    await asyncio.wait_for(call, 5 + bound)
+            self.assertLess(loop.time() - start, bound)
 
         self.scenario(body)
 
@@ -564,7 +573,8 @@ class TransferTests(AgentE2ETestCase):
 
     def test_one_gib_roundtrip(self):
         """
-        1 GiB goes up as a tar stream and comes back down with equal
+        1 GiB (64 MiB in a VM under software emulation) goes up as a tar
+        stream and comes back down with equal
         sha256s, while neither the daemon nor the agent grows by more than
         a few MiB (windows bound every buffer).
         """
@@ -572,6 +582,10 @@ class TransferTests(AgentE2ETestCase):
         import tarfile
         import threading
 
+        # Under software emulation (QEMU without KVM) hashing and moving
+        # 1 GiB in the guest takes minutes: 64 MiB still crosses 16 flow
+        # control windows, so the bound on every buffer is tested as well.
+        size = 64 << 20 if self.runtime == "qemu" else GiB
         daemon_pid = self.daemon.process.pid
         peaks = {"daemon": 0}
         stop = threading.Event()
@@ -594,9 +608,9 @@ class TransferTests(AgentE2ETestCase):
 
             async def source():
                 info = tarfile.TarInfo("big.bin")
-                info.size = GiB
+                info.size = size
                 yield info.tobuf(format=tarfile.GNU_FORMAT)
-                for i in range(GiB >> 20):
+                for i in range(size >> 20):
                     block[:8] = i.to_bytes(8, "big")
                     digest.update(block)
                     yield bytes(block)
@@ -612,7 +626,7 @@ class TransferTests(AgentE2ETestCase):
                 while not upload.done():
                     await asyncio.wait([upload], timeout=0.5)
                     agent_peak = max(agent_peak, await agent_rss(sbx))
-                self.assertEqual(upload.result()["bytes"], GiB)
+                self.assertEqual(upload.result()["bytes"], size)
                 result = await sbx.process.exec_("sha256sum /root/big.bin")
                 self.assertEqual(result.stdout.split()[0], digest.hexdigest())
 
@@ -839,6 +853,21 @@ on_gvisor(
     ProcessTests,
     LossTests,
     ContainerLossTests,
+    TransferTests,
+    AttachTests,
+    NetTests,
+    WatchTests,
+    FileErrorTests,
+)
+
+# The same suites in a QEMU VM (ContainerLossTests' engine kill has its VM
+# counterpart in tests/test_qemu.py).
+on_qemu(
+    globals(),
+    FilesystemTests,
+    EnvTests,
+    ProcessTests,
+    LossTests,
     TransferTests,
     AttachTests,
     NetTests,

@@ -659,7 +659,7 @@ class RuntimeTests(TestCase):
             runtime="docker+gvisor", profile="small", owner="/var/lib/x", labels={"team": "qa"}
         )
         started = self.successResultOf(self.turn(runtime.start(wanted)))
-        self.assertEqual(Started("sbx-1234", CONTAINER, "172.30.0.5", 7070), started)
+        self.assertEqual(Started("sbx-1234", CONTAINER, "tcp:172.30.0.5:7070", "172.30.0.5"), started)
         [create] = [r for r in engine.requests if r[1] == "/v1.41/containers/create"]
         _, _, query, body = create
         self.assertEqual({"name": "sandboxd-sbx-1234"}, query)

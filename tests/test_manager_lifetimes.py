@@ -44,7 +44,7 @@ class ManagerTestCase(TestCase):
         self.store = Store(self.dir)
         self.addCleanup(self.store.close)
 
-        def connect(reactor, host, port, secret, label="", deadline=None):
+        def connect(reactor, endpoint, secret, label="", deadline=None):
             if label in self.unreachable:
                 return fail(ConnectionRefusedError(host))
             connection = FakeConnection()
@@ -203,7 +203,7 @@ class FailureTests(ManagerTestCase):
         (sandbox,) = self.manager.list()
         self.assertIs(sandbox.state, State.CREATING)
         self.assertTrue(self.manager.destroy(sandbox.id))
-        pending[sandbox.id].callback(Started(sandbox.id, "c-late", "192.0.2.1", 7070))
+        pending[sandbox.id].callback(Started(sandbox.id, "c-late", "tcp:192.0.2.1:7070", "192.0.2.1"))
         self.failureResultOf(creating, SandboxDestroyed)
         self.assertIn("c-late", runtime.destroyed)
         self.assertEqual(self.store.sandboxes(), [])

@@ -27,7 +27,7 @@ class StopDuringWarmUpTests(SynchronousTestCase):
         verifyObject(IRuntime, self.runtime)
         self.connections = []
 
-        def connect_agent(reactor, host, port, secret, label=None, deadline=None):
+        def connect_agent(reactor, endpoint, secret, label=None, deadline=None):
             connection = FakeConnection(hold_calls=True)
             self.connections.append(connection)
             return succeed(connection)

@@ -226,7 +226,8 @@ class RealTCPTests(TestCase):
         return port.getHost().port
 
     async def connect(self, port):
-        connection = await connect_agent(global_reactor, "127.0.0.1", port, SECRET, deadline=5)
+        connection = await connect_agent(global_reactor, f"tcp:127.0.0.1:{port}", SECRET,
+                                         deadline=5)
         self.addCleanup(connection.disconnect)
         return connection
 

@@ -299,7 +299,7 @@ class NetworkTests(DockerTestCase):
             ["python3", "-m", "http.server", str(LISTEN_PORT), "--bind", "0.0.0.0"],
             detach=True,
         )
-        reply = await self.host_get(b.host, LISTEN_PORT)
+        reply = await self.host_get(b.address, LISTEN_PORT)
         self.assertTrue(reply.startswith(b"HTTP/1.0 200"), reply[:100])
         code, output = await self.exec_in(
             a.container_id,
@@ -307,7 +307,7 @@ class NetworkTests(DockerTestCase):
                 "python3",
                 "-c",
                 "import socket, sys\n"
-                f"socket.create_connection(({b.host!r}, {LISTEN_PORT}), timeout=3)\n"
+                f"socket.create_connection(({b.address!r}, {LISTEN_PORT}), timeout=3)\n"
                 "print('CONNECTED')\n",
             ],
         )
@@ -346,7 +346,7 @@ class NetworkTests(DockerTestCase):
             ["python3", "-m", "http.server", str(LISTEN_PORT), "--bind", "0.0.0.0"],
             detach=True,
         )
-        reply = await self.host_get(sandbox.host, LISTEN_PORT)
+        reply = await self.host_get(sandbox.address, LISTEN_PORT)
         self.assertTrue(reply.startswith(b"HTTP/1.0 200"), reply[:100])
 
     async def host_get(self, host, port, attempts=100):
@@ -384,7 +384,7 @@ class StartTests(DockerTestCase):
         info = self.docker.api.inspect_container(started.container_id)
         self.assertIsInstance(started, Started)
         ip = info["NetworkSettings"]["Networks"][self.network]["IPAddress"]
-        self.assertEqual(Started(spec.sandbox_id, info["Id"], ip, 7070), started)
+        self.assertEqual(Started(spec.sandbox_id, info["Id"], f"tcp:{ip}:7070", ip), started)
         self.assertEqual([self.network], list(info["NetworkSettings"]["Networks"]))
         self.assertEqual(f"/sandboxd-{spec.sandbox_id}", info["Name"])
         self.assertEqual(spec.sandbox_id, info["Config"]["Hostname"])

@@ -118,8 +118,8 @@ class TransitionTests(TestCase):
         (connection and sessions aside).
         """
         sandbox = make_sandbox(
-            ttl=30, labels={"k": "v"}, state=State.DISCONNECTED, host="172.18.0.5",
-            port=7070, container_id="c" * 64, created=12.5, idle_since=20.0,
+            ttl=30, labels={"k": "v"}, state=State.DISCONNECTED, endpoint="tcp:172.18.0.5:7070",
+            container_id="c" * 64, created=12.5, idle_since=20.0,
             identity="tenant-a", method="warm",
         )
         again = Sandbox.fromRecord(sandbox.record())

@@ -16,7 +16,7 @@ def record(sandbox_id="sbx-1", **overrides):
         id=sandbox_id, profile="default", template=None, image="sandbox-base:latest",
         runtime="docker", memory=256 << 20, cpu=1.0, storage=100 << 20, ttl=60,
         labels={"team": "a"}, identity="", method="warm", state="running",
-        container_id="c" * 64, host="172.18.0.2", port=7070, secret="ab" * 32,
+        container_id="c" * 64, endpoint="tcp:172.18.0.2:7070", secret="ab" * 32,
         created=100.0, idle_since=None,
     )
     fields.update(overrides)
@@ -120,3 +120,52 @@ class StoreTests(TestCase):
         self.assertEqual([t.port for t in self.store.tunnels("sbx-1")], [8080])
         self.store.delete("sbx-1")
         self.assertEqual([t.sandbox_id for t in self.store.tunnels()], ["sbx-2"])
+
+_OLD_SCHEMA = """
+CREATE TABLE sandboxes (
+    id TEXT PRIMARY KEY, profile TEXT NOT NULL, template TEXT, image TEXT NOT NULL,
+    runtime TEXT NOT NULL, memory INTEGER NOT NULL, cpu REAL NOT NULL,
+    storage INTEGER NOT NULL, ttl INTEGER NOT NULL, labels TEXT NOT NULL,
+    identity TEXT NOT NULL DEFAULT '', method TEXT NOT NULL, state TEXT NOT NULL,
+    container_id TEXT, host TEXT, port INTEGER, secret TEXT NOT NULL,
+    created REAL NOT NULL, idle_since REAL
+);
+"""
+
+
+class MigrationTests(TestCase):
+    def test_hostPortBecomeEndpoint(self):
+        """
+        A state file written by a daemon that recorded ``host`` and ``port``
+        (before agent endpoint strings) opens with every row's endpoint set
+        to ``tcp:HOST:PORT`` (IPv6 in brackets; a row without an address
+        keeps none), so a daemon upgraded in place adopts those sandboxes;
+        new rows are written and read back after the migration.
+        """
+        import sqlite3
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        db = sqlite3.connect(os.path.join(directory, "sandboxd.db"))
+        db.executescript(_OLD_SCHEMA)
+        for sid, host, port in (("sbx-4", "172.18.0.4", 7070), ("sbx-6", "fd00::6", 7070),
+                                ("sbx-0", None, None)):
+            db.execute(
+                "INSERT INTO sandboxes VALUES (?, 'default', NULL, 'img', 'docker', 1, 1.0,"
+                " 1, 60, '{}', '', 'cold', 'running', 'c', ?, ?, 's', 1.0, NULL)",
+                (sid, host, port),
+            )
+        db.commit()
+        db.close()
+        store = Store(directory)
+        self.addCleanup(store.close)
+        endpoints = {r.id: r.endpoint for r in store.sandboxes()}
+        self.assertEqual(
+            {"sbx-4": "tcp:172.18.0.4:7070", "sbx-6": "tcp:[fd00::6]:7070", "sbx-0": None},
+            endpoints,
+        )
+        store.put(record("sbx-new", endpoint="vserial:/run/x.sock", created=9.0))
+        again = Store(directory)
+        self.addCleanup(again.close)
+        self.assertEqual("vserial:/run/x.sock",
+                         {r.id: r.endpoint for r in again.sandboxes()}["sbx-new"])

@@ -22,9 +22,14 @@ from sandboxd.tunnels.relay import HostPortFactory, Pipe
 
 
 def sandbox(state=State.RUNNING, host="172.18.0.5", port=7070):
+    """
+    A sandbox whose agent listens on TCP ``host``:``port``, or (``host``
+    None) on a stream with no network, as a VM's.
+    """
+    endpoint = f"tcp:{host}:{port}" if host is not None else "vserial:/run/vm/agent.sock"
     return Sandbox(
         id="sbx-0a0b0c0d", profile="default", image="i", runtime="docker",
-        memory=1, cpu=1.0, storage=1, secret="s", state=state, host=host, port=port,
+        memory=1, cpu=1.0, storage=1, secret="s", state=state, endpoint=endpoint,
     )
 
 

@@ -152,7 +152,7 @@ class RegistryTests(LoopbackTestCase):
                          (429, "TOO_MANY_TUNNELS"))
         self.tunnels.closeAll(self.sandbox, "next")
         with self.assertRaises(ApiError) as caught:
-            await self.tunnels.expose(self.sandbox, self.sandbox.port)
+            await self.tunnels.expose(self.sandbox, next(iter(self.sandbox.reserved_ports)))
         self.assertEqual(caught.exception.code, "PORT_RESERVED")
         closed = self.echo()
         await self.tunnels.expose(self.sandbox, closed)

@@ -152,8 +152,8 @@ class Reader(Protocol):
 def loopback_sandbox(agent_port=1):
     return Sandbox(
         id="sbx-100p0000", profile="default", image="i", runtime="docker", memory=1,
-        cpu=1.0, storage=1, secret="s", state=State.RUNNING, host="127.0.0.1",
-        port=agent_port,
+        cpu=1.0, storage=1, secret="s", state=State.RUNNING,
+        endpoint=f"tcp:127.0.0.1:{agent_port}",
     )
 
 

@@ -24,6 +24,10 @@ from sandboxd.protocols.inbound import InboundLimits
 HANDSHAKE_TIMEOUT = 10.0
 
 
+#: What a VM's restarted agent writes on its virtio-serial port (agent/vserial.py).
+_AGENT_RESTARTED = b"\nSANDBOXD-RESET\n"
+
+
 class AgentLost(Exception):
     """
     The agent connection closed or broke; ``code`` says how.
@@ -186,6 +190,13 @@ class AgentConnection(Protocol):
             for frame in frames:
                 self._frameReceived(frame)
         except wire.ProtocolError as e:
+            if _AGENT_RESTARTED in data:
+                # A VM's agent started again by its PID 1 says so on its
+                # virtio-serial port (docs/protocol.md): the sandbox lives,
+                # this connection's streams are gone.
+                self._fail(AgentLost(wire.Code.SANDBOX_UNAVAILABLE,
+                                     "the sandbox's agent restarted"))
+                return
             self.log.warn(
                 "agent {label} broke the protocol: {error}", label=self.label, error=e
             )

@@ -23,6 +23,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from sandboxd.protocols.endpoints import tcp_endpoint
 from sandboxd.runtimes._engine import (
     DEFAULT_TIMEOUT,
     EngineClient,
@@ -361,7 +362,9 @@ class DockerRuntime:
             if isinstance(e, (RuntimeFailure, CancelledError)):
                 raise
             raise RuntimeFailure(f"cannot start sandbox {spec.sandbox_id}: {e}") from e
-        return Started(spec.sandbox_id, container_id, ip, self.agent_port)
+        return Started(
+            spec.sandbox_id, container_id, tcp_endpoint(ip, self.agent_port), address=ip
+        )
 
     async def _remove_quietly(self, container):
         try:

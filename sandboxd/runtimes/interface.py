@@ -14,7 +14,7 @@ class SandboxSpec:
 
     sandbox_id: str
     image: str
-    runtime: str  # "docker" or "docker+gvisor"
+    runtime: str  # "docker", "docker+gvisor", "qemu" or "firecracker"
     memory: int  # bytes
     cpu: float  # CPUs
     storage: int  # bytes of /root
@@ -27,13 +27,20 @@ class SandboxSpec:
 @attr.s(frozen=True, auto_attribs=True)
 class Started:
     """
-    A running sandbox: where its agent listens.
+    A running sandbox: where its agent listens (an agent endpoint string,
+    L{sandboxd.protocols.endpoints}) and the IP at which its own ports are
+    reachable from the host (None when there is none, as for a VM without
+    a network device).
     """
 
     sandbox_id: str
     container_id: str
-    host: str
-    port: int
+    endpoint: str
+    address: str = None
+    #: Seconds the daemon gives the agent to answer after the start (a VM
+    #: under software emulation boots in seconds, a container in
+    #: milliseconds).
+    connect_deadline: float = 30.0
 
 
 class IRuntime(Interface):
