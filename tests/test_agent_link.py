@@ -121,6 +121,17 @@ class AgentLinkTests(SynchronousTestCase):
         self.assertIn("did not come back", lost.message)
         self.assertFalse(self.link.connected)
 
+    def test_cutOffNotRetried(self):
+        """
+        A connection the daemon cut off for breaking the protocol (here
+        WINDOW_EXCEEDED) ends the link at once, with that code: a hostile
+        agent is not given a second connection.
+        """
+        self.first.connected = False
+        self.first.lost.callback(AgentLost(Code.WINDOW_EXCEEDED, "too much DATA"))
+        self.assertEqual(self.successResultOf(self.lost).code, Code.WINDOW_EXCEEDED)
+        self.assertEqual(self.attempts, [])
+
     def test_closedByDaemon(self):
         """
         C{disconnect}: the link is lost when the connection closes, and no

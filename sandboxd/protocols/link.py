@@ -3,8 +3,9 @@ A sandbox's link to its agent that outlives the agent's server being
 killed and started again (by user code: ``kill -9 -1``, ``pkill python3``;
 the agent's PID 1 restarts it).
 
-When the connection drops without the daemon asking, the streams open on
-it fail at once (``SANDBOX_UNAVAILABLE``: what ran in them was most likely
+When the connection drops without the daemon asking (not cut off for
+breaking the protocol: that fails the sandbox), the streams open on it fail
+at once (``SANDBOX_UNAVAILABLE``: what ran in them was most likely
 killed too) and the link connects again, retrying for up to
 L{RECONNECT_DEADLINE} seconds.  Sessions keep the same link and go on with
 the new connection; only when no new connection comes does the link count
@@ -56,7 +57,9 @@ class AgentLink:
     def _dropped(self, lost, connection):
         if connection is not self._current or self._lost is not None:
             return
-        if self._closing:
+        if self._closing or lost.code != wire.Code.SANDBOX_UNAVAILABLE:
+            # Closed by the daemon, or cut off for breaking the protocol
+            # (sandboxd.protocols.inbound): the sandbox fails, no second try.
             self._end(lost)
             return
         self.log.info("agent {label} dropped ({why}); connecting again",
