@@ -146,17 +146,22 @@ class LimitTests(SynchronousTestCase):
 
 class StartupTests(SynchronousTestCase):
     """
-    A profile naming a runtime the engine cannot serve stops the daemon at
-    start-up with a message saying so.
+    A profile naming a runtime this machine cannot serve stops the daemon
+    at start-up with a message saying so.
     """
 
     def test_runtime_the_engine_lacks(self):
         """
-        runtime = "qemu" (not served by the Docker engine) fails the start:
-        twistd exits, and its log names the runtime.
+        runtime = "firecracker" with no firecracker binary (none here) fails
+        the start: twistd exits, and its log names what is missing.
         """
         require_docker()
-        daemon = Daemon(min_base=0, extra_config='[pool.base.vm]\nruntime = "qemu"\n')
+        daemon = Daemon(
+            min_base=0,
+            extra_config='[pool.base.vm]\nruntime = "firecracker"\n'
+                         '[firecracker]\nbinary_path = "firecracker-not-installed"\n'
+                         'kernel_path = "/nonexistent/vmlinux"\n',
+        )
         daemon.spawn()
         try:
             code = daemon.process.wait(60)
@@ -166,7 +171,7 @@ class StartupTests(SynchronousTestCase):
         self.assertNotEqual(code, None)
         log = daemon.logTail()
         self.assertIn("sandboxd cannot start", log)
-        self.assertIn("unknown runtime 'qemu'", log)
+        self.assertIn("firecracker.binary_path 'firecracker-not-installed' is not installed", log)
         self.assertFalse(os.path.exists(daemon.socket) and _answers(daemon), log)
 
 
