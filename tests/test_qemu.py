@@ -158,7 +158,9 @@ class QemuRestartTests(SynchronousTestCase):
         """
         daemon = Daemon(
             min_base=1, runtime="qemu", ready_timeout=300, request_timeout=180,
-            pool_config="total_warm = 1\n",
+            # One warm VM, whatever the misses of the creates below: the pool
+            # boosts a profile that misses, up to max_warm.
+            pool_config="total_warm = 1\nmax_warm = 1\n",
             limits_config=f"{NO_RATE_LIMIT}\nmax_sandboxes = 10\n",
         )
         daemon.start()
