@@ -102,3 +102,27 @@ class CallerTests(SynchronousTestCase):
         self.assertEqual(caller_of(_Request(IPv6Address("TCP", "::1", 5000))), "::1")
         self.assertEqual(caller_of(_Request(UNIXAddress(None))), "unix")
         self.assertEqual(caller_of(_Request(UNIXAddress(b"/run/s.sock"))), "unix")
+
+
+class BurstTests(SynchronousTestCase):
+    """
+    A bucket smaller than the per-minute rate: bursts of ``burst``, then
+    ``rate`` a minute.
+    """
+
+    def test_burst_of_100_at_600_a_minute(self):
+        """
+        With the defaults' shape (600 a minute, burst 100): 100 at once,
+        the 101st refused with Retry-After 1, then 10 more each second.
+        """
+        clock = Clock()
+        limiter = RateLimiter(600, 10, clock, burst=100)
+        for _ in range(100):
+            limiter.take("a")
+        with self.assertRaises(RateLimited) as caught:
+            limiter.take("a")
+        self.assertEqual(caught.exception.retry_after, 1)
+        clock.advance(1)
+        for _ in range(10):
+            limiter.take("a")
+        self.assertRaises(RateLimited, limiter.take, "a")
