@@ -83,14 +83,3 @@ class RateLimiter:
         while len(self._buckets) > self.entries:
             self._buckets.popitem(last=False)
 
-
-def caller_of(request):
-    """
-    Who is creating, for rate limiting: the peer's IP address over TCP,
-    ``"unix"`` over the Unix socket (one local caller: the socket's
-    permissions decide who that is).  When multi-tenant identities land, the
-    verified identity replaces this.
-    """
-    address = request.getClientAddress()
-    host = getattr(address, "host", None)
-    return host if isinstance(host, str) and host else "unix"

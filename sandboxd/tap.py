@@ -102,6 +102,7 @@ def makeService(options, reactor=None):
     site = QuietSite(MeteredResource(api.resource(), metrics, reactor),
                      requestFactory=StreamingRequest, parsePOSTFormSubmission=False)
     site.displayTracebacks = False
+    site.signedBodies = api.signedBodies
     top = MultiService()
     managing = ManagerService(manager, reactor)
     managing.setServiceParent(top)

@@ -7,7 +7,9 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
+from sandboxd.api.identity import rate_key
+from sandboxd.ratelimit import RateLimited, RateLimiter
+from sandboxd.tenancy.verifier import Tenant
 
 
 class RateLimiterTests(SynchronousTestCase):
@@ -85,23 +87,31 @@ class RateLimiterTests(SynchronousTestCase):
 
 
 class _Request:
-    def __init__(self, address):
+    def __init__(self, address, tenant=None):
         self._address = address
+        if tenant is not None:
+            self.sandboxdTenant = tenant
 
     def getClientAddress(self):
         return self._address
 
+    def getHost(self):
+        return self._address
+
 
 class CallerTests(SynchronousTestCase):
-    def test_caller_of(self):
+    def test_rate_key(self):
         """
-        Over TCP the caller is the peer's IP address; over the Unix socket
-        it is "unix".
+        Over TCP the caller is the signed identity when there is one, else
+        the peer's IP address; the Unix socket (the operator) has no key: it
+        is never limited.
         """
-        self.assertEqual(caller_of(_Request(IPv4Address("TCP", "10.0.0.7", 5000))), "10.0.0.7")
-        self.assertEqual(caller_of(_Request(IPv6Address("TCP", "::1", 5000))), "::1")
-        self.assertEqual(caller_of(_Request(UNIXAddress(None))), "unix")
-        self.assertEqual(caller_of(_Request(UNIXAddress(b"/run/s.sock"))), "unix")
+        tcp = IPv4Address("TCP", "10.0.0.7", 5000)
+        self.assertEqual(rate_key(_Request(tcp)), "peer:10.0.0.7")
+        self.assertEqual(rate_key(_Request(IPv6Address("TCP", "::1", 5000))), "peer:::1")
+        self.assertEqual(rate_key(_Request(tcp, Tenant("alice"))), "identity:alice")
+        self.assertIsNone(rate_key(_Request(UNIXAddress(None))))
+        self.assertIsNone(rate_key(_Request(UNIXAddress(b"/run/s.sock"))))
 
 
 class BurstTests(SynchronousTestCase):
