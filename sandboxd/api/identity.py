@@ -110,7 +110,8 @@ class TenantGate(Resource):
             request.content.seek(0)
             try:
                 tenant = self.verifier.verify(
-                    request.method, request.uri, request.getHeader, body)
+                    request.method, request.uri,
+                    lambda name: request.getHeader(name.encode("ascii")), body)
             except SignatureRefused as e:
                 return self._refuse(request, e)
             setattr(request, _TENANT, tenant)
