@@ -14,7 +14,13 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sandboxd.tenancy.verifier import Quotas
 from tests.daemon import Daemon
-from tests.tenancyutil import multi_tenant_config, signed_request, upgrade_headers
+from tests.tenancyutil import (
+    KEY,
+    NEW_KEY,
+    multi_tenant_config,
+    signed_request,
+    upgrade_headers,
+)
 
 
 def _routes(sandbox_id):
@@ -130,6 +136,54 @@ class TwoTenantTests(SynchronousTestCase):
         after = [self.call("tenant-b", m, t, body, h)[:2] for m, t, body, h in _routes(a["id"])]
         self.assertEqual(after, seen_by_b)
 
+    def test_refusals(self):
+        """
+        Against the real listener, each bad signature is 401 with its code:
+        forged, wrong key, expired, future, replayed, body tampered; the
+        same query in another order is accepted.
+        """
+        import http.client
+
+        from sandboxd.tenancy.signer import sign
+
+        def send(method, target, headers, body=b""):
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                connection.request(method, target, body=body or None, headers=headers)
+                response = connection.getresponse()
+                return response.status, json.loads(response.read())
+            finally:
+                connection.close()
+
+        def code(method, target, headers, body=b""):
+            status, answer = send(method, target, headers, body)
+            return status, answer["error"]["code"] if status >= 400 else None
+
+        now = time.time()
+        forged = sign(KEY, "GET", "/sandboxes", b"", "tenant-a", now)
+        forged["X-Sandbox-Signature"] = forged["X-Sandbox-Signature"][::-1]
+        self.assertIn(code("GET", "/sandboxes", forged)[1],
+                      ("SIGNATURE_INVALID", "SIGNATURE_MALFORMED"))
+        self.assertEqual(code("GET", "/sandboxes", sign(NEW_KEY, "GET", "/sandboxes", b"",
+                                                        "tenant-a", now)),
+                         (401, "SIGNATURE_INVALID"))
+        self.assertEqual(code("GET", "/sandboxes", sign(KEY, "GET", "/sandboxes", b"",
+                                                        "tenant-a", now - 60)),
+                         (401, "SIGNATURE_EXPIRED"))
+        self.assertEqual(code("GET", "/sandboxes", sign(KEY, "GET", "/sandboxes", b"",
+                                                        "tenant-a", now + 60)),
+                         (401, "SIGNATURE_FUTURE"))
+        once = sign(KEY, "GET", "/sandboxes", b"", "tenant-a", now)
+        self.assertEqual(code("GET", "/sandboxes", once), (200, None))
+        self.assertEqual(code("GET", "/sandboxes", once), (401, "SIGNATURE_REPLAYED"))
+        body = json.dumps({"ttl": 5}).encode()
+        tampered = sign(KEY, "POST", "/sandboxes", body, "tenant-a", now)
+        self.assertEqual(code("POST", "/sandboxes", tampered, b'{"ttl": 6}'),
+                         (401, "BODY_TAMPERED"))
+        reordered = sign(KEY, "GET", "/events/history?limit=5&after=0", b"", "tenant-a", now)
+        self.assertEqual(code("GET", "/events/history?after=0&limit=5", reordered),
+                         (200, None))
+
     def test_unsigned_tcp_refused(self):
         """
         Over TCP an unsigned request is 401 SIGNATURE_MISSING (the WebSocket
@@ -175,3 +229,103 @@ class TwoTenantTests(SynchronousTestCase):
         self.assertEqual((status, body["identity"]), (200, "tenant-a"))
         self.assertEqual(self.call("tenant-a", "GET", f"/sandboxes/{a['id']}")[0], 200)
         self.assertEqual(self.call("tenant-b", "GET", f"/sandboxes/{a['id']}")[0], 404)
+
+
+class DefaultLimitTests(SynchronousTestCase):
+    """
+    The create rate limit with the default configuration (600 a minute in
+    bursts of 100), on a daemon without multi-tenancy.
+    """
+
+    def setUp(self):
+        self.daemon = Daemon(min_base=1, limits_config="")
+        self.daemon.start()
+        self.addCleanup(self.daemon.stop)
+
+    def test_unix_socket_is_never_limited(self):
+        """
+        200 creates in a loop over the Unix socket all succeed (each
+        destroyed after: capacity is not what this measures).
+        """
+        for number in range(200):
+            status, body = self.daemon.request("POST", "/sandboxes", {"ttl": 60})
+            self.assertEqual(status, 201, (number, body))
+            self.assertEqual(self.daemon.request("DELETE", f"/sandboxes/{body['id']}")[0], 204)
+
+    def test_tcp_limit_at_the_documented_point(self):
+        """
+        Over TCP a peer's creates (here of an unknown profile: the attempt
+        is what counts) are refused past the burst of 100, plus the 10 a
+        second that came back meanwhile: 429 RATE_LIMITED, Retry-After 1.
+        """
+        import http.client
+
+        connection = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=30)
+        self.addCleanup(connection.close)
+        body = json.dumps({"profile": "no-such-profile"})
+        started = time.monotonic()
+        for number in range(1, 1000):
+            connection.request("POST", "/sandboxes", body=body,
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+            if response.status == 429:
+                break
+            self.assertEqual((response.status, answer["error"]["code"]),
+                             (404, "UNKNOWN_PROFILE"))
+        elapsed = time.monotonic() - started
+        self.assertEqual(answer["error"]["code"], "RATE_LIMITED")
+        self.assertEqual(response.getheader("Retry-After"), "1")
+        self.assertGreater(number, 100)
+        self.assertLessEqual(number, 101 + int(10 * elapsed) + 1)
+
+
+class RotationTests(SynchronousTestCase):
+    """
+    Key rotation through hot reload (SIGHUP), no restart.
+    """
+
+    def setUp(self):
+        self.daemon = Daemon(min_base=0, pool_config="total_warm = 0\n",
+                             extra_config=multi_tenant_config(KEY))
+        self.daemon.start()
+        self.addCleanup(self.daemon.stop)
+
+    def reload_with(self, *keys):
+        import os
+        import signal
+
+        with open(self.daemon.config) as f:
+            text = f.read()
+        head = text[:text.index("[multi_tenant]")]
+        with open(self.daemon.config, "w") as f:
+            f.write(head + multi_tenant_config(*keys))
+        _, before = self.daemon.request("GET", "/events/history?limit=1000")
+        seen = {e["id"] for e in before}
+        os.kill(self.daemon.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            _, events = self.daemon.request("GET", "/events/history?limit=1000")
+            new = [e for e in events if e["id"] not in seen and e["type"].startswith("config.")]
+            if new:
+                self.assertEqual(new[-1]["type"], "config.reloaded", new[-1])
+                return
+            time.sleep(0.1)
+        self.fail("no config event after SIGHUP")
+
+    def status(self, key):
+        return signed_request(self.daemon.port, "GET", "/sandboxes", key=key)[:2]
+
+    def test_rotation(self):
+        """
+        Add the new key beside the old: both are accepted; remove the old:
+        it is refused (SIGNATURE_INVALID) and the new one still accepted.
+        """
+        self.assertEqual(self.status(NEW_KEY)[1]["error"]["code"], "SIGNATURE_INVALID")
+        self.reload_with(KEY, NEW_KEY)
+        self.assertEqual(self.status(KEY)[0], 200)
+        self.assertEqual(self.status(NEW_KEY)[0], 200)
+        self.reload_with(NEW_KEY)
+        status, body = self.status(KEY)
+        self.assertEqual((status, body["error"]["code"]), (401, "SIGNATURE_INVALID"))
+        self.assertEqual(self.status(NEW_KEY)[0], 200)

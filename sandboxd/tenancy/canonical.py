@@ -67,6 +67,11 @@ class MalformedField(ValueError):
         self.reason = reason
 
 
+def valid_identity(text):
+    """Whether ``text`` (str) may be an identity."""
+    return _IDENTITY.fullmatch(text.encode("utf-8", "replace")) is not None
+
+
 def canonical_query(query):
     """
     The query string (bytes, without ``?``) with its ``&``-separated pairs
