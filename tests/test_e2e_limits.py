@@ -141,6 +141,8 @@ class LimitTests(SynchronousTestCase):
         self.assertEqual(daemon.request("DELETE", f"/sandboxes/{first[1]['id']}")[0], 204)
         self.assertEqual(daemon.tcpRequest("POST", "/sandboxes")[0], 201)
         status, body = daemon.tcpRequest("POST", "/sandboxes")
+        self.assertEqual((status, body["error"]["code"]), (503, "AT_CAPACITY"))
+        status, body = daemon.tcpRequest("POST", "/sandboxes")
         self.assertEqual((status, body["error"]["code"]), (429, "RATE_LIMITED"))
         status, body = daemon.request("POST", "/sandboxes", {})
         self.assertEqual((status, body["error"]["code"]), (503, "AT_CAPACITY"))

@@ -203,7 +203,7 @@ class TwoTenantTests(SynchronousTestCase):
         """
         X-Sandbox-Max-Concurrent 1: a second create is 429 QUOTA_EXCEEDED
         with Retry-After (another identity is unaffected); X-Sandbox-Max-TTL
-        60: ttl 120 is 400 QUOTA_EXCEEDED, no ttl gets 60.
+        60: ttl 120 is 400 LIMIT_EXCEEDED, no ttl gets 60.
         """
         one = Quotas(max_concurrent=1, max_ttl=60)
         first = self.create("tenant-q", quotas=one)
@@ -212,7 +212,7 @@ class TwoTenantTests(SynchronousTestCase):
         self.assertEqual((status, body["error"]["code"]), (429, "QUOTA_EXCEEDED"))
         self.assertIn("retry-after", headers)
         status, body, _ = self.call("tenant-r", "POST", "/sandboxes", {"ttl": 120}, quotas=one)
-        self.assertEqual((status, body["error"]["code"]), (400, "QUOTA_EXCEEDED"))
+        self.assertEqual((status, body["error"]["code"]), (400, "LIMIT_EXCEEDED"))
         self.assertEqual(self.call("tenant-q", "DELETE", f"/sandboxes/{first['id']}")[0], 204)
         self.create("tenant-q", quotas=one)
 

@@ -128,7 +128,8 @@ class QuotaTests(SynchronousTestCase):
         self.assertEqual(effective_ttl(Quotas(), 0), 0)
         with self.assertRaises(QuotaExceeded) as caught:
             effective_ttl(Quotas(max_ttl=60), 61)
-        self.assertEqual(caught.exception.status, 400)
+        self.assertEqual((caught.exception.status, caught.exception.code),
+                         (400, "LIMIT_EXCEEDED"))
 
 
 class GatewayKeysTests(SynchronousTestCase):

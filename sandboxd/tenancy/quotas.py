@@ -31,7 +31,7 @@ def effective_ttl(quotas, ttl):
         return ttl
     if ttl > most:
         raise QuotaExceeded(
-            400, "QUOTA_EXCEEDED", f"ttl {ttl} exceeds this identity's X-Sandbox-Max-TTL ({most})")
+            400, "LIMIT_EXCEEDED", f"ttl {ttl} exceeds this identity's X-Sandbox-Max-TTL ({most})")
     return ttl or most
 
 
