@@ -6,12 +6,16 @@ missing one, on every route; quotas; unsigned TCP refused; the identity is
 recorded and survives a restart.
 """
 
+import http.client
 import json
+import os
+import signal
 import socket
 import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from sandboxd.tenancy.signer import sign
 from sandboxd.tenancy.verifier import Quotas
 from tests.daemon import Daemon
 from tests.tenancyutil import (
@@ -43,11 +47,6 @@ def _sse_events(port, identity, until_sandbox, patience=30):
     The events of ``GET /events?after=0`` as ``identity`` sees them, read
     until one of ``until_sandbox``'s events arrives.
     """
-    import http.client
-
-    from sandboxd.tenancy.signer import sign
-    from tests.tenancyutil import KEY
-
     headers = sign(KEY, "GET", "/events?after=0", b"", identity, time.time())
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=patience)
     connection.request("GET", "/events?after=0", headers=headers)
@@ -142,10 +141,6 @@ class TwoTenantTests(SynchronousTestCase):
         forged, wrong key, expired, future, replayed, body tampered; the
         same query in another order is accepted.
         """
-        import http.client
-
-        from sandboxd.tenancy.signer import sign
-
         def send(method, target, headers, body=b""):
             connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
             try:
@@ -258,8 +253,6 @@ class DefaultLimitTests(SynchronousTestCase):
         is what counts) are refused past the burst of 100, plus the 10 a
         second that came back meanwhile: 429 RATE_LIMITED, Retry-After 1.
         """
-        import http.client
-
         connection = http.client.HTTPConnection("127.0.0.1", self.daemon.port, timeout=30)
         self.addCleanup(connection.close)
         body = json.dumps({"profile": "no-such-profile"})
@@ -292,9 +285,6 @@ class RotationTests(SynchronousTestCase):
         self.addCleanup(self.daemon.stop)
 
     def reload_with(self, *keys):
-        import os
-        import signal
-
         with open(self.daemon.config) as f:
             text = f.read()
         head = text[:text.index("[multi_tenant]")]
