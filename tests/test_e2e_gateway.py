@@ -95,8 +95,9 @@ class GatewayTests(SynchronousTestCase):
     def test_end_to_end(self):
         """
         With team A's key the SDK creates a sandbox and runs a command over
-        wss through the gateway; the daemon records it as team-a's; team B's
-        key cannot see it.
+        wss through the gateway and reads its events over SSE through it
+        (team-a's only); the daemon records it as team-a's; team B's key
+        cannot see it.
         """
 
         async def go():
@@ -113,9 +114,17 @@ class GatewayTests(SynchronousTestCase):
                             hidden = None
                         listed = await b.list()
                     status, recorded = self.daemon.request("GET", f"/sandboxes/{sandbox.id}")
-                    return result, hidden, listed, recorded
+                    streamed = []
+                    events = a.events(after=0, reconnect=False)
+                    try:
+                        while sandbox.id not in {e.sandbox_id for e in streamed}:
+                            streamed.append(await asyncio.wait_for(events.__anext__(), 30))
+                    finally:
+                        await events.aclose()
+                    return result, hidden, listed, recorded, streamed
 
-        result, hidden, listed, recorded = asyncio.run(go())
+        result, hidden, listed, recorded, streamed = asyncio.run(go())
+        self.assertEqual({e.identity for e in streamed}, {"team-a"})
         self.assertEqual((result.exit_code, result.stdout.strip()), (0, "through-the-gateway"))
         self.assertEqual(hidden, "SANDBOX_NOT_FOUND")
         self.assertEqual(listed, [])

@@ -139,7 +139,10 @@ class Gateway(Resource):
             for name, values in response.headers.getAllRawHeaders():
                 if name.lower() not in _HOP:
                     request.responseHeaders.setRawHeaders(name, values)
-            response.deliverBody(_Relay(request, gone))
+            relay = _Relay(request, gone)
+            response.deliverBody(relay)
+            # A caller that leaves (an SSE stream closed) ends the upstream read.
+            request.notifyFinish().addErrback(lambda _: relay.transport.stopProducing())
 
         def failed(failure):
             if gone:
