@@ -95,13 +95,16 @@ class SandboxAPI:
 
     def reload(self, config):
         """
-        Serve with a new configuration (its limits, rate limit, pool caps).
+        Serve with a new configuration (its limits, rate limit, pool caps,
+        tunnel settings).
         """
         self._config = config
         self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries,
                              config.limits.create_rate_burst)
         if self._gate is not None:
             self._gate.reload(config.multi_tenant)
+        if self._tunnels is not None:
+            self._tunnels.reload(config.limits, config.tunnels)
 
     @app.handle_errors(ApiError)
     def _apiError(self, request, failure):
