@@ -15,6 +15,8 @@ refusal's code (and counted against the peer's rate limit).  The Unix
 socket is never checked.
 """
 
+import hashlib
+
 from twisted.internet.address import UNIXAddress
 from twisted.web.resource import Resource
 
@@ -24,6 +26,22 @@ from sandboxd.tenancy.verifier import SignatureRefused, Verifier
 
 #: The request attribute holding the verified Tenant (None: the operator).
 _TENANT = "sandboxdTenant"
+#: Bytes of a body hashed at a time.
+_PIECE = 1 << 16
+
+
+def content_digest(content):
+    """
+    The hex SHA-256 (bytes) of a request's body file, read in pieces (a
+    path-proxy upload may be large; Twisted keeps it in a temporary file),
+    then rewound for the route.
+    """
+    digest = hashlib.sha256()
+    content.seek(0)
+    for piece in iter(lambda: content.read(_PIECE), b""):
+        digest.update(piece)
+    content.seek(0)
+    return digest.hexdigest().encode()
 
 
 def caller_tenant(request):
@@ -106,12 +124,11 @@ class TenantGate(Resource):
 
     def render(self, request):
         if self.checks(request):
-            body = request.content.read()
-            request.content.seek(0)
             try:
                 tenant = self.verifier.verify(
                     request.method, request.uri,
-                    lambda name: request.getHeader(name.encode("ascii")), body)
+                    lambda name: request.getHeader(name.encode("ascii")),
+                    digest=content_digest(request.content))
             except SignatureRefused as e:
                 return self._refuse(request, e)
             setattr(request, _TENANT, tenant)

@@ -137,11 +137,12 @@ class Verifier:
         """Verify with these keys from now on (the replay cache stays)."""
         self._keys = load_public_keys(public_keys)
 
-    def verify(self, method, target, headers, body):
+    def verify(self, method, target, headers, body=b"", digest=None):
         """
         The L{Tenant} of a request: ``method`` and ``target`` (the raw
         request target, ``/path?query``) as bytes, ``headers`` a callable
-        (name -> bytes or None), ``body`` the whole body (bytes).
+        (name -> bytes or None), ``body`` the whole body (bytes), or its
+        ``digest`` (L{body_digest}) when that was computed piecewise.
         Raise L{SignatureRefused}.
         """
         values = {name: headers(name) for name in canonical.ALL}
@@ -173,7 +174,7 @@ class Verifier:
         if not any(_valid(key, signature, text) for key in self._keys):
             raise SignatureRefused(
                 "SIGNATURE_INVALID", "the signature is not valid under any configured key")
-        if body_digest(body) != values[canonical.CONTENT_SHA256]:
+        if (digest or body_digest(body)) != values[canonical.CONTENT_SHA256]:
             raise SignatureRefused(
                 "BODY_TAMPERED", "the body's SHA-256 is not the one that was signed")
         self.replays.add(values[canonical.NONCE], timestamp)
