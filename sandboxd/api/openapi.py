@@ -326,7 +326,10 @@ def document():
         "openapi": "3.1.0",
         "info": {"title": "sandboxd", "version": __version__,
                  "description": "Sandboxes as a service. Every error body is "
-                                "{\"error\": {\"code\", \"message\"}} (docs/api.md)."},
+                                "{\"error\": {\"code\", \"message\"}} (docs/api.md). With "
+                                "multi-tenancy on, every request on the TCP listener carries "
+                                "X-Sandbox-* signature headers or is refused 401 "
+                                "(SIGNATURE_*, BODY_TAMPERED; docs/multi-tenant.md)."},
         "servers": [{"url": "/"}],
         "paths": PATHS,
         "components": {"schemas": SCHEMAS},
