@@ -226,6 +226,8 @@ class ServerConfig:
     tcp: str = _setting("str", "", _tcp)
     tls_cert: str = _setting("str", "")
     tls_key: str = _setting("str", "")
+    tls_client_ca: str = _setting("str", "")
+    socket_group: str = _setting("str", "")
     data_dir: str = _setting("str", "/var/lib/sandboxd", _not_empty)
     node_id: str = _setting("str", "", _node_id)
 
@@ -257,7 +259,8 @@ class LimitsConfig:
     max_templates: int = _setting("int", 50, _positive)
     max_template_size: int = _setting("size", "2g", _positive)
     template_expiry_days: int = _setting("int", 60, _positive)
-    create_rate_limit: int = _setting("int", 20, _positive)
+    create_rate_limit: int = _setting("int", 600, _positive)
+    create_rate_burst: int = _setting("int", 100, _positive)
     rate_limit_entries: int = _setting("int", 10000, _positive)
     max_tunnels: int = _setting("int", 10, _positive)
     max_connections_per_tunnel: int = _setting("int", 100, _positive)
@@ -458,6 +461,8 @@ def _check_config(config, source):
     for have, lack in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
         if getattr(server, have) and not getattr(server, lack):
             fail(f"server.{lack}", f"required because server.{have} is set (set both or neither)")
+    if server.tls_client_ca and not server.tls_cert:
+        fail("server.tls_cert", "required because server.tls_client_ca is set")
     if not server.socket and not server.tcp:
         fail("server", "no listener: set server.socket or server.tcp")
     if config.multi_tenant.enabled and not config.multi_tenant.public_keys:

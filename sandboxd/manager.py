@@ -207,11 +207,13 @@ class SandboxManager:
     # Creating
 
     async def create(
-        self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None
+        self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None,
+        identity="",
     ):
         """
-        A running sandbox for the caller: warm when the pool has one of
-        exactly this shape, cold otherwise.
+        A running sandbox for the caller (``identity``: its tenant, "" for
+        none): warm when the pool has one of exactly this shape, cold
+        otherwise.
         """
         if not self._up:
             # Adoption and orphan removal first: a container made meanwhile
@@ -236,6 +238,7 @@ class SandboxManager:
             sandbox = self.pools.claim(name)
         if sandbox is None:
             sandbox = self._newSandbox(chosen, *shape)
+            sandbox.identity = identity
             sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
             try:
@@ -246,6 +249,7 @@ class SandboxManager:
             sandbox.method = "cold"
         else:
             sandbox.method = "warm"
+            sandbox.identity = identity
             sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
         sandbox.ttl = ttl
@@ -371,8 +375,8 @@ class SandboxManager:
 
     # Events and health
 
-    def events(self, after=0, limit=100, sandbox_id=None):
-        return self._store.events(after, limit, sandbox_id)
+    def events(self, after=0, limit=100, sandbox_id=None, identity=None):
+        return self._store.events(after, limit, sandbox_id, identity)
 
     def health(self):
         return {

@@ -70,14 +70,17 @@ MAX_URL_LIFETIME = 7 * 86400
 class TunnelResource(Resource):
     """
     ``/sandboxes/{id}/ports...`` over ``tunnels`` (a L{Tunnels}),
-    ``lookup`` (sandbox id -> Sandbox or None) and ``clock``.
+    ``lookup`` (sandbox id -> Sandbox or None) and ``clock``;
+    ``visible(request, sandbox)`` says whether the caller may see it (a
+    sandbox it may not see answers as a missing one).
     """
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, tunnels, lookup, clock):
+    def __init__(self, tunnels, lookup, clock, visible=lambda request, sandbox: True):
         Resource.__init__(self)
+        self._visible = visible
         self._tunnels = tunnels
         self._lookup = lookup
         self._clock = clock
@@ -93,7 +96,7 @@ class TunnelResource(Resource):
         path = request.uri.split(b"?", 1)[0]
         parts = path.split(b"/")
         # ['', 'sandboxes', id, 'ports', ...]
-        sandbox = self._sandbox(parts[2])
+        sandbox = self._sandbox(parts[2], request)
         if len(parts) == 4 or (len(parts) == 5 and parts[4] == b""):
             if request.method != b"GET":
                 raise _not_allowed(request)
@@ -146,10 +149,10 @@ class TunnelResource(Resource):
             "auth": "token",
         })
 
-    def _sandbox(self, raw_id):
+    def _sandbox(self, raw_id, request):
         sandbox_id = raw_id.decode("utf-8", "replace")
         sandbox = self._lookup(sandbox_id)
-        if sandbox is None:
+        if sandbox is None or not self._visible(request, sandbox):
             raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
         return sandbox
 
