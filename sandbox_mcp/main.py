@@ -42,6 +42,7 @@ def parse_args(argv):
     parser.add_argument("--path", default="/mcp", help="HTTP: the endpoint's path")
     parser.add_argument("--endpoint", help="the daemon (default: $SANDBOX_ENDPOINT, then the default socket)")
     parser.add_argument("--download-dir", help="where sandbox_download writes (default: the working directory)")
+    parser.add_argument("--upload-dir", help="what sandbox_upload may read (default: the working directory)")
     parser.add_argument("--max-output", type=int, default=DEFAULT_MAX_OUTPUT,
                         help="characters of text per tool output (default 30000)")
     parser.add_argument("--max-upload", type=int, default=100 << 20, help="bytes an upload may carry")
@@ -134,6 +135,7 @@ def main(argv=None):
     settings = Settings(
         endpoint=options.endpoint,
         download_dir=options.download_dir,
+        upload_dir=options.upload_dir,
         max_output=options.max_output,
         max_upload=options.max_upload,
     )

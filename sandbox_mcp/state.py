@@ -20,7 +20,8 @@ class Settings:
     """
     ``endpoint``/``auth``: the daemon (None: ``$SANDBOX_ENDPOINT``,
     ``$SANDBOX_AUTH``, the default socket); ``download_dir``: where
-    sandbox_download may write (None: the working directory);
+    sandbox_download may write, ``upload_dir``: what sandbox_upload may
+    read (None: the working directory, for both);
     ``max_output``: characters of text per output; ``max_upload``: bytes
     an upload may carry.
     """
@@ -28,6 +29,7 @@ class Settings:
     endpoint: str = None
     auth: str = None
     download_dir: str = None
+    upload_dir: str = None
     max_output: int = DEFAULT_MAX_OUTPUT
     max_upload: int = 100 << 20
 
@@ -52,6 +54,10 @@ class State:
     @property
     def download_dir(self):
         return os.path.realpath(self.settings.download_dir or os.getcwd())
+
+    @property
+    def upload_dir(self):
+        return os.path.realpath(self.settings.upload_dir or os.getcwd())
 
     async def create(self, **fields):
         """

@@ -139,10 +139,11 @@ def register(server, state):
     async def sandbox_upload(
         sandbox_id: SandboxId,
         destination: Annotated[str, Field(description="Path in the sandbox: the file to write, or a directory (ending in /) to put it in")],
-        source_path: Annotated[Optional[str], Field(description="A file or directory on the MCP server's host")] = None,
+        source_path: Annotated[Optional[str], Field(description="A file or directory on the MCP server's host, under its upload directory")] = None,
         url: Annotated[Optional[str], Field(description="An http(s) URL, fetched from inside the sandbox")] = None,
     ) -> str:
-        """Put a host file or directory, or a URL's content, into the sandbox (size-capped)."""
+        """Put a host file or directory (under the MCP server's upload directory), or a URL's content
+        (fetched from inside the sandbox), into the sandbox. Size-capped."""
         if (source_path is None) == (url is None):
             raise ToolError("MISSING_ARGUMENT: give exactly one of source_path and url")
         sbx = await state.sandbox(sandbox_id)
@@ -157,7 +158,7 @@ def register(server, state):
             target = _target(destination, name)
             await _write(sbx, target, response.body)
             return f"uploaded {len(response.body)} bytes from {url} to {target}"
-        source = os.path.expanduser(source_path)
+        source = _inside(state.upload_dir, source_path, "upload", absolute_ok=True)
         if os.path.isdir(source):
             archive = _tar(source, cap)
             counts = await sbx.fs.upload(destination, archive)
@@ -206,16 +207,16 @@ async def _write(sbx, path, data):
     await sbx.fs.write(path, data)
 
 
-def _inside(root, relative):
+def _inside(root, path, what="download", absolute_ok=False):
     """
-    ``relative`` resolved under ``root`` (symlinks followed); ToolError
-    when it is absolute or leads out.
+    ``path`` resolved under ``root`` (symlinks followed); ToolError when it
+    is absolute (unless ``absolute_ok``) or leads out of ``root``.
     """
-    if os.path.isabs(relative):
-        raise ToolError(f"PATH_ESCAPE: {relative!r} is absolute; give a path relative to {root}")
-    target = os.path.realpath(os.path.join(root, relative))
-    if os.path.commonpath([root, target]) != root or target == root:
-        raise ToolError(f"PATH_ESCAPE: {relative!r} leads out of the download directory {root}")
+    if os.path.isabs(path) and not absolute_ok:
+        raise ToolError(f"PATH_ESCAPE: {path!r} is absolute; give a path relative to {root}")
+    target = os.path.realpath(os.path.join(root, path))
+    if os.path.commonpath([root, target]) != root or (target == root and not absolute_ok):
+        raise ToolError(f"PATH_ESCAPE: {path!r} is outside the {what} directory {root}")
     return target
 
 

@@ -268,9 +268,9 @@ class FileToolTests(McpTestCase):
     def test_upload_download(self):
         """
         Upload from a host file, a host directory and a URL (served inside
-        the sandbox, fetched by its agent); download a file and a directory
-        (as a tar) into the download directory; paths leading out of it
-        are refused.
+        the sandbox, fetched by its agent); host paths outside the upload
+        directory are refused.  Download a file and a directory (as a tar)
+        into the download directory; paths leading out of it are refused.
         """
         source = tempfile.mkdtemp(prefix="sandbox-mcp-up-")
         self.addCleanup(shutil.rmtree, source, True)
@@ -294,6 +294,11 @@ class FileToolTests(McpTestCase):
                 "threading.Thread(target=srv.serve_forever, daemon=True).start()"))
             await c("sandbox_upload", destination="/root/in/", url="http://127.0.0.1:8765/page.txt")
             listing = await c("sandbox_exec", command="cat /root/in/one.txt /root/tree/two.txt /root/in/page.txt")
+            outside = [
+                await self.error(client, "sandbox_upload", sandbox_id=sid, destination="/root/",
+                                 source_path=path)
+                for path in ("/etc/hostname", "../" + os.path.basename(self.downloads))
+            ]
             saved = await c("sandbox_download", path="/root/in/one.txt")
             await c("sandbox_download", path="/root/tree", destination="sub/tree.tar")
             escapes = [
@@ -303,10 +308,12 @@ class FileToolTests(McpTestCase):
                                  destination="/tmp/escape.txt"),
             ]
             await self.ok(client, "sandbox_destroy", sandbox_id=sid)
-            return listing, saved, escapes
+            return listing, outside, saved, escapes
 
-        listing, saved, escapes = self.session(body)
+        listing, outside, saved, escapes = self.session(body, "--upload-dir", source)
         self.assertIn("firstsecondfrom a url", listing)
+        for refused in outside:
+            self.assertIn("PATH_ESCAPE", refused)
         self.assertIn(os.path.join(self.downloads, "one.txt"), saved)
         with open(os.path.join(self.downloads, "one.txt")) as f:
             self.assertEqual(f.read(), "first")
