@@ -545,3 +545,37 @@ class StartupTests(SynchronousTestCase):
         self.assertIn(f"no sandboxd answers at unix://{directory}/none.sock", message)
         self.assertIn("twistd -n sandboxd", message)
         self.assertIn("--start-daemon", message)
+
+    def test_start_daemon(self):
+        """
+        With ``--start-daemon`` and a config, sandbox-mcp starts
+        ``twistd -n sandboxd`` when none answers, says so on stderr, serves
+        tools through it, and stops it when the MCP session ends.
+        """
+        from tests.daemon import Daemon
+
+        daemon = Daemon(min_base=0)
+        self.addCleanup(daemon.stop)
+        params = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "sandbox_mcp", "--start-daemon", "--daemon-config", daemon.config],
+            env={"SANDBOX_ENDPOINT": daemon.endpoint, "PYTHONPATH": os.getcwd()},
+            cwd=daemon.dir,
+        )
+
+        async def run():
+            async with Client(params) as client:
+                result = await client.call_tool("sandbox_list", {})
+                health = await asyncio.to_thread(daemon.request, "GET", "/health")
+                return result, health
+
+        result, health = asyncio.run(asyncio.wait_for(run(), 240))
+        self.assertFalse(result.is_error, text(result))
+        self.assertEqual(json.loads(text(result)), [])
+        self.assertEqual(health[0], 200)
+        with open(os.path.join(daemon.dir, "sandboxd-mcp.log"), "rb") as log:
+            self.assertIn(b"sandboxd", log.read())
+        deadline = time.monotonic() + 60
+        while os.path.exists(daemon.socket) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertFalse(os.path.exists(daemon.socket), "the started daemon is still serving")
