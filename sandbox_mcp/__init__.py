@@ -9,6 +9,11 @@ the daemon through the Python SDK.  See docs/mcp.md.
     sandbox-mcp --transport http --port 7523
 """
 
+try:
+    import mcp  # noqa: F401
+except ImportError as e:  # the daemon's own install leaves the extra out
+    raise ImportError("sandbox-mcp needs the mcp package: pip install 'sandboxd[mcp]'") from e
+
 from sandbox_mcp.server import TOOL_NAMES, build_server
 from sandbox_mcp.state import Settings, State
 
