@@ -8,7 +8,7 @@ import asyncio
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sandbox import SandboxError, create_sandbox
+from sandbox import SandboxError, SandboxTimeoutError, create_sandbox
 from tests.mcputil import decode_png, python_daemon
 
 
@@ -166,3 +166,26 @@ class CodeInterpreterTests(SynchronousTestCase):
         self.assertEqual(big.stdout_cut, 9900)
         self.assertEqual(exited.code, "INTERPRETER_EXITED")
         self.assertEqual(again.text, "2")
+
+    def test_unstoppable_code_killed(self):
+        """
+        Code that swallows the interrupt is killed after the grace period:
+        SandboxTimeoutError ``INTERPRETER_KILLED``, and the next run starts
+        a fresh interpreter (the old names are gone).
+        """
+
+        async def body(sbx):
+            await sbx.code.run("import time\nold = 1")
+            try:
+                await sbx.code.run(
+                    "while True:\n    try:\n        time.sleep(10)\n    except KeyboardInterrupt:\n        pass",
+                    timeout=1,
+                )
+            except SandboxTimeoutError as e:
+                killed = e
+            fresh = await sbx.code.run("'old' in dir()")
+            return killed, fresh
+
+        killed, fresh = self.scenario(body)
+        self.assertEqual(killed.code, "INTERPRETER_KILLED")
+        self.assertEqual(fresh.text, "False")
