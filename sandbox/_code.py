@@ -139,9 +139,7 @@ class _Kernel:
         self.serial = 0
 
     async def start(self, process):
-        self.proc = await process.spawn(
-            ["python3", "-u", "-c", KERNEL_SOURCE], env={"MPLBACKEND": "Agg"}
-        )
+        self.proc = await process.spawn(["python3", "-u", "-c", KERNEL_SOURCE], env={"MPLBACKEND": "Agg"})
         self.reader = asyncio.get_running_loop().create_task(self.read())
         ready = await self.replies.get()
         if ready is None or not ready.get("ready"):

@@ -76,11 +76,16 @@ class Kernel:
                 reply = self.run(request.get("code", ""), request.get("max_output"))
                 reply["id"] = request.get("id")
             except KeyboardInterrupt:
-                reply = {"id": None, "error": {"name": "KeyboardInterrupt", "value": "",
-                                                "traceback": ""}, "interrupted": True}
+                reply = {
+                    "id": None,
+                    "error": {"name": "KeyboardInterrupt", "value": "", "traceback": ""},
+                    "interrupted": True,
+                }
             except Exception as e:  # the kernel's own failure, not the user's code's
-                reply = {"id": None, "error": {"name": "KernelError", "value": repr(e),
-                                                "traceback": traceback.format_exc()}}
+                reply = {
+                    "id": None,
+                    "error": {"name": "KernelError", "value": repr(e), "traceback": traceback.format_exc()},
+                }
             self.send(reply)
 
     def run(self, code, max_output=None):
@@ -111,9 +116,16 @@ class Kernel:
             images.append({"mime": "image/png", "data": result.pop("image/png")})
         stdout, stdout_cut = self.collect(self.out, max_output)
         stderr, stderr_cut = self.collect(self.err, max_output)
-        return {"stdout": stdout, "stderr": stderr, "stdout_cut": stdout_cut,
-                "stderr_cut": stderr_cut, "result": result, "error": error,
-                "images": images, "interrupted": interrupted}
+        return {
+            "stdout": stdout,
+            "stderr": stderr,
+            "stdout_cut": stdout_cut,
+            "stderr_cut": stderr_cut,
+            "result": result,
+            "error": error,
+            "images": images,
+            "interrupted": interrupted,
+        }
 
     def execute(self, code):
         tree = ast.parse(code, "<cell>", "exec")

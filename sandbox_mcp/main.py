@@ -35,19 +35,27 @@ def parse_args(argv):
         prog="sandbox-mcp",
         description="The MCP server of sandboxd: sandbox tools for AI agents (docs/mcp.md).",
     )
-    parser.add_argument("--transport", choices=("stdio", "http"), default="stdio",
-                        help="stdio (default) or streamable HTTP")
+    parser.add_argument(
+        "--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or streamable HTTP"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="HTTP: address to listen on")
     parser.add_argument("--port", type=int, default=7523, help="HTTP: port (0: any free port)")
     parser.add_argument("--path", default="/mcp", help="HTTP: the endpoint's path")
     parser.add_argument("--endpoint", help="the daemon (default: $SANDBOX_ENDPOINT, then the default socket)")
-    parser.add_argument("--download-dir", help="where sandbox_download writes (default: the working directory)")
+    parser.add_argument(
+        "--download-dir", help="where sandbox_download writes (default: the working directory)"
+    )
     parser.add_argument("--upload-dir", help="what sandbox_upload may read (default: the working directory)")
-    parser.add_argument("--max-output", type=int, default=DEFAULT_MAX_OUTPUT,
-                        help="characters of text per tool output (default 30000)")
+    parser.add_argument(
+        "--max-output",
+        type=int,
+        default=DEFAULT_MAX_OUTPUT,
+        help="characters of text per tool output (default 30000)",
+    )
     parser.add_argument("--max-upload", type=int, default=100 << 20, help="bytes an upload may carry")
-    parser.add_argument("--start-daemon", action="store_true",
-                        help="start `twistd -n sandboxd` if no daemon answers")
+    parser.add_argument(
+        "--start-daemon", action="store_true", help="start `twistd -n sandboxd` if no daemon answers"
+    )
     parser.add_argument("--daemon-config", help="--start-daemon: the daemon's config file")
     parser.add_argument("--log-level", default="WARNING", help="the server's log level (to stderr)")
     return parser.parse_args(argv)
@@ -76,8 +84,10 @@ def check_daemon(options):
             sys.exit(HOW_TO_START.format(endpoint=endpoint, reason=e.reason))
         reason = e.reason
     if not endpoint.is_unix:
-        sys.exit(f"sandbox-mcp: --start-daemon starts a local daemon, but the endpoint is {endpoint} "
-                 f"({reason}); point SANDBOX_ENDPOINT at a Unix socket")
+        sys.exit(
+            f"sandbox-mcp: --start-daemon starts a local daemon, but the endpoint is {endpoint} "
+            f"({reason}); point SANDBOX_ENDPOINT at a Unix socket"
+        )
     return start_daemon(endpoint, options.daemon_config)
 
 
@@ -86,8 +96,14 @@ def start_daemon(endpoint, config):
     Start ``twistd -n sandboxd`` (logging to a file beside the socket, or
     in the working directory) and wait until it answers at ``endpoint``.
     """
-    command = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-               "-n", "--pidfile=", "sandboxd"]
+    command = [
+        sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        "-n",
+        "--pidfile=",
+        "sandboxd",
+    ]
     if config:
         command += ["--config", config]
     log_path = os.path.join(os.path.dirname(endpoint.path) or ".", "sandboxd-mcp.log")
@@ -98,8 +114,9 @@ def start_daemon(endpoint, config):
         log = open(log_path, "ab")
     print(f"sandbox-mcp: no daemon at {endpoint}: starting sandboxd (log: {log_path})", file=sys.stderr)
     with log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:

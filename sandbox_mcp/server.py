@@ -9,11 +9,25 @@ from sandbox_mcp import tools_exec, tools_files, tools_ports, tools_sandboxes
 
 #: Every tool, in the order of docs/mcp.md.
 TOOL_NAMES = (
-    "sandbox_create", "sandbox_destroy", "sandbox_list", "sandbox_exec", "sandbox_eval",
-    "sandbox_run_code", "sandbox_read_file", "sandbox_write_file", "sandbox_edit_file",
-    "sandbox_list_files", "sandbox_upload", "sandbox_download", "sandbox_port_url",
-    "sandbox_expose_port", "sandbox_close_port", "sandbox_list_ports", "sandbox_list_templates",
-    "sandbox_create_template", "sandbox_list_profiles",
+    "sandbox_create",
+    "sandbox_destroy",
+    "sandbox_list",
+    "sandbox_exec",
+    "sandbox_eval",
+    "sandbox_run_code",
+    "sandbox_read_file",
+    "sandbox_write_file",
+    "sandbox_edit_file",
+    "sandbox_list_files",
+    "sandbox_upload",
+    "sandbox_download",
+    "sandbox_port_url",
+    "sandbox_expose_port",
+    "sandbox_close_port",
+    "sandbox_list_ports",
+    "sandbox_list_templates",
+    "sandbox_create_template",
+    "sandbox_list_profiles",
 )
 
 INSTRUCTIONS = """\

@@ -26,8 +26,14 @@ LANGUAGES = {
     "ruby": (".rb", ["ruby"]),
     "perl": (".pl", ["perl"]),
 }
-ALIASES = {"py": "python", "python3": "python", "js": "javascript", "node": "javascript",
-           "ts": "typescript", "shell": "sh"}
+ALIASES = {
+    "py": "python",
+    "python3": "python",
+    "js": "javascript",
+    "node": "javascript",
+    "ts": "typescript",
+    "shell": "sh",
+}
 
 SandboxId = Annotated[str, Field(description="The sandbox (from sandbox_create)")]
 Timeout = Annotated[float, Field(description="Seconds before the command is killed", gt=0)]
@@ -58,7 +64,9 @@ def register(server, state):
         sandbox_id: SandboxId,
         command: Annotated[str, Field(description="A shell command (run by /bin/sh -c)")],
         timeout: Timeout = 60,
-        working_dir: Annotated[Optional[str], Field(description="Directory to run in (default /root)")] = None,
+        working_dir: Annotated[
+            Optional[str], Field(description="Directory to run in (default /root)")
+        ] = None,
         env: Annotated[Optional[dict[str, str]], Field(description="Extra environment variables")] = None,
     ) -> str:
         """Run a shell command in the sandbox; returns the exit code, stdout and stderr.
@@ -72,10 +80,13 @@ def register(server, state):
     async def sandbox_eval(
         sandbox_id: SandboxId,
         code: Annotated[str, Field(description="The program's source")],
-        language: Annotated[str, Field(description="python, javascript, typescript, bash, sh, ruby or perl")] = "python",
+        language: Annotated[
+            str, Field(description="python, javascript, typescript, bash, sh, ruby or perl")
+        ] = "python",
         timeout: Timeout = 60,
     ) -> str:
-        """Write code to a file in the sandbox and run it with its language's interpreter (a fresh process each time;
+        """Write code to a file in the sandbox and run it with its language's interpreter
+        (a fresh process each time;
         for state kept between calls use sandbox_run_code)."""
         name = ALIASES.get(language.lower(), language.lower())
         if name not in LANGUAGES:
@@ -95,8 +106,15 @@ def register(server, state):
     async def sandbox_run_code(
         sandbox_id: SandboxId,
         code: Annotated[str, Field(description="Python code; the value of a last expression is shown")],
-        context: Annotated[str, Field(description="Interpreter to run in: each name is its own persistent interpreter")] = "default",
-        timeout: Annotated[float, Field(description="Seconds before the code is interrupted (the interpreter keeps its state)", gt=0)] = 60,
+        context: Annotated[
+            str, Field(description="Interpreter to run in: each name is its own persistent interpreter")
+        ] = "default",
+        timeout: Annotated[
+            float,
+            Field(
+                description="Seconds before the code is interrupted (the interpreter keeps its state)", gt=0
+            ),
+        ] = 60,
     ) -> list[ContentBlock]:
         """Run Python in a persistent interpreter in the sandbox, like a notebook cell: variables and imports
         survive between calls. Returns stdout, stderr, the last expression's value, the traceback of an error,

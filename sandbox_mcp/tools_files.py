@@ -28,7 +28,9 @@ def register(server, state):
     async def sandbox_read_file(
         sandbox_id: SandboxId,
         path: Path,
-        start_line: Annotated[Optional[int], Field(description="First line to return (1-based)", ge=1)] = None,
+        start_line: Annotated[
+            Optional[int], Field(description="First line to return (1-based)", ge=1)
+        ] = None,
         end_line: Annotated[Optional[int], Field(description="Last line to return (inclusive)", ge=1)] = None,
     ) -> str:
         """Read a text file, whole or a range of lines. Binary files are refused: use sandbox_download."""
@@ -56,7 +58,8 @@ def register(server, state):
         hint = "read a range with start_line/end_line"
         if not ranged and info.size > len(data):
             text = text[:limit]
-            return f"{text}\n[... file is {info.size} bytes, only the first {len(text)} characters shown; {hint}]"
+            shown = f"only the first {len(text)} characters shown"
+            return f"{text}\n[... file is {info.size} bytes, {shown}; {hint}]"
         return truncate(text, limit, hint)
 
     @server.tool()
@@ -65,7 +68,10 @@ def register(server, state):
         sandbox_id: SandboxId,
         path: Path,
         content: Annotated[str, Field(description="The text to write")],
-        mode: Annotated[Literal["create", "overwrite", "append"], Field(description="create: fail if the file exists; overwrite: replace; append: add at the end")] = "overwrite",
+        mode: Annotated[
+            Literal["create", "overwrite", "append"],
+            Field(description="create: fail if the file exists; overwrite: replace; append: add at the end"),
+        ] = "overwrite",
     ) -> str:
         """Create, overwrite or append to a text file (parent directories are made)."""
         sbx = await state.sandbox(sandbox_id)
@@ -82,12 +88,24 @@ def register(server, state):
     async def sandbox_edit_file(
         sandbox_id: SandboxId,
         path: Path,
-        operation: Annotated[Literal["str_replace", "insert"], Field(description="str_replace: replace old_str (which must occur exactly once) by new_str; insert: put new_str after line insert_line")] = "str_replace",
-        old_str: Annotated[Optional[str], Field(description="str_replace: the exact text to replace, unique in the file")] = None,
+        operation: Annotated[
+            Literal["str_replace", "insert"],
+            Field(
+                description="str_replace: replace old_str (which must occur exactly once) by new_str; "
+                "insert: put new_str after line insert_line"
+            ),
+        ] = "str_replace",
+        old_str: Annotated[
+            Optional[str], Field(description="str_replace: the exact text to replace, unique in the file")
+        ] = None,
         new_str: Annotated[str, Field(description="The replacement, or the text to insert")] = "",
-        insert_line: Annotated[Optional[int], Field(description="insert: the line after which new_str goes (0: at the top)", ge=0)] = None,
+        insert_line: Annotated[
+            Optional[int],
+            Field(description="insert: the line after which new_str goes (0: at the top)", ge=0),
+        ] = None,
     ) -> str:
-        """Edit a text file precisely: replace one unique occurrence of a string, or insert text after a line."""
+        """Edit a text file precisely: replace one unique occurrence of a string,
+        or insert text after a line."""
         sbx = await state.sandbox(sandbox_id)
         data = await sbx.fs.read(path)
         if is_binary(data):
@@ -98,9 +116,13 @@ def register(server, state):
                 raise ToolError("MISSING_ARGUMENT: str_replace needs old_str")
             count = text.count(old_str)
             if count == 0:
-                raise ToolError(f"NO_MATCH: old_str does not occur in {path}; read the file and copy the text exactly")
+                raise ToolError(
+                    f"NO_MATCH: old_str does not occur in {path}; read the file and copy the text exactly"
+                )
             if count > 1:
-                raise ToolError(f"NOT_UNIQUE: old_str occurs {count} times in {path}; include more surrounding lines")
+                raise ToolError(
+                    f"NOT_UNIQUE: old_str occurs {count} times in {path}; include more surrounding lines"
+                )
             line = text[: text.index(old_str)].count("\n") + 1
             text = text.replace(old_str, new_str, 1)
             done = f"replaced 1 occurrence at line {line}"
@@ -124,23 +146,35 @@ def register(server, state):
     async def sandbox_list_files(
         sandbox_id: SandboxId,
         path: Path = ".",
-        depth: Annotated[int, Field(description="Levels to descend (1: the directory's own entries)", ge=1, le=10)] = 1,
+        depth: Annotated[
+            int, Field(description="Levels to descend (1: the directory's own entries)", ge=1, le=10)
+        ] = 1,
     ) -> str:
-        """List a directory, recursively down to depth: one entry a line (type, size, path); directories end with /."""
+        """List a directory, recursively down to depth: one entry a line (type, size, path);
+        directories end with /."""
         sbx = await state.sandbox(sandbox_id)
         entries = await sbx.fs.list(path, depth=depth)
-        lines = [
-            f"{e.type:7} {e.size:>10} {e.path}{'/' if e.is_dir else ''}" for e in entries
-        ]
+        lines = [f"{e.type:7} {e.size:>10} {e.path}{'/' if e.is_dir else ''}" for e in entries]
         return truncate("\n".join(lines) or "(empty)", limit, "list a subdirectory or a smaller depth")
 
     @server.tool()
     @tool_errors
     async def sandbox_upload(
         sandbox_id: SandboxId,
-        destination: Annotated[str, Field(description="Path in the sandbox: the file to write, or a directory (ending in /) to put it in")],
-        source_path: Annotated[Optional[str], Field(description="A file or directory on the MCP server's host, under its upload directory")] = None,
-        url: Annotated[Optional[str], Field(description="An http(s) URL, fetched from inside the sandbox")] = None,
+        destination: Annotated[
+            str,
+            Field(
+                description="Path in the sandbox: the file to write, "
+                "or a directory (ending in /) to put it in"
+            ),
+        ],
+        source_path: Annotated[
+            Optional[str],
+            Field(description="A file or directory on the MCP server's host, under its upload directory"),
+        ] = None,
+        url: Annotated[
+            Optional[str], Field(description="An http(s) URL, fetched from inside the sandbox")
+        ] = None,
     ) -> str:
         """Put a host file or directory (under the MCP server's upload directory), or a URL's content
         (fetched from inside the sandbox), into the sandbox. Size-capped."""
@@ -162,7 +196,8 @@ def register(server, state):
         if os.path.isdir(source):
             archive = _tar(source, cap)
             counts = await sbx.fs.upload(destination, archive)
-            return f"uploaded directory {source} into {destination}: {counts['files']} files, {counts['bytes']} bytes"
+            files, size = counts["files"], counts["bytes"]
+            return f"uploaded directory {source} into {destination}: {files} files, {size} bytes"
         size = os.path.getsize(source)
         if size > cap:
             raise ToolError(f"TOO_LARGE: {source} is {size} bytes; the upload cap is {cap}")
@@ -176,9 +211,16 @@ def register(server, state):
     async def sandbox_download(
         sandbox_id: SandboxId,
         path: Path,
-        destination: Annotated[Optional[str], Field(description="Relative path under the MCP server's download directory (default: the file's name; a directory is saved as NAME.tar)")] = None,
+        destination: Annotated[
+            Optional[str],
+            Field(
+                description="Relative path under the MCP server's download directory "
+                "(default: the file's name; a directory is saved as NAME.tar)"
+            ),
+        ] = None,
     ) -> str:
-        """Copy a file (or a directory, as a tar archive) from the sandbox to the MCP server's download directory.
+        """Copy a file (or a directory, as a tar archive) from the sandbox
+        to the MCP server's download directory.
         Paths leading out of that directory are refused."""
         sbx = await state.sandbox(sandbox_id)
         info = await sbx.fs.stat(path)

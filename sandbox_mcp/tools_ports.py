@@ -19,9 +19,15 @@ def register(server, state):
     async def sandbox_port_url(
         sandbox_id: Annotated[str, Field(description="The sandbox")],
         port: Port,
-        expires: Annotated[Optional[int], Field(description="With a daemon that requires tunnel tokens: seconds the signed URL stays valid")] = None,
+        expires: Annotated[
+            Optional[int],
+            Field(
+                description="With a daemon that requires tunnel tokens: seconds the signed URL stays valid"
+            ),
+        ] = None,
     ) -> str:
-        """The path-proxy URL of a port (through the daemon, nothing is opened): good for API calls and health checks."""
+        """The path-proxy URL of a port (through the daemon, nothing is opened):
+        good for API calls and health checks."""
         if expires is None:
             return state.client.port_url(sandbox_id, port)
         return (await state.client.signed_port_url(sandbox_id, port, expires))["url"]
@@ -31,9 +37,12 @@ def register(server, state):
     async def sandbox_expose_port(
         sandbox_id: Annotated[str, Field(description="The sandbox")],
         port: Port,
-        timeout: Annotated[Optional[float], Field(description="Seconds to wait for the port to accept connections")] = None,
+        timeout: Annotated[
+            Optional[float], Field(description="Seconds to wait for the port to accept connections")
+        ] = None,
     ) -> str:
-        """Give a port a dedicated host port (a clean origin URL, for browsers and web apps), once something listens on it.
+        """Give a port a dedicated host port (a clean origin URL, for browsers and web apps),
+        once something listens on it.
         Returns {port, host_port, url} as JSON."""
         return json.dumps(await state.client.expose(sandbox_id, port, timeout), indent=1)
 

@@ -27,12 +27,25 @@ def register(server, state):
     @server.tool()
     @tool_errors
     async def sandbox_create(
-        profile: Annotated[Optional[str], Field(description="Pool profile (sandbox_list_profiles); the daemon's default if omitted")] = None,
-        template: Annotated[Optional[str], Field(description="Template id to start from (sandbox_list_templates)")] = None,
+        profile: Annotated[
+            Optional[str],
+            Field(description="Pool profile (sandbox_list_profiles); the daemon's default if omitted"),
+        ] = None,
+        template: Annotated[
+            Optional[str], Field(description="Template id to start from (sandbox_list_templates)")
+        ] = None,
         memory: Annotated[Optional[str], Field(description='Memory limit, e.g. "512m", "1g"')] = None,
         cpu: Annotated[Optional[float], Field(description="Number of CPUs, e.g. 1.5")] = None,
-        ttl: Annotated[Optional[int], Field(description="Seconds the sandbox is kept after this server's session ends (0: destroyed with it)")] = None,
-        labels: Annotated[Optional[dict[str, str]], Field(description="Labels to tag the sandbox with")] = None,
+        ttl: Annotated[
+            Optional[int],
+            Field(
+                description="Seconds the sandbox is kept after this server's session ends "
+                "(0: destroyed with it)"
+            ),
+        ] = None,
+        labels: Annotated[
+            Optional[dict[str, str]], Field(description="Labels to tag the sandbox with")
+        ] = None,
     ) -> str:
         """Create a sandbox (an isolated Linux machine) and return its id and details as JSON.
         Use the id with every other sandbox_* tool."""
@@ -53,7 +66,9 @@ def register(server, state):
     @server.tool()
     @tool_errors
     async def sandbox_list(
-        labels: Annotated[Optional[dict[str, str]], Field(description="Only sandboxes having all these labels")] = None,
+        labels: Annotated[
+            Optional[dict[str, str]], Field(description="Only sandboxes having all these labels")
+        ] = None,
     ) -> str:
         """List the active sandboxes (id, profile, state, created, ttl, labels) as JSON."""
         return _json(await state.client.list(labels))
@@ -61,7 +76,8 @@ def register(server, state):
     @server.tool()
     @tool_errors
     async def sandbox_list_profiles() -> str:
-        """List the daemon's profiles (name, image, memory, cpu, runtime) as JSON: what sandbox_create's profile takes."""
+        """List the daemon's profiles (name, image, memory, cpu, runtime) as JSON:
+        what sandbox_create's profile takes."""
         return _json(await state.client.profiles())
 
     @server.tool()
