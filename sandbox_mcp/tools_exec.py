@@ -35,6 +35,12 @@ ALIASES = {
     "shell": "sh",
 }
 
+#: The environment sandbox_exec and sandbox_eval add (``env`` overrides it).
+#: Python writes no bytecode caches: a .pyc records its source's mtime in
+#: whole seconds and its size, so an agent's same-size edit (``+`` to ``-``)
+#: within the second of the previous run would run the stale cache.
+EXEC_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
+
 SandboxId = Annotated[str, Field(description="The sandbox (from sandbox_create)")]
 Timeout = Annotated[float, Field(description="Seconds before the command is killed", gt=0)]
 
@@ -72,7 +78,9 @@ def register(server, state):
         """Run a shell command in the sandbox; returns the exit code, stdout and stderr.
         A non-zero exit is a normal result, not a tool error."""
         sbx = await state.sandbox(sandbox_id)
-        result = await sbx.process.exec_(command, cwd=working_dir, env=env, timeout=timeout)
+        result = await sbx.process.exec_(
+            command, cwd=working_dir, env=dict(EXEC_ENV, **(env or {})), timeout=timeout
+        )
         return exec_text(result, limit)
 
     @server.tool()
@@ -96,7 +104,7 @@ def register(server, state):
         path = posixpath.join("/tmp", f"sandbox-eval-{secrets.token_hex(4)}{suffix}")
         await sbx.fs.write(path, code)
         try:
-            result = await sbx.process.exec_([*command, path], timeout=timeout)
+            result = await sbx.process.exec_([*command, path], env=EXEC_ENV, timeout=timeout)
         finally:
             await sbx.fs.remove(path)
         return exec_text(result, limit)
