@@ -15,6 +15,7 @@ import time
 import anyio
 
 from sandbox import Client, DaemonUnavailableError, SandboxError, parse_endpoint
+from sandbox_mcp.http import is_loopback, serve_http
 from sandbox_mcp.limits import DEFAULT_MAX_OUTPUT
 from sandbox_mcp.server import build_server
 from sandbox_mcp.state import Settings, State
@@ -41,6 +42,12 @@ def parse_args(argv):
     parser.add_argument("--host", default="127.0.0.1", help="HTTP: address to listen on")
     parser.add_argument("--port", type=int, default=7523, help="HTTP: port (0: any free port)")
     parser.add_argument("--path", default="/mcp", help="HTTP: the endpoint's path")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("SANDBOX_MCP_TOKEN") or None,
+        help="HTTP: the bearer token clients must send (default: $SANDBOX_MCP_TOKEN); "
+        "required unless --host is a loopback address",
+    )
     parser.add_argument("--endpoint", help="the daemon (default: $SANDBOX_ENDPOINT, then the default socket)")
     parser.add_argument(
         "--download-dir", help="where sandbox_download writes (default: the working directory)"
@@ -136,8 +143,8 @@ async def serve(server, state, options):
         if options.transport == "stdio":
             await server.run_stdio_async()
         else:
-            await server.run_streamable_http_async(
-                host=options.host, port=options.port, streamable_http_path=options.path
+            await serve_http(
+                server, options.host, options.port, options.path, options.token, options.log_level
             )
     finally:
         with anyio.CancelScope(shield=True):
@@ -146,6 +153,11 @@ async def serve(server, state, options):
 
 def main(argv=None):
     options = parse_args(sys.argv[1:] if argv is None else argv)
+    if options.transport == "http" and not options.token and not is_loopback(options.host):
+        sys.exit(
+            f"sandbox-mcp: refusing to listen on {options.host} without a token: "
+            "whoever reaches it drives the sandboxes; set --token or $SANDBOX_MCP_TOKEN"
+        )
     if options.endpoint:
         os.environ["SANDBOX_ENDPOINT"] = options.endpoint
     daemon = check_daemon(options)

@@ -15,8 +15,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
+import httpx2
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.daemon import Daemon, free_port
@@ -117,19 +121,23 @@ class HttpTransportTests(McpTestCase):
 
     def test_streamable_http(self):
         """
-        ``sandbox-mcp --transport http`` serves the tools at /mcp: the mcp
-        client creates a sandbox, runs a command and code, gets a tool
-        error for a bad id, destroys the sandbox.
+        ``sandbox-mcp --transport http --token T`` serves the tools at /mcp:
+        a request without the token is refused (401 UNAUTHORIZED); the mcp
+        client sending it creates a sandbox, runs a command and code, gets
+        a tool error for a bad id, destroys the sandbox.
         """
         port = free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "sandbox_mcp", "--transport", "http", "--port", str(port)],
-            env=self.daemon.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=dict(self.daemon.env, SANDBOX_MCP_TOKEN="s3cret"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
         def stop():
             process.terminate()
             process.wait(30)
+            process.stderr.close()
 
         self.addCleanup(stop)
         url = f"http://127.0.0.1:{port}/mcp"
@@ -142,20 +150,39 @@ class HttpTransportTests(McpTestCase):
                 if process.poll() is not None or time.monotonic() > deadline:
                     self.fail(f"sandbox-mcp did not listen: {process.stderr.read().decode()}")
                 time.sleep(0.1)
+        request = urllib.request.Request(url, data=b"{}", headers={"Content-Type": "application/json"})
+        with self.assertRaises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        self.assertEqual(refused.exception.code, 401)
+        self.assertEqual(json.loads(refused.exception.read())["error"]["code"], "UNAUTHORIZED")
+        refused.exception.close()
 
         async def run():
-            async with Client(url) as client:
-                sid = await self.create(client, profile="python")
-                ran = await self.ok(client, "sandbox_exec", sandbox_id=sid, command="echo over-http")
-                code = await self.ok(client, "sandbox_run_code", sandbox_id=sid, code="6 * 7")
-                bad = await self.error(client, "sandbox_exec", sandbox_id="sbx-ffffffff", command="true")
-                await self.ok(client, "sandbox_destroy", sandbox_id=sid)
-                return ran, code, bad
+            async with httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"}, timeout=300) as http:
+                async with Client(streamable_http_client(url, http_client=http)) as client:
+                    sid = await self.create(client, profile="python")
+                    ran = await self.ok(client, "sandbox_exec", sandbox_id=sid, command="echo over-http")
+                    code = await self.ok(client, "sandbox_run_code", sandbox_id=sid, code="6 * 7")
+                    bad = await self.error(client, "sandbox_exec", sandbox_id="sbx-ffffffff", command="true")
+                    await self.ok(client, "sandbox_destroy", sandbox_id=sid)
+                    return ran, code, bad
 
         ran, code, bad = asyncio.run(asyncio.wait_for(run(), 180))
         self.assertIn("over-http", ran)
         self.assertEqual(code, "[result]\n42")
         self.assertIn("SANDBOX_NOT_FOUND", bad)
+
+    def test_http_needs_token_off_loopback(self):
+        """
+        Listening on a non-loopback address without a token is refused at
+        start-up, named.
+        """
+        done = subprocess.run(
+            [sys.executable, "-m", "sandbox_mcp", "--transport", "http", "--host", "0.0.0.0"],
+            env=self.daemon.env, capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+        )
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn(b"refusing to listen on 0.0.0.0 without a token", done.stderr)
 
 
 class StartupTests(SynchronousTestCase):
