@@ -12,6 +12,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 import urllib.request
 
 from sandbox_mcp import TOOL_NAMES
@@ -96,6 +97,25 @@ class LifecycleTests(McpTestCase):
         self.assertIn("timed out", slow)
         self.assertNotIn(sid, [s["id"] for s in after])
         self.assertIn("SANDBOX_NOT_FOUND", gone)
+
+    def test_sandboxes_end_with_the_server(self):
+        """
+        A sandbox the MCP server made with ttl 0 (the default) ends when the
+        server does (its session closes); one made with a ttl is kept.
+        """
+
+        async def body(client):
+            return await self.create(client), await self.create(client, ttl=120)
+
+        brief, kept = self.session(body)
+        self.addCleanup(self.daemon.request, "DELETE", f"/sandboxes/{kept}")
+        deadline = time.monotonic() + 60
+        while self.daemon.request("GET", f"/sandboxes/{brief}")[0] != 404:
+            self.assertLess(time.monotonic(), deadline, f"{brief} outlived the MCP server")
+            time.sleep(0.2)
+        status, info = self.daemon.request("GET", f"/sandboxes/{kept}")
+        self.assertEqual(status, 200)
+        self.assertEqual(info["state"], "disconnected")
 
     def test_errors_are_tool_errors(self):
         """
