@@ -150,7 +150,7 @@ class _Kernel:
         try:
             async for event in self.proc:
                 if event.channel != "stdout":
-                    self.log += event.raw[: 4096 - len(self.log)]
+                    self.log += event.raw[: max(0, 4096 - len(self.log))]
                     continue
                 buffer += event.raw
                 while b"\n" in buffer:
@@ -159,7 +159,7 @@ class _Kernel:
                     try:
                         self.replies.put_nowait(json.loads(line))
                     except ValueError:
-                        self.log += line[:256]
+                        self.log += line[: max(0, 4096 - len(self.log))]
         except SandboxError:
             pass
         finally:

@@ -5,6 +5,7 @@ contexts live in them), and its settings.  Tool failures become MCP tool
 errors here (``tool_errors``).
 """
 
+import asyncio
 import functools
 import os
 
@@ -44,6 +45,7 @@ class State:
         self.settings = settings or Settings()
         self._client = None
         self._sandboxes = {}
+        self._opening = asyncio.Lock()
 
     @property
     def client(self):
@@ -74,10 +76,11 @@ class State:
         """
         if not isinstance(sandbox_id, str) or not sandbox_id:
             raise ToolError("sandbox_id is required (sandbox_create gives one)")
-        sbx = self._sandboxes.get(sandbox_id)
-        if sbx is None or sbx.closed:
-            sbx = await connect_sandbox(sandbox_id, client=self.client)
-            self._sandboxes[sandbox_id] = sbx
+        async with self._opening:  # concurrent calls share one new session
+            sbx = self._sandboxes.get(sandbox_id)
+            if sbx is None or sbx.closed:
+                sbx = await connect_sandbox(sandbox_id, client=self.client)
+                self._sandboxes[sandbox_id] = sbx
         return sbx
 
     async def destroy(self, sandbox_id):
