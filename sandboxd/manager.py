@@ -10,6 +10,7 @@ and close the API's sessions.
 
 import os
 
+import attrs
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -27,6 +28,7 @@ from sandboxd.protocols.link import AgentLink
 from sandboxd.recording import LifecycleRecorder
 from sandboxd.runtimes.interface import SandboxSpec
 from sandboxd.sandbox import Sandbox, State
+from sandboxd.templates.bake import seed
 
 
 #: Seconds ``stop`` waits for boots and removals under way.
@@ -223,11 +225,14 @@ class SandboxManager:
     # Creating
 
     async def create(
-        self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None
+        self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None,
+        template=None,
     ):
         """
         A running sandbox for the caller: warm when the pool has one of
-        exactly this shape, cold otherwise.
+        exactly this shape, cold otherwise.  From ``template`` (a
+        TemplateRecord, sandboxd/templates/): its image and runtime, the
+        shape of its profile (or of the default one), its /root.
         """
         if not self._up:
             # Adoption and orphan removal first: a container made meanwhile
@@ -236,9 +241,13 @@ class SandboxManager:
             self._waitingForStart.append(waiter)
             await waiter
         name = profile or "default"
+        if template is not None and profile is None and template.profile in self.profiles:
+            name = template.profile
         chosen = self.profiles.get(name)
         if chosen is None:
             raise UnknownProfile(name)
+        if template is not None:
+            chosen = attrs.evolve(chosen, image=template.image, runtime=template.runtime)
         shape = (
             memory if memory is not None else chosen.memory,
             cpu if cpu is not None else chosen.cpu,
@@ -248,10 +257,11 @@ class SandboxManager:
         alive = (s for s in self._sandboxes.values() if s.alive)
         self.capacity.check(alive, shape[0], shape[1])
         sandbox = None
-        if shape == (chosen.memory, chosen.cpu, chosen.storage):
+        if shape == (chosen.memory, chosen.cpu, chosen.storage) and template is None:
             sandbox = self.pools.claim(name)
         if sandbox is None:
             sandbox = self._newSandbox(chosen, *shape)
+            sandbox.template = template and template.id
             sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
             try:
@@ -341,6 +351,8 @@ class SandboxManager:
                 self._reactor, started.endpoint, sandbox.secret,
                 deadline=started.connect_deadline, label=sandbox.id,
             )
+            if sandbox.template is not None:
+                await seed(sandbox.connection)
             if sandbox.state is not State.CREATING:
                 raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
         except Exception:

@@ -27,6 +27,7 @@ from sandboxd.api.requests import (
     read_json_object,
 )
 from sandboxd.api.session import SessionFactory
+from sandboxd.api.templates import TemplateRoutes, install as install_template_routes
 from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
 from sandboxd.metrics import CONTENT_TYPE
 from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
@@ -52,8 +53,9 @@ class SandboxAPI:
     log = Logger()
 
     def __init__(self, manager, config, clock, stats=None, events=None, metrics=None,
-                 tunnels=None):
+                 tunnels=None, templates=None):
         self._manager = manager
+        self.templates = TemplateRoutes(templates, manager)
         self._events = events
         self._metrics = metrics
         self._config = config
@@ -77,6 +79,7 @@ class SandboxAPI:
         Serve with a new configuration (its limits, rate limit, pool caps).
         """
         self._config = config
+        self.templates.reload(config.limits)
         self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries)
 
     @app.handle_errors(ApiError)
@@ -123,8 +126,10 @@ class SandboxAPI:
             )
         body = read_json_object(request)
         wanted = parse_create(body, self._config.limits)
+        template = wanted.template and self.templates.lookup(request, wanted.template)
         try:
             sandbox = await self._manager.create(
+                template=template,
                 profile=wanted.profile,
                 memory=wanted.memory,
                 cpu=wanted.cpu,
@@ -184,6 +189,9 @@ class SandboxAPI:
     def session(self, request, sandbox_id):
         self._sandbox(sandbox_id)
         return self._sessions
+
+    # Templates (sandboxd/api/templates.py)
+    install_template_routes(app)
 
     # Pools (admin: the Unix socket only)
 
