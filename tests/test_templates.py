@@ -33,12 +33,16 @@ class FakeBaker:
     def __init__(self):
         self.baked = []
         self.removed = []
+        self.refuse = 0
 
     async def bake(self, connection, base_image, template_id, limit):
         self.baked.append((base_image, template_id, limit))
         return f"sandboxd-template:{template_id}", 4096
 
     async def remove(self, image):
+        if self.refuse:
+            self.refuse -= 1
+            raise RuntimeError("image is being used by a stopped container")
         self.removed.append(image)
 
 
@@ -151,6 +155,21 @@ class CatalogTests(TestCase):
             if user is users[0]:
                 self.assertEqual(self.baker.removed, [])
         self.assertEqual(self.baker.removed, [template.image])
+
+    async def test_removal_refused_is_tried_again(self):
+        """
+        An image the engine will not remove yet (a destroyed sandbox's
+        container still holds it) is removed at the next user's end.
+        """
+        template = await self.catalog.save(sandbox(), "one")
+        self.baker.refuse = 1
+        self.catalog.delete(template.id)
+        self.assertEqual(self.baker.removed, [])
+        self.assertIsNone(self.catalog.get(template.id))
+        user = sandbox("sbx-1", template=template.id, state=State.DESTROYED)
+        self.catalog.sandboxChanged(Transition(user, State.DESTROYING, State.DESTROYED, None))
+        self.assertEqual(self.baker.removed, [template.image])
+        self.assertEqual(TemplateStore(self.dir).all(), [])
 
     async def test_expiry_on_the_clock(self):
         """

@@ -230,9 +230,16 @@ class TemplateCatalog:
             if template.id not in self._templates:
                 self._records.delete(template.id)
 
-        d.addCallback(removed)
-        d.addErrback(lambda f: self.log.failure(
-            "cannot remove the image of template {template}", f, template=template.id))
+        def kept(failure):
+            # A container of a sandbox just destroyed may still hold it: the
+            # next user's end (or the next start) tries again.
+            self._templates.setdefault(template.id, template)
+            self.log.warn("cannot remove the image of template {template} yet: {error}",
+                          template=template.id, error=failure.getErrorMessage())
+
+        d.addCallbacks(removed, kept)
+        d.addErrback(lambda f: self.log.failure("forgetting template {template}", f,
+                                                template=template.id))
 
     # ISandboxObserver
 
