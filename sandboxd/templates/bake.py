@@ -77,6 +77,8 @@ class AgentTarProducer:
         self._paused = False
         self._done = None
         self.size = 0
+        #: Why the body failed (the HTTP client wraps it), or None.
+        self.error = None
 
     # IBodyProducer
 
@@ -145,6 +147,7 @@ class AgentTarProducer:
         if error is None:
             done.callback(None)
         else:
+            self.error = error
             done.errback(error)
 
 
@@ -205,11 +208,10 @@ class Baker:
             try:
                 await engine.upload("PUT", f"/containers/{helper}/archive",
                                     {"path": SEED_DIR}, producer, "application/x-tar")
-            except Exception as e:
+            except Exception:
                 # The request fails when its producer does: say why.
-                cause = producer._done.result if producer._done is not None else None
-                if isinstance(cause, Exception):
-                    raise cause from None
+                if producer.error is not None:
+                    raise producer.error from None
                 raise
             await engine.call("POST", "/commit", params={
                 "container": created["Id"], "repo": REPOSITORY, "tag": template_id,
