@@ -10,7 +10,6 @@ and close the API's sessions.
 
 import os
 
-import attrs
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -29,6 +28,7 @@ from sandboxd.recording import LifecycleRecorder
 from sandboxd.runtimes.interface import SandboxSpec
 from sandboxd.sandbox import Sandbox, State
 from sandboxd.templates.bake import seed
+from sandboxd.templates.warm import TemplateProfile
 
 
 #: Seconds ``stop`` waits for boots and removals under way.
@@ -247,7 +247,7 @@ class SandboxManager:
         if chosen is None:
             raise UnknownProfile(name)
         if template is not None:
-            chosen = attrs.evolve(chosen, image=template.image, runtime=template.runtime)
+            chosen = TemplateProfile.of(template, chosen)
         shape = (
             memory if memory is not None else chosen.memory,
             cpu if cpu is not None else chosen.cpu,
@@ -257,11 +257,11 @@ class SandboxManager:
         alive = (s for s in self._sandboxes.values() if s.alive)
         self.capacity.check(alive, shape[0], shape[1])
         sandbox = None
-        if shape == (chosen.memory, chosen.cpu, chosen.storage) and template is None:
-            sandbox = self.pools.claim(name)
+        if shape == (chosen.memory, chosen.cpu, chosen.storage):
+            sandbox = (self.pools.claim(name) if template is None
+                       else self.pools.claimTemplate(chosen))
         if sandbox is None:
             sandbox = self._newSandbox(chosen, *shape)
-            sandbox.template = template and template.id
             sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
             try:
@@ -274,6 +274,7 @@ class SandboxManager:
             sandbox.method = "warm"
             sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
+        sandbox.profile = name
         sandbox.ttl = ttl
         sandbox.labels = dict(labels or {})
         sandbox.created = sandbox.idle_since = self._reactor.seconds()
@@ -286,6 +287,8 @@ class SandboxManager:
         return Sandbox(
             id=f"sbx-{node}-{suffix}" if node else f"sbx-{suffix}",
             profile=profile.name,
+            # A template's pool (sandboxd/templates/warm.py) names its template.
+            template=getattr(profile, "template", None),
             image=profile.image,
             runtime=profile.runtime,
             memory=memory,

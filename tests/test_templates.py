@@ -319,3 +319,83 @@ class ProducerTests(TestCase):
         producer.frameReceived(wire.Frame(
             wire.FrameType.ERROR, stream, b'{"code": "NOT_FOUND", "message": "gone"}'))
         self.assertEqual(self.failureResultOf(done).value.code, "NOT_FOUND")
+
+
+class TemplatePoolTests(TestCase):
+    """
+    PoolSet with templates: planned like profiles with floor
+    pool.min_per_image while used within the window (a fake boot on a Clock).
+    """
+
+    def setUp(self):
+        from sandboxd.config import parse_config
+        from sandboxd.pools import PoolSet
+        from tests.test_poolplan import FakeSandbox
+
+        self.clock = Clock()
+        self.config = parse_config(
+            "[pool]\ntotal_warm = 2\nmin_base = 1\nmin_per_image = 2\nmax_warm = 8\n"
+            'rebalance_window = "10m"\nhealth_interval = "10s"\n')
+        self.booted = []
+        self.discarded = []
+
+        def boot(profile):
+            self.booted.append(profile.name)
+            return succeed(FakeSandbox(f"{profile.name}-{len(self.booted)}"))
+
+        self.pools = PoolSet(dict(self.config.profiles), self.config.pool, boot,
+                             self.discarded.append, self.clock)
+        self.pools.start()
+        self.profile = self.templateProfile("tpl-0000000a")
+
+    def templateProfile(self, template_id):
+        from sandboxd.templates.records import TemplateRecord
+        from sandboxd.templates.warm import TemplateProfile
+
+        record = TemplateRecord(id=template_id, label="x", image=f"sandboxd-template:{template_id}",
+                                base_image="b", profile="default", runtime="docker", size=1,
+                                created=0, last_used=0)
+        return TemplateProfile.of(record, self.config.profiles["default"])
+
+    def test_first_use_misses_then_hits(self):
+        """
+        The first create from a template misses and starts its pool, which
+        boots min_per_image sandboxes of the template's image (their
+        template named); the next create is a hit.
+        """
+        self.assertIsNone(self.pools.claimTemplate(self.profile))
+        self.clock.advance(1)
+        # The floor, plus what the plan adds for the demand and the miss.
+        ready = self.pools.status()["tpl-0000000a"]["ready"]
+        self.assertGreaterEqual(ready, 2)
+        self.assertEqual(self.booted.count("tpl-0000000a"), ready)
+        self.assertIsNotNone(self.pools.claimTemplate(self.profile))
+        self.assertEqual(self.pools.status()["tpl-0000000a"]["hits"], 1)
+
+    def test_unused_template_pool_goes(self):
+        """
+        A template not used within rebalance_window loses its pool at the
+        next tick, its warm sandboxes discarded; deleting a template drops
+        its pool at once.
+        """
+        self.pools.claimTemplate(self.profile)
+        other = self.templateProfile("tpl-0000000b")
+        self.clock.advance(1)
+        self.clock.advance(600)
+        self.assertNotIn("tpl-0000000a", self.pools.status())
+        self.assertEqual(len([s for s in self.discarded if s.id.startswith("tpl-0000000a")]),
+                         self.booted.count("tpl-0000000a"))
+        self.pools.claimTemplate(other)
+        self.clock.advance(1)
+        self.pools.dropTemplate("tpl-0000000b")
+        self.assertNotIn("tpl-0000000b", self.pools.status())
+        self.assertIn("default", self.pools.status())
+
+    def test_off_without_min_per_image(self):
+        """
+        With min_per_image 0 (the default) templates get no pool: every
+        create from one is cold.
+        """
+        self.pools.reload(self.config.profiles, attr.evolve(self.config.pool, min_per_image=0))
+        self.assertIsNone(self.pools.claimTemplate(self.profile))
+        self.assertNotIn("tpl-0000000a", self.pools.status())

@@ -23,6 +23,7 @@ def catalog_for(reactor, config, runtime, manager, events):
     catalog = TemplateCatalog(
         reactor, TemplateStore(config.server.data_dir), Baker(docker.engine, owner),
         config.limits, events.record, lambda: manager.list(),
+        forget=manager.pools.dropTemplate,
     )
     manager.lifecycle.observe(catalog)
     return catalog

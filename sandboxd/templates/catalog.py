@@ -66,18 +66,20 @@ class TemplateCatalog:
     Templates recorded in ``records`` (a TemplateStore), images made and
     removed by ``baker`` (a L{sandboxd.templates.bake.Baker}), limits from
     ``limits`` (the config's [limits]), events through ``record(type,
-    sandbox_id, data, identity)``, live sandboxes from ``sandboxes()``.
+    sandbox_id, data, identity)``, live sandboxes from ``sandboxes()``;
+    ``forget(template_id)``, if given, stops a deleted template's warm pool.
     """
 
     log = Logger()
 
-    def __init__(self, clock, records, baker, limits, record, sandboxes):
+    def __init__(self, clock, records, baker, limits, record, sandboxes, forget=None):
         self._clock = clock
         self._records = records
         self._baker = baker
         self._limits = limits
         self._record = record
         self._sandboxes = sandboxes
+        self._forget = forget
         self._templates = {r.id: r for r in records.all()}
         self._saving = {}
         self._expiry = None
@@ -204,6 +206,8 @@ class TemplateCatalog:
         self._records.put(template)
         self._record(event, None, {"template": template_id, "label": template.label},
                      template.identity)
+        if self._forget is not None:
+            self._forget(template_id)
         self._release(template)
         return True
 
