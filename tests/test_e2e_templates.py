@@ -168,13 +168,15 @@ class GVisorRoundTripTests(RoundTripTests):
 
 class LimitTests(TemplateTestsMixin, SynchronousTestCase):
     """
-    A daemon of its own with max_templates = 2 and max_template_size = 1m.
+    A daemon of its own with max_templates = 2, max_template_size = 1m and
+    pool.min_per_image = 1.
     """
 
     def setUp(self):
         require_docker()
         self.daemon = shared_daemon(
             "templates-limits", min_base=1, request_timeout=120,
+            pool_config="min_per_image = 1\n",
             limits_config="create_rate_limit = 1000000\nmax_templates = 2\n"
                           'max_template_size = "1m"\n')
 
@@ -222,6 +224,33 @@ class LimitTests(TemplateTestsMixin, SynchronousTestCase):
         while first["image"] in template_images(self.daemon)[0] and time.monotonic() < deadline:
             time.sleep(0.2)
         self.assertNotIn(first["image"], template_images(self.daemon)[0])
+
+
+    def test_template_used_recently_is_warm(self):
+        """
+        With pool.min_per_image = 1 the first create from a template starts
+        its pool (cold); once that pool is ready the next create is warm
+        (a pool hit) and has the saved /root; deleting the template drops
+        its pool.
+        """
+        source = self.create()
+        self.wait(self.exec(source["id"], "echo warm > /root/marker"))
+        template = self.save(source["id"], "warm")
+        first = self.create(template=template["id"])
+        self.assertEqual(first["method"], "cold")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pool = self.daemon.request("GET", "/pools")[1].get(template["id"])
+            if pool and pool["ready"] >= 1:
+                break
+            time.sleep(0.2)
+        self.assertGreaterEqual(pool["ready"], 1)
+        second = self.create(template=template["id"])
+        self.assertEqual((second["method"], second["template"], second["profile"]),
+                         ("warm", template["id"], "default"))
+        self.assertEqual(self.wait(self.exec(second["id"], "cat /root/marker")).stdout, "warm\n")
+        self.daemon.request("DELETE", f"/templates/{template['id']}")
+        self.assertNotIn(template["id"], self.daemon.request("GET", "/pools")[1])
 
 
 class RestartTests(TemplateTestsMixin, SynchronousTestCase):
