@@ -53,9 +53,9 @@ class SandboxAPI:
     log = Logger()
 
     def __init__(self, manager, config, clock, stats=None, events=None, metrics=None,
-                 tunnels=None, templates=None):
+                 tunnels=None, templates=None, builder=None):
         self._manager = manager
-        self.templates = TemplateRoutes(templates, manager)
+        self.templates = TemplateRoutes(templates, manager, builder, config.limits)
         self._events = events
         self._metrics = metrics
         self._config = config

@@ -286,6 +286,30 @@ PATHS = {
             "501": _error("No templates on this daemon", "NOT_AVAILABLE"),
         }, tags=["templates"]),
     },
+    "/templates/build": {
+        "post": {**_operation(
+            "buildTemplate",
+            "Build a template from a Dockerfile; the body is the context as a tar", {
+                "200": _ok("JSON lines: {progress}..., then {template} or {error}",
+                           {"type": "string"}, "application/x-ndjson"),
+                "201": _ok("The template (no progress was sent)", {
+                    "type": "object", "properties": {"template": _ref("Template")}}),
+                "400": _INVALID,
+                "409": _error("The label is taken", "LABEL_TAKEN"),
+                "413": _error("The context exceeds limits.max_template_size",
+                              "TEMPLATE_TOO_LARGE"),
+                "422": _error("The build failed, or its image cannot run the agent",
+                              "BUILD_FAILED"),
+                "429": _error("limits.max_templates is reached", "TEMPLATE_LIMIT"),
+                "501": _error("No templates on this daemon", "NOT_AVAILABLE"),
+            }, [_query("label", {"type": "string", "minLength": 1, "maxLength": 128},
+                       "the template's label (required)"),
+                _query("dockerfile", {"type": "string"},
+                       "the Dockerfile's path in the context (Dockerfile)")],
+            tags=["templates"]),
+            "requestBody": {"required": True, "content": {
+                "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}},
+    },
     "/templates/{template_id}": {
         "get": _operation("getTemplate", "One template", {
             "200": _ok("The template", _ref("Template")), "404": _NO_TEMPLATE,

@@ -7,12 +7,17 @@ Which caller sees which template is decided in L{visible} alone.
 """
 
 import json
+import os
+import posixpath
 
 from twisted.logger import Logger
 
 from sandboxd.api.errors import ApiError, invalid_field
 from sandboxd.api.requests import read_json_object
+from twisted.web.client import FileBodyProducer
+
 from sandboxd.templates.bake import BakeFailed, TemplateTooLarge
+from sandboxd.templates.build import BuildFailed
 from sandboxd.templates.catalog import MAX_LABEL, TemplateError, template_json
 
 log = Logger()
@@ -59,6 +64,37 @@ def _json(request, obj, status=200):
     return json.dumps(obj).encode()
 
 
+def parse_build(request):
+    """
+    (label, dockerfile) from the query of a POST /templates/build.
+    """
+    def arg(name, default=None):
+        values = request.args.get(name.encode(), [])
+        if not values:
+            return default
+        try:
+            return values[-1].decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid_field(name, "must be UTF-8")
+
+    label = arg("label")
+    if not label or len(label) > MAX_LABEL or not label.isprintable():
+        raise invalid_field("label", f"required, at most {MAX_LABEL} printable characters")
+    dockerfile = arg("dockerfile", "Dockerfile")
+    normal = posixpath.normpath(dockerfile)
+    if (not dockerfile or normal.startswith(("/", "..")) or "\0" in dockerfile
+            or not dockerfile.isprintable()):
+        raise invalid_field("dockerfile", "a relative path inside the context")
+    return label, normal
+
+
+def _size(content):
+    content.seek(0, os.SEEK_END)
+    size = content.tell()
+    content.seek(0)
+    return size
+
+
 class TemplateRoutes:
     """
     The handlers, given the catalog (L{sandboxd.templates.catalog
@@ -66,11 +102,14 @@ class TemplateRoutes:
     manager.
     """
 
-    def __init__(self, catalog, manager):
+    def __init__(self, catalog, manager, builder=None, limits=None):
         self._catalog = catalog
         self._manager = manager
+        self._builder = builder
+        self._limits = limits
 
     def reload(self, limits):
+        self._limits = limits
         if self._catalog is not None:
             self._catalog.reload(limits)
 
@@ -106,6 +145,55 @@ class TemplateRoutes:
             raise ApiError(502, "TEMPLATE_FAILED", str(e))
         return _json(request, template_json(template), 201)
 
+    async def build(self, request):
+        """
+        Build a template from the context tar in the body; the answer
+        streams JSON lines: ``{"progress"}`` while building, then
+        ``{"template"}`` or ``{"error": {code, message}}``.  Errors found
+        before the build starts are plain error answers.
+        """
+        catalog = self._require()
+        if self._builder is None:
+            raise ApiError(501, "NOT_AVAILABLE", "this daemon builds no templates")
+        label, dockerfile = parse_build(request)
+        size = _size(request.content)
+        if self._limits is not None and size > self._limits.max_template_size:
+            raise ApiError(413, "TEMPLATE_TOO_LARGE",
+                           f"the build context ({size} bytes) exceeds max_template_size "
+                           f"({self._limits.max_template_size} bytes)")
+        streaming = []
+        gone = []
+        request.notifyFinish().addBoth(gone.append)
+
+        def line(obj):
+            if not streaming:
+                streaming.append(True)
+                request.setResponseCode(200)
+                request.setHeader(b"Content-Type", b"application/x-ndjson")
+            if not gone:
+                request.write(json.dumps(obj).encode() + b"\n")
+
+        try:
+            template = await catalog.build(
+                self._builder, label, caller_identity(request),
+                FileBodyProducer(request.content), dockerfile,
+                lambda text: line({"progress": text}))
+        except TemplateError as e:
+            error = ApiError(e.status, e.code, e.message)
+        except BuildFailed as e:
+            error = ApiError(422, "BUILD_FAILED", str(e))
+        except BakeFailed as e:
+            error = ApiError(502, "TEMPLATE_FAILED", str(e))
+        else:
+            if not streaming:
+                return _json(request, {"template": template_json(template)}, 201)
+            line({"template": template_json(template)})
+            return b""
+        if not streaming:
+            raise error
+        line({"error": {"code": error.code, "message": error.message}})
+        return b""
+
     def list(self, request):
         identity = caller_identity(request)
         return _json(request, [template_json(t) for t in self._require().all()
@@ -136,6 +224,10 @@ def install(app):
     @app.route("/templates", methods=["POST"])
     async def saveTemplate(self, request):
         return await self.templates.save(request)
+
+    @app.route("/templates/build", methods=["POST"])
+    async def buildTemplate(self, request):
+        return await self.templates.build(request)
 
     @app.route("/templates", methods=["GET"])
     def listTemplates(self, request):

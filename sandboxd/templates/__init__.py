@@ -6,10 +6,20 @@ from it (docs/templates.md).
 import os
 
 from sandboxd.templates.bake import Baker
+from sandboxd.templates.build import Builder
 from sandboxd.templates.catalog import TemplateCatalog
 from sandboxd.templates.records import TemplateStore
 
-__all__ = ["Baker", "TemplateCatalog", "TemplateStore", "catalog_for"]
+__all__ = ["Baker", "Builder", "TemplateCatalog", "TemplateStore", "builder_for",
+           "catalog_for"]
+
+
+def builder_for(runtime):
+    """
+    Builds templates from Dockerfiles through the Docker runtime of
+    ``runtime`` (a RuntimeSet).
+    """
+    return Builder(runtime.serving("docker").engine)
 
 
 def catalog_for(reactor, config, runtime, manager, events):

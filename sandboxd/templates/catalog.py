@@ -20,6 +20,7 @@ from zope.interface import implementer
 from sandboxd.lifecycle import ISandboxObserver
 from sandboxd.sandbox import State, iso_time
 from sandboxd.templates.bake import seed
+from sandboxd.templates.build import BASE_REPOSITORY
 from sandboxd.templates.records import TemplateRecord
 
 #: Seconds between two looks for expired templates.
@@ -139,6 +140,45 @@ class TemplateCatalog:
             raise TemplateError(422, "NOT_SUPPORTED",
                                 f"sandboxes on runtime {sandbox.runtime} cannot be saved "
                                 f"as templates (only {', '.join(SAVABLE_RUNTIMES)})")
+        template_id = self._reserve(identity, label)
+        base = sandbox.image
+        if sandbox.template is not None and sandbox.template in self._templates:
+            base = self._templates[sandbox.template].base_image
+        try:
+            image, size = await self._baker.bake(
+                sandbox.connection, base, template_id, self._limits.max_template_size)
+        finally:
+            del self._saving[template_id]
+        self.log.info("saved sandbox {sandbox} as template {template} ({size} bytes)",
+                      sandbox=sandbox.id, template=template_id, size=size)
+        return self._add(TemplateRecord(
+            id=template_id, label=label, image=image, base_image=base,
+            profile=sandbox.profile, runtime=sandbox.runtime, size=size,
+            created=0, last_used=0, identity=identity,
+        ), sandbox.id)
+
+    async def build(self, builder, label, identity, context, dockerfile, progress,
+                    profile="default", runtime="docker"):
+        """
+        Build a template from a Dockerfile (``builder``: a
+        L{sandboxd.templates.build.Builder}; ``context``: an IBodyProducer
+        of the context tar); fire with its record.
+        """
+        template_id = self._reserve(identity, label)
+        try:
+            image, base, size = await builder.build(template_id, context, dockerfile, progress)
+        finally:
+            del self._saving[template_id]
+        return self._add(TemplateRecord(
+            id=template_id, label=label, image=image, base_image=base, profile=profile,
+            runtime=runtime, size=size, created=0, last_used=0, identity=identity,
+        ), None)
+
+    def _reserve(self, identity, label):
+        """
+        A new template id for ``label`` of ``identity``, held while it is
+        made; LABEL_TAKEN or TEMPLATE_LIMIT.
+        """
         mine = [t for t in self.all() if t.identity == identity]
         pending = [p for p in self._saving.values() if p[0] == identity]
         if label in {t.label for t in mine} | {p[1] for p in pending}:
@@ -149,27 +189,17 @@ class TemplateCatalog:
                                 f"{len(mine)} templates exist: the limit is {limit} "
                                 "(limits.max_templates)")
         template_id = f"tpl-{os.urandom(4).hex()}"
-        base = sandbox.image
-        if sandbox.template is not None and sandbox.template in self._templates:
-            base = self._templates[sandbox.template].base_image
         self._saving[template_id] = (identity, label)
-        try:
-            image, size = await self._baker.bake(
-                sandbox.connection, base, template_id, self._limits.max_template_size)
-        finally:
-            del self._saving[template_id]
+        return template_id
+
+    def _add(self, template, sandbox_id):
         now = self._clock.seconds()
-        template = TemplateRecord(
-            id=template_id, label=label, image=image, base_image=base,
-            profile=sandbox.profile, runtime=sandbox.runtime, size=size,
-            created=now, last_used=now, identity=identity,
-        )
-        self._templates[template_id] = template
+        template = attr.evolve(template, created=now, last_used=now)
+        self._templates[template.id] = template
         self._records.put(template)
-        self._record("template.created", sandbox.id,
-                     {"template": template_id, "label": label, "size": size}, identity)
-        self.log.info("saved sandbox {sandbox} as template {template} ({size} bytes)",
-                      sandbox=sandbox.id, template=template_id, size=size)
+        self._record("template.created", sandbox_id,
+                     {"template": template.id, "label": template.label, "size": template.size},
+                     template.identity)
         return template
 
     # Using
@@ -229,6 +259,9 @@ class TemplateCatalog:
             return
         self._templates.pop(template.id, None)
         d = ensureDeferred(self._baker.remove(template.image))
+        if template.base_image.startswith(f"{BASE_REPOSITORY}:"):
+            # A built template's agent stage goes with it.
+            d.addCallback(lambda _: ensureDeferred(self._baker.remove(template.base_image)))
 
         def removed(_):
             if template.id not in self._templates:
