@@ -18,8 +18,8 @@ A failure at any step names it and removes what was built.
 """
 
 import io
-import json
 import os
+import re
 import tarfile
 
 import agent as agent_package
@@ -64,6 +64,10 @@ RUN mkdir -p {seed} && if [ -d /root ]; then cp -a /root {seed}/root; \\
     else mkdir -m 0700 {seed}/root; fi
 LABEL sandboxd.template={template}
 """
+
+
+#: Terminal colour codes the engine puts around a step's stderr.
+_ESCAPES = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class BuildFailed(BakeFailed):
@@ -127,7 +131,7 @@ class Builder:
             made.append(user)
             inspected = await engine.call("GET", f"/images/{path_part(user)}/json")
             labels = (inspected.get("Config") or {}).get("Labels") or {}
-            has_agent = AGENT_LABEL in labels
+            has_agent = bool(labels.get(AGENT_LABEL))
             progress("checking python3 and the sandbox agent"
                      + ("" if has_agent else " (adding the agent: the image lacks it)"))
             files = {"Dockerfile": _AGENT_STAGE.format(
@@ -160,8 +164,10 @@ class Builder:
                 errors.append(str(message.get("error")).strip())
             text = message.get("stream")
             if isinstance(text, str) and text.strip():
-                progress(text.rstrip("\n"))
-                if NO_PYTHON in text or AGENT_CHECK in text:
+                text = _ESCAPES.sub("", text).rstrip("\n")
+                progress(text)
+                # Our checks' own output (not the step that echoes it).
+                if (NO_PYTHON in text or AGENT_CHECK in text) and not text.startswith("Step "):
                     said.append(text.strip().replace(f"{AGENT_CHECK}: ", ""))
 
         query = {"t": tag, "rm": "1", "forcerm": "1", "pull": "0", **(params or {})}
