@@ -17,7 +17,7 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from sandbox import Client, connect_sandbox, create_sandbox
+from sandbox import Client, create_sandbox
 from sandbox.errors import NotFoundError
 from tests.daemon import shared_daemon
 from tests.dockerutil import require_docker
