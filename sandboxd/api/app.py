@@ -76,11 +76,14 @@ class SandboxAPI:
 
     def reload(self, config):
         """
-        Serve with a new configuration (its limits, rate limit, pool caps).
+        Serve with a new configuration (its limits, rate limit, pool caps,
+        tunnel settings).
         """
         self._config = config
         self.templates.reload(config.limits)
         self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries)
+        if self._tunnels is not None:
+            self._tunnels.reload(config.limits, config.tunnels)
 
     @app.handle_errors(ApiError)
     def _apiError(self, request, failure):

@@ -40,6 +40,26 @@ ROUTES = frozenset({
     ),
 })
 
+
+
+def route_of(method, path):
+    """
+    The route template (werkzeug's spelling, as the metrics label Klein's
+    routes) a request for the raw ``path`` falls under, or None when the
+    path is not a tunnel's.
+    """
+    parts = path.split(b"/")
+    if len(parts) < 4 or parts[1] != b"sandboxes" or parts[3] != b"ports" or not parts[2]:
+        return None
+    if len(parts) == 4 or (len(parts) == 5 and parts[4] == b""):
+        return "/sandboxes/<sandbox_id>/ports"
+    if len(parts) == 6 and (method, parts[5]) in (
+        (b"POST", b"expose"), (b"DELETE", b"expose"), (b"POST", b"url")
+    ):
+        return f"/sandboxes/<sandbox_id>/ports/<port>/{parts[5].decode()}"
+    return "/sandboxes/<sandbox_id>/ports/<port>/<path>"
+
+
 #: The longest readiness wait an expose may ask for, in seconds.
 MAX_EXPOSE_TIMEOUT = 600
 #: How long a signed URL lasts when its request does not say, and at most.
