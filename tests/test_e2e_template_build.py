@@ -40,8 +40,9 @@ NO_PYTHON = "FROM sandbox-base:latest\nRUN rm -f /usr/bin/python3*\n"
 
 def build_images():
     docker = require_docker()
+    # The low-level list (no inspect per image: one may go meanwhile).
     return sorted(tag for repo in ("sandboxd-template", "sandboxd-template-base", "sandboxd-build")
-                  for image in docker.images.list(name=repo) for tag in image.tags)
+                  for image in docker.api.images(name=repo) for tag in image["RepoTags"] or ())
 
 
 class BuildTests(SynchronousTestCase):

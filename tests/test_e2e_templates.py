@@ -76,8 +76,9 @@ def template_images(daemon):
     The template images and baking containers of ``daemon`` the engine holds.
     """
     docker = require_docker()
-    images = [tag for image in docker.images.list(name="sandboxd-template")
-              for tag in image.tags]
+    # The low-level list (no inspect per image: one may go meanwhile).
+    images = [tag for image in docker.api.images(name="sandboxd-template")
+              for tag in image["RepoTags"] or ()]
     helpers = docker.api.containers(
         all=True, filters={"label": [f"sandboxd.owner={daemon.data_dir}", "sandboxd.template"]})
     return images, helpers
