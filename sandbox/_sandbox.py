@@ -8,6 +8,7 @@ from sandbox._env import Environment
 from sandbox._fs import Filesystem
 from sandbox._net import Network
 from sandbox._process import Process
+from sandbox._templates import SandboxTemplate
 from sandbox._connect import open_session
 from sandbox.client import Client
 
@@ -31,6 +32,7 @@ class Sandbox:
         self.env = Environment(session)
         self.net = Network(session, client, self.id)
         self.code = CodeInterpreter(self.process)
+        self.template = SandboxTemplate(client.templates, self.id)
 
     def __repr__(self):
         state = "closed" if self.closed else "open"

@@ -12,6 +12,7 @@ from urllib.parse import quote, urlencode
 from sandbox._endpoint import parse_endpoint, resolve_auth, resolve_ca_file
 from sandbox._events import stream_events
 from sandbox._http import HTTPClient
+from sandbox._templates import Templates
 from sandbox.errors import ProtocolError, error_from_http
 
 _CREATE_FIELDS = ("profile", "template", "memory", "cpu", "storage", "ttl", "labels")
@@ -35,6 +36,8 @@ class Client:
         self.auth = resolve_auth(auth)
         self.http = HTTPClient(self.endpoint, self.auth, timeout, ssl_context,
                                ca_file=resolve_ca_file(ca_file))
+        #: ``list``, ``get``, ``delete``, ``save``, ``build`` (docs/templates.md).
+        self.templates = Templates(self)
 
     def __repr__(self):
         return f"Client({str(self.endpoint)!r})"

@@ -14,6 +14,7 @@ from agent import wire
 from sandboxd.protocols.link import AgentLink
 from sandboxd.runtimes.interface import SandboxSpec
 from sandboxd.sandbox import Sandbox, State
+from sandboxd.templates.bake import seed
 
 
 class SandboxDestroyed(Exception):
@@ -109,6 +110,9 @@ class Containers:
                 self._reactor, started.endpoint, sandbox.secret,
                 deadline=started.connect_deadline, label=sandbox.id,
             )
+            if sandbox.template is not None:
+                # Its /root from the template's seed (sandboxd/templates/bake.py).
+                await seed(sandbox.connection)
             if sandbox.state is not State.CREATING:
                 raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
         except Exception:

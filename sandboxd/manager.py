@@ -22,6 +22,7 @@ from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
 from sandboxd.recording import LifecycleRecorder
 from sandboxd.sandbox import State
+from sandboxd.templates.warm import TemplateProfile
 
 
 #: Seconds ``stop`` waits for boots and removals under way.
@@ -208,12 +209,14 @@ class SandboxManager:
 
     async def create(
         self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None,
-        identity="",
+        identity="", template=None,
     ):
         """
         A running sandbox for the caller (``identity``: its tenant, "" for
         none): warm when the pool has one of exactly this shape, cold
-        otherwise.
+        otherwise.  From ``template`` (a TemplateRecord, sandboxd/templates/):
+        its image and runtime, the shape of its profile (or of the default
+        one), its /root.
         """
         if not self._up:
             # Adoption and orphan removal first: a container made meanwhile
@@ -222,9 +225,13 @@ class SandboxManager:
             self._waitingForStart.append(waiter)
             await waiter
         name = profile or "default"
+        if template is not None and profile is None and template.profile in self.profiles:
+            name = template.profile
         chosen = self.profiles.get(name)
         if chosen is None:
             raise UnknownProfile(name)
+        if template is not None:
+            chosen = TemplateProfile.of(template, chosen)
         shape = (
             memory if memory is not None else chosen.memory,
             cpu if cpu is not None else chosen.cpu,
@@ -235,7 +242,8 @@ class SandboxManager:
         self.capacity.check(alive, shape[0], shape[1])
         sandbox = None
         if shape == (chosen.memory, chosen.cpu, chosen.storage):
-            sandbox = self.pools.claim(name)
+            sandbox = (self.pools.claim(name) if template is None
+                       else self.pools.claimTemplate(chosen))
         if sandbox is None:
             sandbox = self._newSandbox(chosen, *shape)
             sandbox.identity = identity
@@ -252,6 +260,7 @@ class SandboxManager:
             sandbox.identity = identity
             sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
+        sandbox.profile = name
         sandbox.ttl = ttl
         sandbox.labels = dict(labels or {})
         sandbox.created = sandbox.idle_since = self._reactor.seconds()
@@ -259,9 +268,12 @@ class SandboxManager:
         return sandbox
 
     def _newSandbox(self, profile, memory, cpu, storage):
-        return self._containers.new(
+        sandbox = self._containers.new(
             profile, memory, cpu, storage, self._config.server.node_id
         )
+        # A template's pool (sandboxd/templates/warm.py) names its template.
+        sandbox.template = getattr(profile, "template", None)
+        return sandbox
 
     async def _bootWarm(self, profile):
         sandbox = self._newSandbox(

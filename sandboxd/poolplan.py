@@ -4,7 +4,9 @@ demand the daemon has seen, no I/O.
 
 The rules (docs/pool.md):
 
-- every base profile keeps at least ``min_base`` warm (its floor);
+- every base profile keeps at least ``min_base`` warm (its floor); a
+  template used within the window is planned like a profile whose floor is
+  ``pool.min_per_image`` (``floors``);
 - ``total_warm`` slots are shared in proportion to each profile's creates
   over the last ``rebalance_window``; a profile with no recent demand gets
   only its floor;
@@ -65,18 +67,20 @@ def _apportion(budget, weights):
     return shares
 
 
-def plan_targets(profiles, demand, boosts, pinned, min_base, total_warm, max_warm):
+def plan_targets(profiles, demand, boosts, pinned, min_base, total_warm, max_warm,
+                 floors=None):
     """
     The warm target of each profile.
 
-    ``profiles``: names of base profiles; ``demand``: creates per profile in
-    the window; ``boosts``: extra slots earned by misses; ``pinned``: counts
-    fixed by an operator.
+    ``profiles``: names of base profiles (and of templates' pools);
+    ``demand``: creates per profile in the window; ``boosts``: extra slots
+    earned by misses; ``pinned``: counts fixed by an operator; ``floors``:
+    the floor of a pool that is not ``min_base`` (templates').
     """
     free = [p for p in profiles if p not in pinned]
     targets = {p: pinned[p] for p in profiles if p in pinned}
     capacity = max(0, max_warm - sum(targets.values()))
-    floors = {p: min_base for p in free}
+    floors = {p: (floors or {}).get(p, min_base) for p in free}
     if sum(floors.values()) > capacity:
         floors = _apportion(capacity, {p: 1 for p in free})
     room = capacity - sum(floors.values())

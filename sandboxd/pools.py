@@ -46,6 +46,8 @@ class PoolSet:
         self._pinned = {}
         self._boot, self._discard = boot, discard
         self.pools = {name: self._newPool(profile) for name, profile in profiles.items()}
+        #: The pools of templates (sandboxd/templates/warm.py), by template id.
+        self._templates = set()
         self._ticker = None
         self._checking = None
         self.rebalance()
@@ -74,8 +76,8 @@ class PoolSet:
         """
         started = self._ticker is not None and self._ticker.running
         added = sorted(profiles.keys() - self.pools.keys())
-        removed = sorted(self.pools.keys() - profiles.keys())
-        changed = sorted(name for name in profiles.keys() & self.pools.keys()
+        removed = sorted(self.pools.keys() - profiles.keys() - self._templates)
+        changed = sorted(name for name in profiles.keys() & self.pools.keys() - self._templates
                          if profiles[name] != self.pools[name].profile)
         for name in removed:
             for sandbox in self.pools.pop(name).stop():
@@ -136,15 +138,46 @@ class PoolSet:
         self.rebalance()
         return sandbox
 
+    def claimTemplate(self, profile):
+        """
+        A warm sandbox of the template whose pool ``profile`` describes (a
+        TemplateProfile), or None.  With ``pool.min_per_image`` above 0 the
+        template gets a pool at its first use, kept while it is used within
+        ``pool.rebalance_window``.
+        """
+        if profile.name not in self.pools:
+            if self._config.min_per_image <= 0:
+                return None
+            self._templates.add(profile.name)
+            self.pools[profile.name] = self._newPool(profile)
+            if self._ticker is not None and self._ticker.running:
+                self.pools[profile.name].start()
+        return self.claim(profile.name)
+
+    def dropTemplate(self, name):
+        """
+        Stop a template's pool (deleted, or not used within the window)
+        and discard its warm sandboxes.
+        """
+        if name in self._templates:
+            self._templates.discard(name)
+            self._pinned.pop(name, None)
+            for sandbox in self.pools.pop(name).stop():
+                self._discard(sandbox)
+
     def rebalance(self):
+        demand = self._demand.counts(self._clock.seconds())
+        for name in [t for t in self._templates if not demand.get(t)]:
+            self.dropTemplate(name)
         targets = plan_targets(
             profiles=list(self.pools),
-            demand=self._demand.counts(self._clock.seconds()),
+            demand=demand,
             boosts=self._autoscaler.boosts,
             pinned=self._pinned,
             min_base=self._config.min_base,
             total_warm=self._config.total_warm,
             max_warm=self._config.max_warm,
+            floors={name: self._config.min_per_image for name in self._templates},
         )
         for name, pool in self.pools.items():
             pool.setTarget(targets[name])

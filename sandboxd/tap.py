@@ -25,6 +25,7 @@ from sandboxd.runtimes.qemu import QemuRuntime
 from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
 from sandboxd.store import Store, StoreError
+from sandboxd.templates import builder_for, catalog_for
 from sandboxd.tunnels import Tunnels
 from sandboxd.tunnels.ingress import load_key
 from sandboxd.tunnels.streaming import StreamingRequest
@@ -94,8 +95,10 @@ def makeService(options, reactor=None):
     tunnels = Tunnels(reactor, store, config.limits, config.tunnels,
                       ingress_key=load_key(config.server.data_dir))
     manager.lifecycle.observe(tunnels)
+    templates = catalog_for(reactor, config, runtime, manager, events)
     api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor),
-                     events=events, metrics=metrics, tunnels=tunnels)
+                     events=events, metrics=metrics, tunnels=tunnels, templates=templates,
+                     builder=builder_for(runtime))
     # Bodies are JSON: never parsed as form submissions (Twisted would answer
     # a malformed multipart body with an empty 400 before any route saw it).
     # Path-proxy bodies stream to the sandbox as they come (StreamingRequest).
@@ -106,6 +109,8 @@ def makeService(options, reactor=None):
     top = MultiService()
     managing = ManagerService(manager, reactor)
     managing.setServiceParent(top)
+    managing.ready.addCallback(lambda _: templates.start())
+    managing.ready.addErrback(lambda _: None)
     path = options["config"]
     reloader = ConfigReloader(path, config, applier(manager, api), events,
                               load=load_config if path else defaults_loader(runtime))

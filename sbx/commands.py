@@ -26,11 +26,9 @@ from sbx import _format
 
 CHUNK_SIZE = 256 * 1024
 
-
-class Failure(Exception):
-    """
-    A command failed; the message is printed as ``sbx: error: <message>``.
-    """
+from sbx._failure import Failure
+# The template commands (their own module), found by name like the rest.
+from sbx.templates import cmd_build, cmd_tpl_ls, cmd_tpl_rm, cmd_tpl_save  # noqa: F401
 
 
 def error(message):

@@ -181,6 +181,23 @@ def build_parser():
                         help="only this type, or prefix like 'sandbox.' (repeatable)")
     events.add_argument("--json", action="store_true", help="print one JSON object a line")
 
+    tpl = commands.add_parser("tpl", help="templates: save, list, remove (docs/templates.md)")
+    tpl_commands = tpl.add_subparsers(dest="tpl_command", metavar="COMMAND", required=True)
+    save = tpl_commands.add_parser("save", help="save a sandbox's /root as a template")
+    save.add_argument("sandbox_id", metavar="ID")
+    save.add_argument("--label", required=True, help="the template's label (unique)")
+    tpl_ls = tpl_commands.add_parser("ls", help="list templates")
+    tpl_ls.add_argument("--json", action="store_true", help="print the JSON list")
+    tpl_rm = tpl_commands.add_parser("rm", help="delete templates")
+    tpl_rm.add_argument("template_ids", nargs="+", metavar="ID")
+    build = commands.add_parser("build", help="build a template from a Dockerfile")
+    build.add_argument("-f", "--file", default=None, metavar="DOCKERFILE",
+                       help="the Dockerfile (default: CONTEXT/Dockerfile)")
+    build.add_argument("--label", required=True, help="the template's label (unique)")
+    build.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    build.add_argument("context", nargs="?", default=".", metavar="CONTEXT",
+                       help="the build context directory (default: .)")
+
     pool = commands.add_parser("pool", help="warm pool administration (Unix socket only)")
     pool_commands = pool.add_subparsers(dest="pool_command", metavar="COMMAND", required=True)
     status = pool_commands.add_parser("status", help="counts and hit rates per profile")

@@ -28,3 +28,34 @@ def error_shape(ctx, response, case):
             f"{case.method} {case.formatted_path} answered {response.status_code} without"
             f" the error shape: {response.content[:200]!r}")
     return None
+
+
+def _tar(files):
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _build_contexts():
+    """
+    Build contexts for POST /templates/build that the engine refuses at
+    once (no image is built, nothing is pulled): not a tar, an empty tar,
+    a Dockerfile the engine cannot parse.
+    """
+    from hypothesis import strategies as st
+
+    return st.sampled_from([
+        b"not a tar",
+        _tar({}),
+        _tar({"Dockerfile": b"NOT-AN-INSTRUCTION here\n"}),
+    ])
+
+
+schemathesis.openapi.media_type("application/x-tar", _build_contexts())

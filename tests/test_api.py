@@ -144,7 +144,8 @@ class APITests(TestCase):
         self.assertEqual(
             self.manager.created[0],
             {"profile": None, "memory": 512 << 20, "cpu": 1.5, "storage": None,
-             "ttl": 30, "labels": {"team": "a"}, "identity": ""},
+             "ttl": 30, "labels": {"team": "a"}, "identity": "",
+             "template": None},
         )
 
     async def test_create_with_empty_body(self):
@@ -175,7 +176,8 @@ class APITests(TestCase):
             {"labels": {f"k{i}": "v" for i in range(65)}},
             {"labels": {"k" * 129: "v"}},
             {"profile": ""},
-            {"template": "tpl-00000000"},
+            {"template": ""},
+            {"template": 7},
         ]
         for body in cases:
             _, parsed = await self.assertError(

@@ -38,7 +38,17 @@ def _routes(sandbox_id):
         ("DELETE", f"/sandboxes/{sandbox_id}/ports/8080/expose", None, None),
         ("POST", f"/sandboxes/{sandbox_id}/ports/8080/url", {}, None),
         ("GET", f"/sandboxes/{sandbox_id}/ports/8080/index.html", None, None),
+        ("POST", "/templates", {"sandbox_id": sandbox_id, "label": "theirs"}, None),
         ("DELETE", f"/sandboxes/{sandbox_id}", None, None),
+    ]
+
+
+def _template_routes(template_id):
+    """(method, target, body, headers) of every route about one template."""
+    return [
+        ("GET", f"/templates/{template_id}", None, None),
+        ("POST", "/sandboxes", {"template": template_id}, None),
+        ("DELETE", f"/templates/{template_id}", None, None),
     ]
 
 
@@ -133,6 +143,35 @@ class TwoTenantTests(SynchronousTestCase):
         # Once A's sandbox is gone, B gets the very same answers.
         self.assertEqual(self.call("tenant-a", "DELETE", f"/sandboxes/{a['id']}")[0], 204)
         after = [self.call("tenant-b", m, t, body, h)[:2] for m, t, body, h in _routes(a["id"])]
+        self.assertEqual(after, seen_by_b)
+
+    def test_templates(self):
+        """
+        B's answers about A's template (get, create from it, delete) are
+        exactly the answers once it is gone (404 TEMPLATE_NOT_FOUND); lists
+        are scoped; A's ``X-Sandbox-Max-Templates`` quota is a 429
+        QUOTA_EXCEEDED with Retry-After.
+        """
+        a = self.create("tenant-a", {"ttl": 600})
+        status, template, _ = self.call("tenant-a", "POST", "/templates",
+                                        {"sandbox_id": a["id"], "label": "mine"})
+        self.assertEqual(status, 201, template)
+        self.assertEqual(template["identity"], "tenant-a")
+        routes = _template_routes(template["id"])
+        seen_by_b = [self.call("tenant-b", m, t, body, h)[:2] for m, t, body, h in routes]
+        for (status, body), route in zip(seen_by_b, routes):
+            self.assertEqual(status, 404, route)
+            self.assertEqual(body["error"]["code"], "TEMPLATE_NOT_FOUND", route)
+        self.assertEqual(self.call("tenant-b", "GET", "/templates")[1], [])
+        self.assertEqual([t["id"] for t in self.call("tenant-a", "GET", "/templates")[1]],
+                         [template["id"]])
+        status, body, headers = self.call(
+            "tenant-a", "POST", "/templates", {"sandbox_id": a["id"], "label": "second"},
+            quotas=Quotas(max_templates=1))
+        self.assertEqual((status, body["error"]["code"]), (429, "QUOTA_EXCEEDED"), body)
+        self.assertIn("retry-after", {k.lower() for k in headers})
+        self.assertEqual(self.call("tenant-a", "DELETE", f"/templates/{template['id']}")[0], 204)
+        after = [self.call("tenant-b", m, t, body, h)[:2] for m, t, body, h in routes]
         self.assertEqual(after, seen_by_b)
 
     def test_refusals(self):

@@ -34,6 +34,7 @@ from sandboxd.api.requests import (
     read_json_object,
 )
 from sandboxd.api.session import SessionFactory
+from sandboxd.api.templates import TemplateRoutes, install as install_template_routes
 from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
 from sandboxd.metrics import CONTENT_TYPE
 from sandboxd.ratelimit import RateLimited, RateLimiter
@@ -60,8 +61,9 @@ class SandboxAPI:
     log = Logger()
 
     def __init__(self, manager, config, clock, stats=None, events=None, metrics=None,
-                 tunnels=None):
+                 tunnels=None, templates=None, builder=None):
         self._manager = manager
+        self.templates = TemplateRoutes(templates, manager, builder, config.limits)
         self._events = events
         self._metrics = metrics
         self._config = config
@@ -99,6 +101,7 @@ class SandboxAPI:
         tunnel settings).
         """
         self._config = config
+        self.templates.reload(config.limits)
         self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries,
                              config.limits.create_rate_burst)
         if self._gate is not None:
@@ -152,6 +155,7 @@ class SandboxAPI:
             )
         body = read_json_object(request)
         wanted = parse_create(body, self._config.limits)
+        template = wanted.template and self.templates.lookup(request, wanted.template)
         tenant, ttl, release = caller_tenant(request), wanted.ttl, (lambda: None)
         try:
             if tenant is not None:
@@ -162,6 +166,7 @@ class SandboxAPI:
             raise ApiError(e.status, e.code, e.message, headers=headers)
         try:
             sandbox = await self._manager.create(
+                template=template,
                 profile=wanted.profile,
                 memory=wanted.memory,
                 cpu=wanted.cpu,
@@ -228,6 +233,9 @@ class SandboxAPI:
     def session(self, request, sandbox_id):
         self._sandbox(sandbox_id, request)
         return self._sessions
+
+    # Templates (sandboxd/api/templates.py)
+    install_template_routes(app)
 
     # Pools (admin: the Unix socket only)
 

@@ -39,6 +39,9 @@ _INVALID = _error("The request is malformed", "INVALID_BODY", "INVALID_FIELD",
 _NOT_SANDBOX = _error("No sandbox has this id", "SANDBOX_NOT_FOUND")
 _ADMIN = _error("Pool administration is served on the Unix socket only", "ADMIN_ONLY")
 _NO_PROFILE = _error("No profile has this name", "UNKNOWN_PROFILE")
+_NO_TEMPLATE = _error("No template has this id", "TEMPLATE_NOT_FOUND")
+_TEMPLATE_ID = {"name": "template_id", "in": "path", "required": True,
+                "schema": {"type": "string", "maxLength": 256}}
 _PORT = {"name": "port", "in": "path", "required": True,
          "schema": {"type": "integer", "minimum": 1, "maximum": 65535}}
 _PORT_RESERVED = _error("The agent's port is never reachable through a tunnel", "PORT_RESERVED")
@@ -145,6 +148,21 @@ SCHEMAS = {
                        "url": {"type": "string"}, "bind_address": {"type": "string"},
                        "connections": {"type": "integer"}, "refused": {"type": "integer"}},
     },
+    "Template": {
+        "type": "object",
+        "required": ["id", "label", "image", "profile", "runtime", "size", "created",
+                     "last_used", "identity"],
+        "properties": {"id": {"type": "string"}, "label": {"type": "string"},
+                       "image": {"type": "string"}, "profile": {"type": "string"},
+                       "runtime": {"type": "string"}, "size": {"type": "integer"},
+                       "created": {"type": "string"}, "last_used": {"type": "string"},
+                       "identity": {"type": "string"}},
+    },
+    "SaveTemplateRequest": {
+        "type": "object", "additionalProperties": False, "required": ["sandbox_id", "label"],
+        "properties": {"sandbox_id": {"type": "string", "minLength": 1},
+                       "label": {"type": "string", "minLength": 1, "maxLength": 128}},
+    },
     "Health": {
         "type": "object", "required": ["status", "version", "uptime_seconds", "sandboxes", "pool"],
         "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
@@ -164,7 +182,9 @@ PATHS = {
                     for name, operation in (("GetSandbox", "getSandbox"),
                                             ("SandboxStats", "sandboxStats"),
                                             ("DestroySandbox", "destroySandbox"))}},
-                "400": _INVALID, "404": _NO_PROFILE,
+                "400": _INVALID,
+                "404": _error("No profile or template has this name",
+                              "UNKNOWN_PROFILE", "TEMPLATE_NOT_FOUND"),
                 "409": _error("Deleted before it was up", "SANDBOX_DESTROYED"),
                 "413": _error("The body is too large", "BODY_TOO_LARGE"),
                 "429": _error("Too many creates from this caller, or over its"
@@ -249,6 +269,60 @@ PATHS = {
         }, [_SANDBOX_ID, _PORT, {"name": "path", "in": "path", "required": True,
                                  "schema": {"type": "string"}}], tags=["tunnels"])
         for method in ("get", "post", "put", "delete", "patch")
+    },
+    "/templates": {
+        "post": _operation(
+            "saveTemplate", "Save a running sandbox's /root as a template (docs/templates.md)", {
+                "201": _ok("The template", _ref("Template")), "400": _INVALID,
+                "404": _NOT_SANDBOX,
+                "409": _error("The label is taken, or the sandbox is not running",
+                              "LABEL_TAKEN", "SANDBOX_NOT_RUNNING"),
+                "413": _error("The writable state exceeds limits.max_template_size",
+                              "TEMPLATE_TOO_LARGE", "BODY_TOO_LARGE"),
+                "422": _error("The sandbox's runtime cannot be saved", "NOT_SUPPORTED"),
+                "429": _error("limits.max_templates is reached", "TEMPLATE_LIMIT"),
+                "501": _error("No templates on this daemon", "NOT_AVAILABLE"),
+                "502": _error("The agent or the engine failed", "TEMPLATE_FAILED"),
+            }, body=_ref("SaveTemplateRequest"), tags=["templates"]),
+        "get": _operation("listTemplates", "The caller's templates, oldest first", {
+            "200": _ok("The templates", {"type": "array", "items": _ref("Template")}),
+            "501": _error("No templates on this daemon", "NOT_AVAILABLE"),
+        }, tags=["templates"]),
+    },
+    "/templates/build": {
+        "post": {**_operation(
+            "buildTemplate",
+            "Build a template from a Dockerfile; the body is the context as a tar", {
+                "200": _ok("JSON lines: {progress}..., then {template} or {error}",
+                           {"type": "string"}, "application/x-ndjson"),
+                "201": _ok("The template (no progress was sent)", {
+                    "type": "object", "properties": {"template": _ref("Template")}}),
+                "400": _INVALID,
+                "409": _error("The label is taken", "LABEL_TAKEN"),
+                "413": _error("The context exceeds limits.max_template_size",
+                              "TEMPLATE_TOO_LARGE"),
+                "422": _error("The build failed, or its image cannot run the agent",
+                              "BUILD_FAILED"),
+                "429": _error("limits.max_templates is reached", "TEMPLATE_LIMIT"),
+                "501": _error("No templates on this daemon", "NOT_AVAILABLE"),
+            }, [_query("label", {"type": "string", "minLength": 1, "maxLength": 128},
+                       "the template's label (required)"),
+                _query("dockerfile", {"type": "string"},
+                       "the Dockerfile's path in the context (Dockerfile)")],
+            tags=["templates"]),
+            "requestBody": {"required": True, "content": {
+                "application/x-tar": {"schema": {"type": "string", "format": "binary"}}}}},
+    },
+    "/templates/{template_id}": {
+        "get": _operation("getTemplate", "One template", {
+            "200": _ok("The template", _ref("Template")), "404": _NO_TEMPLATE,
+            "501": _error("No templates on this daemon", "NOT_AVAILABLE"),
+        }, [_TEMPLATE_ID], tags=["templates"]),
+        "delete": _operation(
+            "deleteTemplate", "Delete a template (sandboxes using it keep running)", {
+                "204": _ok("Deleted"), "404": _NO_TEMPLATE,
+                "501": _error("No templates on this daemon", "NOT_AVAILABLE"),
+            }, [_TEMPLATE_ID], tags=["templates"]),
     },
     "/pools": {
         "get": _operation("poolStatus", "Every pool's status (Unix socket only)", {

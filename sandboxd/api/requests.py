@@ -59,8 +59,6 @@ def parse_create(body, limits):
         raise invalid_field(unknown[0], "unknown field")
     profile = _optional_string(body, "profile")
     template = _optional_string(body, "template")
-    if template is not None:
-        raise invalid_field("template", "templates are not available yet")
     memory = _optional_size(body, "memory")
     if memory is not None and memory > limits.max_memory:
         raise limit_exceeded(

@@ -186,11 +186,10 @@ class AgentHTTP:
         """
         if params:
             url = f"{url}?{urlencode(params)}"
+        if data is not None and not IBodyProducer.providedBy(data):
+            data = BytesProducer(data)
         return self._agent.request(
-            method.encode("ascii"),
-            url.encode("ascii"),
-            Headers(headers),
-            BytesProducer(data) if data is not None else None,
+            method.encode("ascii"), url.encode("ascii"), Headers(headers), data
         )
 
 
@@ -430,6 +429,32 @@ class EngineClient:
             unbuffered=True,
         )
         return response.code, await read_body(response, self._body_limit)
+
+    async def upload(self, method, path, params, producer, content_type, line_received=None):
+        """
+        Send C{producer} (an L{IBodyProducer}, streamed with backpressure)
+        to the versioned C{path}; fire with the decoded JSON answer, or,
+        given C{line_received}, call it with each JSON line of the answer
+        (C{/build}'s progress) and fire with None.  No timeout: the body
+        lasts as long as its producer; a producer that fails aborts the
+        request.
+        """
+        major, minor = self.version or await self.negotiate()
+        response = await self._http.request(
+            method, BASE_URL + f"/v{major}.{minor}{path}", params=params, data=producer,
+            headers={b"Content-Type": [content_type.encode()]},
+            allow_redirects=False, unbuffered=True,
+        )
+        if response.code < 400 and line_received is not None:
+            lines = _JSONLines(line_received)
+            lines.finished = Deferred(lambda _: lines.transport.stopProducing())
+            response.deliverBody(lines)
+            await lines.finished
+            return None
+        data = await read_body(response, self._body_limit)
+        if response.code >= 400:
+            raise EngineError(response.code, self._message(response.code, data))
+        return json.loads(data) if data.strip() else None
 
     async def follow(self, path, params, line_received):
         """

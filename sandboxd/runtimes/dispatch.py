@@ -37,6 +37,12 @@ class RuntimeSet:
             )
         return child
 
+    def serving(self, name):
+        """
+        The child runtime serving runtime ``name`` (RuntimeUnavailable if none).
+        """
+        return self._byName(name)
+
     def _byContainer(self, container_id):
         fallback = None
         for child in _unique(self._children.values()):

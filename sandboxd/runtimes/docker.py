@@ -412,6 +412,13 @@ class DockerRuntime:
     def _starts_busy(self):
         return bool(self._starting.waiting) or self._starting.tokens < self._starting.limit
 
+    def engine(self):
+        """
+        The engine client (not part of IRuntime: templates bake images
+        through it, sandboxd/templates/).
+        """
+        return self._client()
+
     def images_present(self, names):
         """
         Fire with the subset of the image references ``names`` the engine
