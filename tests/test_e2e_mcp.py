@@ -9,6 +9,7 @@ loop, streamable HTTP and start-up: tests/test_e2e_mcp_agent.py.
 import asyncio
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -334,7 +335,8 @@ class PortAndTemplateTests(McpTestCase):
             self.assertFalse(listed.is_error, text(listed))
             self.assertIsInstance(json.loads(text(listed)), list)
             self.assertFalse(saved.is_error, text(saved))
-            self.assertIn("tpl-", text(saved))
+            template_id = re.search(r"tpl-[0-9a-f]{8}", text(saved)).group(0)
+            self.assertEqual(self.daemon.request("DELETE", f"/templates/{template_id}")[0], 204)
         else:
             for result in (listed, saved):
                 self.assertTrue(result.is_error)
