@@ -64,6 +64,21 @@ class Sandbox:
         self.info = await self.client.get(self.id)
         return self.info
 
+    async def set_ttl(self, ttl):
+        """
+        Change how long the sandbox outlives its last session (seconds;
+        ``PATCH /sandboxes/{id}``); return and keep the sandbox object.
+        """
+        return await self.update(ttl=ttl)
+
+    async def update(self, ttl=None, labels=None):
+        """
+        Change the sandbox's ``ttl`` and/or merge ``labels`` into its own (a
+        None value removes that label); return and keep the sandbox object.
+        """
+        self.info = await self.client.update(self.id, ttl=ttl, labels=labels)
+        return self.info
+
     async def stats(self):
         """
         Resource usage (``GET /sandboxes/{id}/stats``).

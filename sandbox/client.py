@@ -116,6 +116,19 @@ class Client:
         """
         return await self.request("GET", f"/sandboxes/{_segment(sandbox_id)}")
 
+    async def update(self, sandbox_id, ttl=None, labels=None):
+        """
+        ``PATCH /sandboxes/{id}``: a new ``ttl`` (seconds the sandbox
+        outlives its last session) and/or ``labels`` merged into its own (a
+        None value removes that label); return the sandbox object.
+        """
+        body = {}
+        if ttl is not None:
+            body["ttl"] = ttl
+        if labels is not None:
+            body["labels"] = dict(labels)
+        return await self.request("PATCH", f"/sandboxes/{_segment(sandbox_id)}", body)
+
     async def destroy(self, sandbox_id):
         """
         ``DELETE /sandboxes/{id}``: destroy the sandbox and its sessions.

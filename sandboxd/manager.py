@@ -332,6 +332,24 @@ class SandboxManager:
         sandbox.idle_since = self._reactor.seconds()
         self.lifecycle.move(sandbox, State.DISCONNECTED)
 
+    def update(self, sandbox, ttl=None, labels=None):
+        """
+        Change a live sandbox's ``ttl`` and ``labels`` (None: unchanged).
+        An idle sandbox's clock restarts under the new ttl, counted from
+        when it became idle.
+        """
+        changes = {name: value for name, value in (("ttl", ttl), ("labels", labels))
+                   if value is not None}
+        if not changes:
+            return
+        if ttl is not None:
+            sandbox.ttl = ttl
+        if labels is not None:
+            sandbox.labels = dict(labels)
+        self.recorder.updated(sandbox, **changes)
+        if ttl is not None and self.reaper.deadline(sandbox) is not None:
+            self.reaper.arm(sandbox)
+
     def _expired(self, sandbox):
         self.destroy(
             sandbox.id,

@@ -64,6 +64,14 @@ class LifecycleRecorder:
         """
         self._store.update(sandbox.id, idle_since=sandbox.idle_since)
 
+    def updated(self, sandbox, **changes):
+        """
+        The sandbox's ``ttl`` or ``labels`` changed: record the new values
+        and say so (``sandbox.updated``).
+        """
+        self._store.update(sandbox.id, **changes)
+        self.event("sandbox.updated", sandbox, **changes)
+
     def event(self, type, sandbox, **data):
         """
         Add an event about ``sandbox`` to the log.

@@ -109,6 +109,19 @@ async def cmd_create(client, args):
     return 0
 
 
+async def cmd_update(client, args):
+    labels = {**dict(args.labels), **{key: None for key in args.unlabel}}
+    if args.ttl is None and not labels:
+        raise Failure("update needs --ttl, --label or --unlabel")
+    with about(args.id):
+        info = await client.update(args.id, ttl=args.ttl, labels=labels or None)
+    if args.json:
+        print_json(info)
+    else:
+        print(info["id"])
+    return 0
+
+
 async def cmd_ls(client, args):
     items = await client.list(labels=args.labels)
     if args.json:

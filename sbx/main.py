@@ -70,6 +70,19 @@ def build_parser():
         metavar="KEY=VALUE", help="label (repeatable)",
     )
 
+    update = commands.add_parser("update", help="change a sandbox's ttl or labels")
+    update.add_argument("id", metavar="ID")
+    update.add_argument("--ttl", type=int, help="seconds the sandbox outlives its last session")
+    update.add_argument(
+        "-l", "--label", dest="labels", type=_label, action="append", default=[],
+        metavar="KEY=VALUE", help="set a label (repeatable)",
+    )
+    update.add_argument(
+        "--unlabel", action="append", default=[], metavar="KEY",
+        help="remove a label (repeatable)",
+    )
+    update.add_argument("--json", action="store_true", help="print the sandbox's JSON")
+
     ls = commands.add_parser("ls", help="list sandboxes")
     ls.add_argument("--json", action="store_true", help="print the JSON list")
     ls.add_argument(

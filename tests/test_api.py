@@ -72,6 +72,12 @@ class FakeManager:
     def destroy(self, sandbox_id):
         return self.sandboxes.pop(sandbox_id, None) is not None
 
+    def update(self, sandbox, ttl=None, labels=None):
+        if ttl is not None:
+            sandbox.ttl = ttl
+        if labels is not None:
+            sandbox.labels = labels
+
     def health(self):
         return {"sandboxes": len(self.sandboxes), "pool": {}}
 
@@ -232,6 +238,28 @@ class APITests(TestCase):
         await self.assertError("GET", f"/sandboxes/{a['id']}", None, 404, "SANDBOX_NOT_FOUND")
         await self.assertError("DELETE", f"/sandboxes/{a['id']}", None, 404, "SANDBOX_NOT_FOUND")
         await self.assertError("GET", "/sandboxes/sbx-nope/ws", None, 404, "SANDBOX_NOT_FOUND")
+
+    async def test_update(self):
+        """
+        PATCH sets the ttl and merges labels (null removes one); bad fields,
+        a ttl over limits.max_ttl, too many labels and an unknown sandbox
+        are named errors that change nothing.
+        """
+        _, a = await self.call("POST", "/sandboxes", {"ttl": 5, "labels": {"a": "1", "b": "2"}})
+        response, patched = await self.call(
+            "PATCH", f"/sandboxes/{a['id']}", {"ttl": 60, "labels": {"b": None, "c": "3"}})
+        self.assertEqual(response.code, 200, patched)
+        self.assertEqual((patched["ttl"], patched["labels"]), (60, {"a": "1", "c": "3"}))
+        for body, code in [({"ttl": -1}, "INVALID_FIELD"), ({"ttl": "60"}, "INVALID_FIELD"),
+                           ({"ttl": 10 ** 9}, "LIMIT_EXCEEDED"), ({"memory": "1g"}, "INVALID_FIELD"),
+                           ({"labels": ["a"]}, "INVALID_FIELD"),
+                           ({"labels": {"x": 1}}, "INVALID_FIELD"),
+                           ({"labels": {f"k{i}": "v" for i in range(64)}}, "INVALID_FIELD")]:
+            await self.assertError("PATCH", f"/sandboxes/{a['id']}", body, 400, code)
+        _, got = await self.call("GET", f"/sandboxes/{a['id']}")
+        self.assertEqual((got["ttl"], got["labels"]), (60, {"a": "1", "c": "3"}))
+        await self.assertError("PATCH", "/sandboxes/sbx-nope", {"ttl": 1}, 404,
+                               "SANDBOX_NOT_FOUND")
 
     async def test_unknown_routes_and_methods(self):
         """

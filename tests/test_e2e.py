@@ -126,6 +126,36 @@ class CLITests(E2ETestCase):
         self.assertIn(b"/nonexistent/sandboxd.sock", err)
         self.assertEqual(err.count(b"\n"), 1, err)
 
+    def test_update(self):
+        """
+        ``sbx update`` sets the ttl and labels (``--unlabel`` removes one);
+        the SDK's ``set_ttl`` and ``update`` do the same through PATCH; an
+        unknown id is a one-line error.
+        """
+        code, out, err = self.sbx("create", "--ttl", "30", "-l", "a=1", "-l", "b=2")
+        self.assertEqual(code, 0, err)
+        sandbox_id = out.decode().strip()
+        self.addCleanup(self.sbx, "rm", sandbox_id)
+        code, out, err = self.sbx("update", sandbox_id, "--ttl", "900", "-l", "c=3",
+                                  "--unlabel", "a", "--json")
+        self.assertEqual(code, 0, err)
+        info = json.loads(out)
+        self.assertEqual((info["ttl"], info["labels"]), (900, {"b": "2", "c": "3"}))
+        code, _, err = self.sbx("update", "sbx-00000000", "--ttl", "5")
+        self.assertEqual((code, err.decode().strip()),
+                         (1, "sbx: error: sandbox sbx-00000000 not found"))
+
+        async def scenario():
+            from sandbox import connect_sandbox
+
+            async with await connect_sandbox(sandbox_id, endpoint=self.daemon.endpoint) as sbx:
+                await sbx.set_ttl(1200)
+                info = await sbx.update(labels={"b": None})
+                self.assertEqual((info["ttl"], info["labels"]), (1200, {"c": "3"}))
+                self.assertEqual((await sbx.refresh())["ttl"], 1200)
+
+        run(scenario())
+
     def test_health_and_version(self):
         """
         sbx health reports the pool; sbx version the client and server

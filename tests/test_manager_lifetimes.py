@@ -127,6 +127,41 @@ class IdleTests(ManagerTestCase):
              "sandbox.disconnected", "sandbox.destroyed"],
         )
 
+    def test_updateRestartsTheClock(self):
+        """
+        A new ttl on an idle sandbox counts from when it became idle: a
+        longer one keeps it, a shorter one already past ends it at once;
+        ttl and labels are recorded, with a sandbox.updated event.  A busy
+        sandbox gets no clock until its last session closes.
+        """
+        self.makeManager()
+        sandbox = self.create(ttl=10, labels={"a": "1"})
+        session = FakeSession()
+        self.sessions.opened(sandbox, session)
+        self.sessions.closed(sandbox, session)
+        self.clock.advance(8)
+        self.manager.update(sandbox, ttl=100, labels={"b": "2"})
+        self.clock.advance(50)
+        self.assertIs(self.manager.get(sandbox.id), sandbox)
+        (record,) = self.store.sandboxes()
+        self.assertEqual((record.ttl, record.labels), (100, {"b": "2"}))
+        self.manager.update(sandbox, ttl=30)
+        self.clock.advance(0)
+        self.assertIsNone(self.manager.get(sandbox.id))
+        self.assertEqual(
+            self.events(sandbox),
+            ["sandbox.created", "sandbox.disconnected", "sandbox.updated",
+             "sandbox.updated", "sandbox.destroyed"],
+        )
+        busy = self.create(ttl=10)
+        self.sessions.opened(busy, session)
+        self.manager.update(busy, ttl=1)
+        self.clock.advance(500)
+        self.assertIs(self.manager.get(busy.id), busy)
+        self.sessions.closed(busy, session)
+        self.clock.advance(1)
+        self.assertIsNone(self.manager.get(busy.id))
+
     def test_ttl0LastSessionCloses(self):
         """
         ttl 0: destroyed when its last session closes, not while another is

@@ -31,6 +31,7 @@ from sandboxd.api.requests import (
     parse_create,
     parse_label_filter,
     parse_pool_count,
+    parse_update,
     read_json_object,
 )
 from sandboxd.api.session import SessionFactory
@@ -207,6 +208,22 @@ class SandboxAPI:
         if self._tunnels is not None:
             body["tunnels"] = self._tunnels.describe(sandbox_id)
         return _json(request, body)
+
+    @app.route("/sandboxes/<sandbox_id>", methods=["PATCH"])
+    def update(self, request, sandbox_id):
+        sandbox = self._sandbox(sandbox_id, request)
+        changes = parse_update(read_json_object(request), sandbox.labels, self._config.limits)
+        tenant = caller_tenant(request)
+        if "ttl" in changes and tenant is not None:
+            try:
+                changes["ttl"] = effective_ttl(tenant.quotas, changes["ttl"])
+            except QuotaExceeded as e:
+                raise ApiError(e.status, e.code, e.message)
+        if not sandbox.alive:
+            raise ApiError(409, "SANDBOX_NOT_RUNNING",
+                           f"sandbox {sandbox_id} is {sandbox.state.value}")
+        self._manager.update(sandbox, **changes)
+        return _json(request, sandbox.toJSON())
 
     @app.route("/sandboxes/<sandbox_id>", methods=["DELETE"])
     def destroy(self, request, sandbox_id):

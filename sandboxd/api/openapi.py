@@ -90,6 +90,14 @@ SCHEMAS = {
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         },
     },
+    "UpdateRequest": {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "ttl": {"type": "integer", "minimum": 0},
+            "labels": {"type": "object",
+                       "additionalProperties": {"type": ["string", "null"]}},
+        },
+    },
     "Sandbox": {
         "type": "object",
         "required": ["id", "profile", "image", "runtime", "state", "created", "ttl", "labels"],
@@ -203,6 +211,12 @@ PATHS = {
         "get": _operation("getSandbox", "One sandbox", {
             "200": _ok("The sandbox", _ref("Sandbox")), "404": _NOT_SANDBOX,
         }, [_SANDBOX_ID], tags=["sandboxes"]),
+        "patch": _operation(
+            "updateSandbox", "Change a sandbox's ttl and labels (a JSON merge patch of labels)", {
+                "200": _ok("The sandbox", _ref("Sandbox")), "400": _INVALID,
+                "404": _NOT_SANDBOX,
+                "409": _error("The sandbox has failed or is ending", "SANDBOX_NOT_RUNNING"),
+            }, [_SANDBOX_ID], body=_ref("UpdateRequest"), tags=["sandboxes"]),
         "delete": _operation("destroySandbox", "Destroy a sandbox and its sessions", {
             "204": _ok("Destroyed"), "404": _NOT_SANDBOX,
         }, [_SANDBOX_ID], tags=["sandboxes"]),

@@ -72,13 +72,7 @@ def parse_create(body, limits):
         cpu = float(cpu)
         if cpu > limits.max_cpu:
             raise limit_exceeded("cpu", cpu, limits.max_cpu, "limits.max_cpu")
-    ttl = body.get("ttl")
-    if ttl is None:
-        ttl = 0
-    elif isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
-        raise invalid_field("ttl", "must be a whole number of seconds >= 0")
-    elif ttl > limits.max_ttl:
-        raise limit_exceeded("ttl", ttl, limits.max_ttl, "limits.max_ttl")
+    ttl = _ttl(body, limits) or 0
     return CreateRequest(
         profile=profile,
         template=template,
@@ -88,6 +82,46 @@ def parse_create(body, limits):
         ttl=ttl,
         labels=_labels(body.get("labels")),
     )
+
+
+def _ttl(body, limits):
+    """A body's ``ttl`` (None when absent), within ``limits.max_ttl``."""
+    ttl = body.get("ttl")
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 0:
+        raise invalid_field("ttl", "must be a whole number of seconds >= 0")
+    if ttl > limits.max_ttl:
+        raise limit_exceeded("ttl", ttl, limits.max_ttl, "limits.max_ttl")
+    return ttl
+
+
+def parse_update(body, labels, limits):
+    """
+    What a ``PATCH /sandboxes/{id}`` body changes: ``{"ttl": s}`` and
+    ``{"labels": {...}}`` merged into the sandbox's ``labels`` as a JSON
+    merge patch (a null value removes that label).  A dict holding the
+    changed keys, ``ttl`` and the whole new ``labels``.
+    """
+    unknown = sorted(set(body) - {"ttl", "labels"})
+    if unknown:
+        raise invalid_field(unknown[0], "unknown field")
+    changes = {}
+    ttl = _ttl(body, limits)
+    if ttl is not None:
+        changes["ttl"] = ttl
+    patch = body.get("labels")
+    if patch is not None:
+        if not isinstance(patch, dict):
+            raise invalid_field("labels", "must be an object of strings (null removes one)")
+        merged = dict(labels)
+        for key, value in patch.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        changes["labels"] = _labels(merged)
+    return changes
 
 
 def parse_pool_count(body, max_warm):
