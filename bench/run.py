@@ -153,7 +153,7 @@ def assemble(o, p):
                  pool_hit_rate=o["ced_hits"]),
         scenario("at_rest_create_echo_destroy",
                  "  same, pool at rest before each", summary(rest_total), {}),
-        scenario("at_rest_create", "    of which create (POST + WebSocket)",
+        scenario("at_rest_create", "    of which create (with its session, one round trip)",
                  summary(rest_create), {}),
         scenario("at_rest_first_exec", "    of which first exec", summary(rest_exec), {}),
         scenario("at_rest_destroy", "    of which destroy", summary(rest_destroy), {}),

@@ -3,7 +3,8 @@ Opening the WebSocket session of a sandbox (``GET /sandboxes/{id}/ws``) and
 turning handshake failures into typed errors.
 """
 
-from urllib.parse import quote
+import json
+from urllib.parse import quote, urlencode
 
 from agent import wire
 from sandbox._http import USER_AGENT, _reason
@@ -35,15 +36,44 @@ async def open_session(client, sandbox_id, open_timeout=None, resume_for=0):
     return Session(ws, sandbox_id, token, reopen, resume_for)
 
 
-async def _open_ws(client, sandbox_id, open_timeout, resume=None):
+async def create_with_session(client, fields, open_timeout=None):
+    """
+    Create a sandbox and open its session in one round trip (``GET
+    /sandboxes/new/ws``); ``(info, Session)``, or None when the daemon does
+    not serve that route (then POST and open as two steps).
+    """
+    query = [(name, str(value)) for name, value in fields.items()
+             if value is not None and name != "labels"]
+    query += [("label", f"{key}={value}") for key, value in (fields.get("labels") or {}).items()]
+    path = "/sandboxes/new/ws" + (f"?{urlencode(query)}" if query else "")
+    try:
+        ws = await _open_ws(client, None, open_timeout, path=path)
+    except NotFoundError as e:
+        # A daemon without the route: no route at all, or (one whose
+        # /sandboxes/{id}/ws took "new" for an id) no sandbox "new".
+        if e.code in ("NOT_FOUND", "SANDBOX_NOT_FOUND"):
+            return None
+        raise
+    info = json.loads(ws.response.headers["X-Sandbox"])
+    sandbox_id = info["id"]
+
+    async def reopen(token):
+        return await _open_ws(client, sandbox_id, open_timeout, token)
+
+    token = ws.response.headers.get("X-Sandbox-Session")
+    return info, Session(ws, sandbox_id, token, reopen, info.get("ttl") or 0)
+
+
+async def _open_ws(client, sandbox_id, open_timeout, resume=None, path=None):
     import websockets
     from websockets.asyncio.client import connect, unix_connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus
 
     endpoint = client.endpoint
-    path = f"/sandboxes/{quote(str(sandbox_id), safe='')}/ws"
-    if resume is not None:
-        path += f"?resume={quote(resume, safe='')}"
+    if path is None:
+        path = f"/sandboxes/{quote(str(sandbox_id), safe='')}/ws"
+        if resume is not None:
+            path += f"?resume={quote(resume, safe='')}"
     uri = endpoint.ws_uri(path)
     options = dict(
         compression=None,
@@ -68,7 +98,9 @@ async def _open_ws(client, sandbox_id, open_timeout, resume=None):
         headers = {k.lower(): v for k, v in response.headers.raw_items()}
         body = bytes(response.body or b"")
         error = error_from_http(response.status_code, response.reason_phrase, headers, body)
-        if error.code == "HTTP_410":
+        if sandbox_id is None:
+            pass  # a create: the daemon's own error stands
+        elif error.code == "HTTP_410":
             error = NotFoundError(
                 "SESSION_EXPIRED", f"the session of sandbox {sandbox_id} cannot be resumed", 410
             )

@@ -9,7 +9,7 @@ from sandbox._fs import Filesystem
 from sandbox._net import Network
 from sandbox._process import Process
 from sandbox._templates import SandboxTemplate
-from sandbox._connect import open_session
+from sandbox._connect import create_with_session, open_session
 from sandbox.client import Client
 
 
@@ -141,7 +141,9 @@ def create_sandbox(
     client=None,
 ):
     """
-    Create a sandbox (``POST /sandboxes``) and open its session.
+    Create a sandbox and open its session, in one round trip (``GET
+    /sandboxes/new/ws``; ``POST /sandboxes`` then the session with a daemon
+    that lacks it).
 
     ``memory``/``storage`` take sizes ("512m", "2g" or bytes), ``cpu`` a
     number of CPUs, ``ttl`` seconds, ``labels`` a dict.  Unset fields take the
@@ -175,6 +177,10 @@ async def _create(fields, endpoint, auth, client):
     if owns:
         client = Client(endpoint, auth)
     try:
+        created = await create_with_session(client, fields)
+        if created is not None:
+            info, session = created
+            return Sandbox(info, session, client, owns)
         info = await client.create(**fields)
         try:
             session = await open_session(client, info["id"], resume_for=info.get("ttl") or 0)

@@ -13,6 +13,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from sandboxd.api.app import SandboxAPI
+from sandboxd.api.creating import body_from_query
+from sandboxd.api.errors import ApiError
 from sandboxd.config import parse_config
 from sandboxd.manager import AtCapacity, UnknownProfile
 from sandboxd.runtimes.interface import RuntimeFailure
@@ -238,6 +240,34 @@ class APITests(TestCase):
         await self.assertError("GET", f"/sandboxes/{a['id']}", None, 404, "SANDBOX_NOT_FOUND")
         await self.assertError("DELETE", f"/sandboxes/{a['id']}", None, 404, "SANDBOX_NOT_FOUND")
         await self.assertError("GET", "/sandboxes/sbx-nope/ws", None, 404, "SANDBOX_NOT_FOUND")
+
+    async def test_create_with_session_needs_an_upgrade(self):
+        """
+        ``GET /sandboxes/new/ws`` that is not a WebSocket upgrade is 426
+        UPGRADE_REQUIRED and creates nothing; a bad query is a named 400
+        before any create.
+        """
+        response, _ = await self.assertError(
+            "GET", "/sandboxes/new/ws?profile=default", None, 426, "UPGRADE_REQUIRED")
+        self.assertEqual(self.manager.created, [])
+
+    def test_body_from_query(self):
+        """
+        The query of ``GET /sandboxes/new/ws`` becomes the create body:
+        numbers as numbers, ``label=k=v`` repeated into labels; a ttl or
+        cpu that is not a number, or a label without ``=``, is INVALID_FIELD.
+        """
+        args = {b"profile": [b"python"], b"memory": [b"1g"], b"cpu": [b"1.5"],
+                b"ttl": [b"30"], b"label": [b"a=1", b"b=x=y"]}
+        self.assertEqual(body_from_query(args), {
+            "profile": "python", "memory": "1g", "cpu": 1.5, "ttl": 30,
+            "labels": {"a": "1", "b": "x=y"}})
+        self.assertEqual(body_from_query({}), {})
+        for bad in ({b"ttl": [b"-1"]}, {b"ttl": [b"x"]}, {b"cpu": [b"lots"]},
+                    {b"label": [b"novalue"]}):
+            with self.assertRaises(ApiError) as caught:
+                body_from_query(bad)
+            self.assertEqual(caught.exception.code, "INVALID_FIELD", bad)
 
     async def test_update(self):
         """

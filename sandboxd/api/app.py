@@ -14,6 +14,7 @@ from werkzeug.routing import RequestRedirect
 
 from sandboxd import __version__
 from sandboxd.api import openapi
+from sandboxd.api.creating import Creator, body_from_query, is_websocket_upgrade
 from sandboxd.api.errors import ApiError, error_body
 from sandboxd.api.events import MAX_SUBSCRIBERS, EventStreamResource, parse_stream_request
 from sandboxd.api.identity import (
@@ -21,14 +22,12 @@ from sandboxd.api.identity import (
     caller_identity,
     caller_tenant,
     may_see,
-    rate_key,
 )
 from sandboxd.api.paths import PathGuard
 from sandboxd.api.requests import (
     MAX_EVENT_PAGE,
     event_json,
     parse_count,
-    parse_create,
     parse_label_filter,
     parse_pool_count,
     parse_update,
@@ -36,11 +35,10 @@ from sandboxd.api.requests import (
 )
 from sandboxd.api.session import SessionFactory
 from sandboxd.api.templates import TemplateRoutes, install as install_template_routes
-from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
 from sandboxd.metrics import CONTENT_TYPE
-from sandboxd.ratelimit import RateLimited, RateLimiter
+from sandboxd.ratelimit import RateLimiter
 from sandboxd.runtimes.interface import RuntimeFailure
-from sandboxd.tenancy.quotas import ConcurrencyQuota, QuotaExceeded, effective_ttl
+from sandboxd.tenancy.quotas import QuotaExceeded, effective_ttl
 from sandboxd.tunnels import TunnelFront, TunnelResource
 
 
@@ -75,8 +73,7 @@ class SandboxAPI:
             burst=config.limits.create_rate_burst,
         )
         self._gate = None
-        self._held = ConcurrencyQuota(
-            lambda who: sum(1 for s in manager.list() if s.identity == who and s.alive))
+        self._creator = Creator(manager, self._creates, self.templates, config.limits)
         self._sessions = WebSocketResource(SessionFactory(manager, clock, metrics))
         self._tunnels = tunnels
         self._ports = tunnels and TunnelResource(tunnels, manager.get, clock, visible=_visible)
@@ -102,6 +99,7 @@ class SandboxAPI:
         tunnel settings).
         """
         self._config = config
+        self._creator.limits = config.limits
         self.templates.reload(config.limits)
         self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries,
                              config.limits.create_rate_burst)
@@ -146,46 +144,7 @@ class SandboxAPI:
 
     @app.route("/sandboxes", methods=["POST"])
     async def create(self, request):
-        key = rate_key(request)
-        try:
-            if key is not None:
-                self._creates.take(key)
-        except RateLimited as e:
-            raise ApiError(
-                429, "RATE_LIMITED", str(e), headers={"Retry-After": str(e.retry_after)}
-            )
-        body = read_json_object(request)
-        wanted = parse_create(body, self._config.limits)
-        template = wanted.template and self.templates.lookup(request, wanted.template)
-        tenant, ttl, release = caller_tenant(request), wanted.ttl, (lambda: None)
-        try:
-            if tenant is not None:
-                ttl = effective_ttl(tenant.quotas, ttl)
-                release = self._held.reserve(tenant.identity, tenant.quotas)
-        except QuotaExceeded as e:
-            headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
-            raise ApiError(e.status, e.code, e.message, headers=headers)
-        try:
-            sandbox = await self._manager.create(
-                template=template,
-                profile=wanted.profile,
-                memory=wanted.memory,
-                cpu=wanted.cpu,
-                storage=wanted.storage,
-                ttl=ttl,
-                labels=wanted.labels,
-                identity=caller_identity(request),
-            )
-        except UnknownProfile as e:
-            raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {e.args[0]!r}")
-        except AtCapacity as e:
-            raise ApiError(503, "AT_CAPACITY", str(e), headers={"Retry-After": "1"})
-        except SandboxDestroyed as e:
-            raise ApiError(409, "SANDBOX_DESTROYED", f"{e}: DELETE came first")
-        except RuntimeFailure as e:
-            raise ApiError(502, "RUNTIME_ERROR", str(e))
-        finally:
-            release()
+        sandbox = await self._creator.create(request, read_json_object(request))
         return _json(request, sandbox.toJSON(), 201)
 
     @app.route("/sandboxes", methods=["GET"])
@@ -249,6 +208,22 @@ class SandboxAPI:
     @app.route("/sandboxes/<sandbox_id>/ws", methods=["GET"])
     def session(self, request, sandbox_id):
         self._sandbox(sandbox_id, request)
+        return self._sessions
+
+    @app.route("/sandboxes/new/ws", methods=["GET"])
+    async def createWithSession(self, request):
+        """
+        Create a sandbox (the query holds the create body) and open its
+        session on the same connection: the 101 carries the sandbox as
+        ``X-Sandbox`` (docs/api.md).
+        """
+        if not is_websocket_upgrade(request):
+            # Checked before creating: a plain GET must make no sandbox.
+            raise ApiError(426, "UPGRADE_REQUIRED",
+                           "GET /sandboxes/new/ws is a WebSocket upgrade",
+                           headers={"Upgrade": "websocket"})
+        sandbox = await self._creator.create(request, body_from_query(request.args))
+        request.uri = b"/sandboxes/%s/ws?created=1" % sandbox.id.encode()
         return self._sessions
 
     # Templates (sandboxd/api/templates.py)

@@ -228,6 +228,27 @@ PATHS = {
             "502": _error("The container engine failed", "RUNTIME_ERROR"),
         }, [_SANDBOX_ID], tags=["sandboxes"]),
     },
+    "/sandboxes/new/ws": {
+        "get": _operation(
+            "createSandboxSession",
+            "Create a sandbox and open its WebSocket session in one round trip; the 101"
+            " carries the sandbox as X-Sandbox (JSON)", {
+                "101": _ok("Switching protocols (the new sandbox's session)"),
+                "400": _INVALID,
+                "404": _error("No such profile or template", "UNKNOWN_PROFILE",
+                              "TEMPLATE_NOT_FOUND"),
+                "426": _error("Not a WebSocket upgrade request: nothing was created",
+                              "UPGRADE_REQUIRED"),
+                "429": _error("Too many creates", "RATE_LIMITED", "QUOTA_EXCEEDED"),
+                "503": _error("At capacity", "AT_CAPACITY"),
+            }, [_query(name, schema, f"as {name} of POST /sandboxes") for name, schema in (
+                ("profile", {"type": "string"}), ("template", {"type": "string"}),
+                ("memory", {"type": "string"}), ("cpu", {"type": "number"}),
+                ("storage", {"type": "string"}), ("ttl", {"type": "integer", "minimum": 0}))]
+            + [_query("label", {"type": "array", "items": {"type": "string"}},
+                      "KEY=VALUE; repeatable")],
+            tags=["sandboxes", "sessions"]),
+    },
     "/sandboxes/{sandbox_id}/ws": {
         "get": _operation(
             "sandboxSession",

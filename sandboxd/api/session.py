@@ -13,6 +13,7 @@ meanwhile (sandboxd.api.detached).  Resuming a session whose old connection
 is still open takes the streams over and closes the old one with 4000.
 """
 
+import json
 import os
 
 from autobahn.exception import Disconnected
@@ -94,7 +95,11 @@ class SandboxSession(WebSocketServerProtocol):
             self.token = self._resumed.token
         else:
             self.token = os.urandom(16).hex()
-        return (None, {"X-Sandbox-Session": self.token})
+        headers = {"X-Sandbox-Session": self.token}
+        if "created" in request.params:
+            # GET /sandboxes/new/ws: the sandbox just made, as POST answers it.
+            headers["X-Sandbox"] = json.dumps(sandbox.toJSON(), ensure_ascii=True)
+        return (None, headers)
 
     def _takeOver(self, sandbox, token):
         """
