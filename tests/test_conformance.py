@@ -1,0 +1,80 @@
+"""
+The conformance suite of the three SDKs (tests/conformance/README.md): the
+wire vectors and the scenario, played by each SDK's runner against one real
+daemon (real containers, the real agent).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
+
+from tests.conformance import make_vectors, python_runner
+from tests.daemon import shared_daemon
+from tests.dockerutil import on_ci, require_docker
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFORMANCE = os.path.join(ROOT, "tests", "conformance")
+
+
+def run(argv, cwd=ROOT, env=None, timeout=600):
+    """
+    Run a runner: (exit code, combined output).
+    """
+    done = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
+    return done.returncode, done.stdout + done.stderr
+
+
+class VectorFileTests(SynchronousTestCase):
+    def test_committed(self):
+        """
+        The committed vectors.json is exactly what make_vectors.py makes from
+        agent/wire.py and sandbox/errors.py: a codec or error-mapping change
+        cannot leave the other SDKs' vectors stale.
+        """
+        with open(make_vectors.PATH) as f:
+            self.assertEqual(f.read(), make_vectors.render())
+
+    def test_python_vectors(self):
+        """
+        agent.wire encodes, decodes and refuses every vector, and
+        sandbox.errors maps every wire and HTTP error code to its family.
+        """
+        self.assertGreater(python_runner.play_vectors(python_runner.load("vectors.json")), 100)
+
+    def test_runner_fails_on_a_wrong_vector(self):
+        """
+        The runner is not vacuous: a vector with one byte changed fails.
+        """
+        vectors = python_runner.load("vectors.json")
+        case = vectors["encode"][0]
+        case["hex"] = case["hex"][:-2] + ("00" if case["hex"][-2:] != "00" else "01")
+        self.assertRaises(python_runner.Failure, python_runner.play_vectors, vectors)
+
+
+class ScenarioTests(SynchronousTestCase):
+    """
+    Each SDK's runner plays scenario.json against the shared daemon.
+    """
+
+    def setUp(self):
+        require_docker()
+        self.daemon = shared_daemon()
+
+    def assertPlayed(self, code, output):
+        steps = len(python_runner.load("scenario.json")["steps"])
+        self.assertEqual(code, 0, output[-3000:])
+        self.assertEqual(output.count("\nok ") + output.startswith("ok "), steps, output[-3000:])
+
+    def test_python(self):
+        """
+        The Python SDK plays every step of the scenario (5 MB round trip,
+        stdin, streams, spawn and signals, pty resize, env, typed errors,
+        destroy).
+        """
+        code, out = run([sys.executable, os.path.join(CONFORMANCE, "python_runner.py"), "scenario",
+                         "--endpoint", self.daemon.endpoint])
+        self.assertPlayed(code, out)
