@@ -28,6 +28,23 @@ def run(argv, cwd=ROOT, env=None, timeout=600):
     return done.returncode, done.stdout + done.stderr
 
 
+def missing(what):
+    """
+    A toolchain an SDK runner needs is not installed: a failure under CI=true,
+    else a skip.
+    """
+    if on_ci():
+        raise AssertionError(f"{what} is missing (scripts/setup.sh installs it)")
+    raise SkipTest(f"{what} is missing")
+
+
+def need(program):
+    path = shutil.which(program)
+    if path is None:
+        missing(program)
+    return path
+
+
 class VectorFileTests(SynchronousTestCase):
     def test_committed(self):
         """
@@ -78,3 +95,17 @@ class ScenarioTests(SynchronousTestCase):
         code, out = run([sys.executable, os.path.join(CONFORMANCE, "python_runner.py"), "scenario",
                          "--endpoint", self.daemon.endpoint])
         self.assertPlayed(code, out)
+
+    def test_typescript(self):
+        """
+        The TypeScript SDK (sdk/typescript, node) plays the vectors and every
+        step of the scenario.
+        """
+        node = need("node")
+        modules = os.path.join(ROOT, "sdk", "typescript", "node_modules", "ws")
+        if not os.path.isdir(modules):
+            missing("sdk/typescript/node_modules (run `npm install` there; scripts/setup.sh does)")
+        runner = os.path.join(CONFORMANCE, "typescript_runner.mjs")
+        code, out = run([node, runner, "vectors"])
+        self.assertEqual(code, 0, out)
+        self.assertPlayed(*run([node, runner, "scenario", "--endpoint", self.daemon.endpoint]))
