@@ -184,7 +184,10 @@ export class Stream {
       await new Promise((r) => { this.waiter = r; });
     }
     const f = this.frames.shift();
-    if (f.type === FrameType.ERROR) throw errorFromPayload(wire.decodeJSON(f.payload, this.id));
+    if (f.type === FrameType.ERROR) {
+      this.error = errorFromPayload(wire.decodeJSON(f.payload, this.id));
+      throw this.error;
+    }
     return f;
   }
 
