@@ -244,7 +244,9 @@ func (c *Client) List(ctx context.Context, labels map[string]string) ([]Info, er
 }
 
 // Destroy is DELETE /sandboxes/{id}.
-func (c *Client) Destroy(ctx context.Context, id string) error { return c.Do(ctx, "DELETE", sid(id), nil, nil) }
+func (c *Client) Destroy(ctx context.Context, id string) error {
+	return c.Do(ctx, "DELETE", sid(id), nil, nil)
+}
 
 // Stats is GET /sandboxes/{id}/stats.
 func (c *Client) Stats(ctx context.Context, id string) (map[string]interface{}, error) {

@@ -99,7 +99,9 @@ func (b *Sandbox) Refresh(ctx context.Context) (*Info, error) {
 }
 
 // Stats is GET /sandboxes/{id}/stats.
-func (b *Sandbox) Stats(ctx context.Context) (map[string]interface{}, error) { return b.client.Stats(ctx, b.ID) }
+func (b *Sandbox) Stats(ctx context.Context) (map[string]interface{}, error) {
+	return b.client.Stats(ctx, b.ID)
+}
 
 // Close closes the session; the sandbox stays for its ttl.
 func (b *Sandbox) Close() error {

@@ -412,4 +412,3 @@ func (st *stream) sendBody(ctx context.Context, r io.Reader) error {
 	}
 	return st.end()
 }
-
