@@ -17,7 +17,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+# Play the SDK of this tree, unless told to play an installed one.
+if not os.environ.get("SANDBOX_SDK_INSTALLED"):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
 from agent import wire  # noqa: E402
 from sandbox import Client, SandboxError, connect_sandbox, create_sandbox  # noqa: E402
