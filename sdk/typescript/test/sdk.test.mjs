@@ -74,7 +74,7 @@ live("against a daemon", () => {
     const server = await sbx.process.spawn("cd /tmp/copy && exec python3 -m http.server 8765 --bind 0.0.0.0");
     try {
       let res;
-      for (let i = 0; i < 100; i++) {
+      for (let i = 0; i < 300; i++) {
         try { res = await sbx.net.fetch("http://127.0.0.1:8765/proj/sub/a.txt"); break; } catch (e) { await new Promise((r) => setTimeout(r, 100)); }
       }
       assert.equal(res.status, 200);
