@@ -62,7 +62,9 @@ class SandboxAPI:
         self._creates = RateLimiter(
             config.limits.create_rate_limit, config.limits.rate_limit_entries, clock
         )
-        self._sessions = WebSocketResource(SessionFactory(manager, clock, metrics))
+        factory = SessionFactory(manager, clock, metrics)
+        self._tokens = factory.tokens
+        self._sessions = WebSocketResource(factory)
         self._tunnels = tunnels
         self._ports = tunnels and TunnelResource(tunnels, manager.get, clock)
 
@@ -184,6 +186,11 @@ class SandboxAPI:
     def session(self, request, sandbox_id):
         self._sandbox(sandbox_id)
         return self._sessions
+
+    @app.route("/sandboxes/<sandbox_id>/session-token", methods=["POST"])
+    def sessionToken(self, request, sandbox_id):
+        sandbox = self._sandbox(sandbox_id)
+        return _json(request, self._tokens.mint(sandbox.id, sandbox.identity), 201)
 
     # Pools (admin: the Unix socket only)
 

@@ -27,6 +27,7 @@ from zope.interface import implementer
 from agent import wire
 from sandboxd.api.detached import DetachedSession
 from sandboxd.api.registry import SessionRegistry
+from sandboxd.api import wsauth
 from sandboxd.protocols.agent import IStreamHandler
 
 _FT = wire.FrameType
@@ -80,6 +81,7 @@ class SandboxSession(WebSocketServerProtocol):
         sandbox = self.factory.manager.get(sandbox_id) if sandbox_id else None
         if sandbox is None or sandbox.connection is None:
             raise ConnectionDeny(404, f"sandbox {sandbox_id} not found")
+        protocol, _ = wsauth.negotiate(request, self.factory.tokens, sandbox.id)
         self.sandbox = sandbox
         self._connection = sandbox.connection
         self._to_agent = {}
@@ -94,7 +96,7 @@ class SandboxSession(WebSocketServerProtocol):
             self.token = self._resumed.token
         else:
             self.token = os.urandom(16).hex()
-        return (None, {"X-Sandbox-Session": self.token})
+        return (protocol, {"X-Sandbox-Session": self.token})
 
     def _takeOver(self, sandbox, token):
         """
@@ -352,6 +354,8 @@ class SessionFactory(WebSocketServerFactory):
         self.manager = manager
         self.clock = clock
         self.sessions = SessionRegistry(manager)
+        #: Short-lived session tokens for browsers (sandboxd.api.wsauth).
+        self.tokens = wsauth.SessionTokens(clock)
         manager.lifecycle.observe(self.sessions)
         self.setProtocolOptions(
             maxFramePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,
