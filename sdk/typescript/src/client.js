@@ -13,6 +13,7 @@ export class Client {
     this.auth = resolveAuth(opts.auth);
     this.timeout = (opts.timeout ?? 60) * 1000;
     this.tls = opts.tls ?? {};
+    this.sessionToken = !!opts.sessionToken;
     const mod = this.endpoint.tls ? https : http;
     this.agent = new mod.Agent({ keepAlive: true, ...(this.endpoint.tls ? this.tls : {}) });
   }

@@ -24,6 +24,8 @@ export interface ClientOptions {
   auth?: string;
   /** Seconds per REST request and WebSocket handshake (default 60). */
   timeout?: number;
+  /** Authenticate the WebSocket with a short-lived session token in Sec-WebSocket-Protocol (the browser way) instead of Authorization. */
+  sessionToken?: boolean;
   /** TLS options for https endpoints (ca, cert, key, rejectUnauthorized...). */
   tls?: Record<string, unknown>;
 }

@@ -12,13 +12,19 @@ const { FrameType } = wire;
 const HALF_WINDOW = wire.INITIAL_WINDOW / 2;
 
 /** Open the session of `sandboxId` through `client` (a Client). */
-export function openSession(client, sandboxId) {
+export async function openSession(client, sandboxId) {
+  let protocols;
+  if (client.sessionToken) {
+    // The browser way (docs/api.md): a short-lived token in Sec-WebSocket-Protocol, no Authorization header.
+    const minted = await client.request("POST", `/sandboxes/${encodeURIComponent(sandboxId)}/session-token`);
+    protocols = [minted.protocol, `sandboxd.bearer.${minted.token}`];
+  }
   const ep = client.endpoint;
   const path = `${ep.prefix}/sandboxes/${encodeURIComponent(sandboxId)}/ws`;
   const url = ep.scheme === "unix" ? `ws+unix://${ep.path}:${path}` : `${ep.tls ? "wss" : "ws"}://${ep.hostHeader}${path}`;
   const headers = { "User-Agent": USER_AGENT };
-  if (client.auth) headers.Authorization = `Bearer ${client.auth}`;
-  const ws = new WebSocket(url, {
+  if (client.auth && !protocols) headers.Authorization = `Bearer ${client.auth}`;
+  const ws = new WebSocket(url, protocols, {
     headers, perMessageDeflate: false, maxPayload: wire.MAX_PAYLOAD + wire.HEADER_SIZE,
     handshakeTimeout: client.timeout, ...(ep.tls ? client.tls : {}),
   });

@@ -98,6 +98,15 @@ live("against a daemon", () => {
     await assert.rejects(sbx.process.signal(p.pid, "TERM"), NotFoundError);
   });
 
+  test("a session authenticated the browser way (session token in Sec-WebSocket-Protocol) works", async () => {
+    const { connectSandbox } = await import("../src/index.js");
+    const other = await connectSandbox(sbx.id, { endpoint, sessionToken: true });
+    try {
+      assert.equal(other.session.ws.protocol, "sandboxd.v1");
+      assert.equal((await other.process.exec("echo browser")).stdout, "browser\n");
+    } finally { await other.close(); }
+  });
+
   test("after destroy every call fails with SandboxUnavailableError", async () => {
     const other = await createSandbox({ endpoint });
     await other.destroy();
