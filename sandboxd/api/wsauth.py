@@ -99,7 +99,7 @@ def negotiate(request, tokens, sandbox_id):
     carries, if any: ``(subprotocol to select or None, identity or None)``.
     A bad token is ConnectionDeny 401.
     """
-    offered = list(request.protocols or ())
+    offered = list(getattr(request, "protocols", None) or ())
     token = None
     for p in offered:
         if p.startswith(BEARER_PREFIX):
