@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/http"
@@ -158,7 +159,7 @@ func (s *session) fail(err error) {
 
 func (s *session) readLoop() {
 	for {
-		kind, data, err := s.ws.ReadMessage()
+		kind, data, err := s.readMessage()
 		if err != nil {
 			why := "the connection dropped"
 			if ce, ok := err.(*websocket.CloseError); ok {
@@ -204,6 +205,41 @@ func (s *session) readLoop() {
 			st.push(f)
 		}
 	}
+}
+
+// readMessage reads one WebSocket message into a buffer of the frame's exact
+// size (the length field says it), not a growing one.
+func (s *session) readMessage() (int, []byte, error) {
+	kind, r, err := s.ws.NextReader()
+	if err != nil {
+		return kind, nil, err
+	}
+	head := make([]byte, HeaderSize)
+	n, err := io.ReadFull(r, head)
+	if err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return kind, head[:n], nil // too short: DecodeOne says TRUNCATED
+		}
+		return kind, nil, err
+	}
+	length := binary.BigEndian.Uint32(head)
+	if length < 6 || length-6 > MaxPayload {
+		return kind, head, nil // DecodeOne names the error
+	}
+	data := make([]byte, 4+int(length), 4+int(length)+1)
+	copy(data, head)
+	n, err = io.ReadFull(r, data[HeaderSize:])
+	if err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return kind, data[:HeaderSize+n], nil
+		}
+		return kind, nil, err
+	}
+	var extra [1]byte
+	if m, _ := r.Read(extra[:]); m > 0 {
+		data = append(data, extra[0]) // more than one frame: DecodeOne says BAD_PAYLOAD
+	}
+	return kind, data, nil
 }
 
 func (s *session) close() error {
