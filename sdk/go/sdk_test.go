@@ -17,6 +17,7 @@ import (
 	"time"
 )
 
+// TestParseEndpoint: the three endpoint forms parse; anything else is KindInvalidEndpoint.
 func TestParseEndpoint(t *testing.T) {
 	for _, c := range []struct{ in, scheme, host, path, prefix string }{
 		{"unix:///run/s.sock", "unix", "localhost", "/run/s.sock", ""},
@@ -35,6 +36,7 @@ func TestParseEndpoint(t *testing.T) {
 	}
 }
 
+// TestStreamIDsWrap: odd stream ids wrap from 2^32-1 back to 1 (0 is the connection's).
 func TestStreamIDsWrap(t *testing.T) {
 	if nextStreamID(1) != 3 || nextStreamID(MaxStreamID-2) != MaxStreamID || nextStreamID(MaxStreamID) != 1 {
 		t.Fatal("stream ids do not wrap from 2^32-1 to 1")
@@ -51,6 +53,7 @@ func liveSandbox(t *testing.T) *Sandbox {
 	return sbx
 }
 
+// TestLiveConcurrentExec: 50 commands at once on one session, each with its own output and exact exit code.
 func TestLiveConcurrentExec(t *testing.T) {
 	sbx := liveSandbox(t)
 	ctx := context.Background()
@@ -75,6 +78,7 @@ func TestLiveConcurrentExec(t *testing.T) {
 	}
 }
 
+// TestLiveBigStdin: 8 MiB of random stdin reaches the process unchanged (both windows turn over).
 func TestLiveBigStdin(t *testing.T) {
 	sbx := liveSandbox(t)
 	data := make([]byte, 8<<20)
@@ -89,6 +93,7 @@ func TestLiveBigStdin(t *testing.T) {
 	}
 }
 
+// TestLiveContextCancelsCommand: a context deadline returns ctx.Err() and kills the command (CANCEL).
 func TestLiveContextCancelsCommand(t *testing.T) {
 	sbx := liveSandbox(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
@@ -112,6 +117,7 @@ func TestLiveContextCancelsCommand(t *testing.T) {
 	}
 }
 
+// TestLiveDownloadUpload: a downloaded tar uploads elsewhere with the same files; ENOENT is a file error with its path.
 func TestLiveDownloadUpload(t *testing.T) {
 	sbx := liveSandbox(t)
 	ctx := context.Background()
@@ -140,6 +146,7 @@ func TestLiveDownloadUpload(t *testing.T) {
 	}
 }
 
+// TestLiveFetchAndTunnel: net.fetch reaches a server on the sandbox's loopback; expose, ports and close work.
 func TestLiveFetchAndTunnel(t *testing.T) {
 	sbx := liveSandbox(t)
 	ctx := context.Background()
@@ -174,6 +181,7 @@ func TestLiveFetchAndTunnel(t *testing.T) {
 	}
 }
 
+// TestLivePtyAndSignal: a pty echoes input; SIGKILL gives exit code 137; writing after exit is refused.
 func TestLivePtyAndSignal(t *testing.T) {
 	sbx := liveSandbox(t)
 	ctx := context.Background()

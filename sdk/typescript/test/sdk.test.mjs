@@ -24,6 +24,23 @@ describe("endpoints", () => {
   });
 });
 
+describe("session", () => {
+  test("stream ids are odd and wrap from 2^32-1 back to 1, skipping ids still open", async () => {
+    const { Session } = await import("../src/session.js");
+    const sent = [];
+    const fakeWs = { on() {}, send(frame, opts, cb) { sent.push(frame); cb(); } };
+    const session = new Session(fakeWs, "sbx-test");
+    session.nextId = wire.MAX_STREAM_ID - 2;
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await session.open("ping")).id);
+    assert.deepEqual(ids, [wire.MAX_STREAM_ID - 2, wire.MAX_STREAM_ID, 1]);
+    session.nextId = 3;
+    session.streams.set(3, {});
+    assert.equal((await session.open("ping")).id, 5);
+    assert.equal(wire.decodeOne(sent[0]).stream, wire.MAX_STREAM_ID - 2);
+  });
+});
+
 const endpoint = process.env.SANDBOX_ENDPOINT;
 const live = endpoint ? describe : (process.env.CI === "true" ? () => { throw new Error("SANDBOX_ENDPOINT is not set"); } : describe.skip);
 
