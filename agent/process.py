@@ -18,6 +18,7 @@ from . import params as p
 from .errors import RequestError, from_oserror
 from .procutil import _descendants, _pump_stdin, _set_size, _StdinFeeder, _take_terminal
 from .reaper import exit_code
+from .shellfree import argv_without_shell, shell_environment
 from .wire import CHANNEL_STDERR, CHANNEL_STDOUT, CHUNK_SIZE, Code
 from .zygote import ZygoteUnavailable
 
@@ -408,9 +409,14 @@ class Run:
 def _start_process(agent, argv, cwd, env, stdin, stdout, stderr):
     """
     Start ``argv`` without a terminal: forked off the Python zygote when it
-    takes the command, else spawned.  ``(pid, watch)``: ``watch(pid,
+    takes the command, else spawned.  A command string that needs no shell
+    (agent/shellfree.py) is run without one.  ``(pid, watch)``: ``watch(pid,
     callback)`` reports the exit.
     """
+    if len(argv) == 3 and argv[:2] == ["/bin/sh", "-c"]:
+        direct = argv_without_shell(argv[2], env, cwd)
+        if direct is not None:
+            argv, env = direct, shell_environment(env, cwd)
     zygote = agent.zygote
     if zygote is not None and zygote.accepts(argv, env):
         try:

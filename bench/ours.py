@@ -7,12 +7,17 @@ socket and returns latency samples in seconds.
 import asyncio
 import json
 import os
+import shlex
 import time
 
 from sandbox import Client, create_sandbox
 from tests.daemon import Daemon, UnixHTTPConnection
 
 from peers import EXPECTED, SNIPPET
+
+#: The snippet as users write it: a string (run without a shell when it
+#: needs none, agent/shellfree.py).
+SNIPPET_COMMAND = f"python3 -c {shlex.quote(SNIPPET)}"
 
 MiB = 1 << 20
 
@@ -95,7 +100,7 @@ def bench_create_echo_destroy(daemon, n):
 
 def bench_create_snippet_destroy(daemon, n):
     return asyncio.run(
-        bench_create_run_destroy(daemon, n, ["python3", "-c", SNIPPET], EXPECTED)
+        bench_create_run_destroy(daemon, n, SNIPPET_COMMAND, EXPECTED)
     )
 
 
@@ -129,7 +134,7 @@ def bench_at_rest(daemon, n, argv="echo hello", expect="hello\n"):
 
 
 def bench_snippet_at_rest(daemon, n):
-    return bench_at_rest(daemon, n, ["python3", "-c", SNIPPET], EXPECTED)
+    return bench_at_rest(daemon, n, SNIPPET_COMMAND, EXPECTED)
 
 
 async def exec_rtt(sbx, n, argv="echo hello", expect="hello\n"):
@@ -153,15 +158,16 @@ async def _exec(daemon, n):
     try:
         echo = await exec_rtt(sbx, n)
         snippet = await exec_rtt(sbx, n, ["python3", "-c", SNIPPET], EXPECTED)
+        string = await exec_rtt(sbx, n, SNIPPET_COMMAND, EXPECTED)
     finally:
         await sbx.destroy()
-    return echo, snippet
+    return echo, snippet, string
 
 
 def bench_exec(daemon, n):
     """
     Exec round trips on one open session: (``echo hello`` samples, python
-    snippet samples).
+    snippet samples as an argv, the same as a string).
     """
     return asyncio.run(_exec(daemon, n))
 

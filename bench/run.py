@@ -63,7 +63,8 @@ def run_ours(options, say):
         say(f"sandboxd: create -> python snippet -> destroy x{n}")
         out["csd"], out["csd_hits"] = ours.bench_create_snippet_destroy(daemon, n)
         say(f"sandboxd: exec round trips x{2 * n}")
-        out["exec_echo"], out["exec_snippet"] = ours.bench_exec(daemon, 2 * n)
+        out["exec_echo"], out["exec_snippet"], out["exec_snippet_string"] = ours.bench_exec(
+            daemon, 2 * n)
         rest = max(10, n // 10)
         say(f"sandboxd: create -> echo -> destroy at rest x{rest}")
         out["at_rest"] = ours.bench_at_rest(daemon, rest)
@@ -162,6 +163,9 @@ def assemble(o, p):
                   "llm-sandbox execute_command": get("llm_exec")}),
         scenario("exec_snippet", "exec python3 -c snippet, open session (SDK)",
                  summary(o["exec_snippet"]),
+                 {"docker exec": exec_peer.get("snippet")}),
+        scenario("exec_snippet_string", "  same, given as a string (no shell needed)",
+                 summary(o["exec_snippet_string"]),
                  {"docker exec": exec_peer.get("snippet")}),
         scenario("write_100mib", "100 MiB write (fs.write)", summary(o["write"]),
                  {"docker cp in": cp.get("write"),

@@ -14,6 +14,7 @@ See docs/sdk.md.
 __version__ = "0.1.0"
 
 from sandbox._endpoint import DEFAULT_ENDPOINT, Endpoint, parse_endpoint
+from sandbox._code import CodeInterpreter, CodeResult
 from sandbox._env import Environment
 from sandbox._fs import FileInfo, Filesystem
 from sandbox._net import FetchResponse, Network, Tunnel
@@ -50,6 +51,8 @@ __all__ = [
     "DaemonEvent",
     "Filesystem",
     "Environment",
+    "CodeInterpreter",
+    "CodeResult",
     "Network",
     "Tunnel",
     "Watcher",

@@ -113,6 +113,15 @@ def parse_endpoint(url=None):
     )
 
 
+def resolve_ca_file(ca_file=None):
+    """
+    The CA certificate file (PEM) an https endpoint is verified with:
+    ``ca_file``, else ``$SANDBOX_CA_FILE``, else None (the system's trust
+    store).
+    """
+    return ca_file or os.environ.get("SANDBOX_CA_FILE") or None
+
+
 def resolve_auth(auth=None):
     """
     The bearer token: ``auth``, else ``$SANDBOX_AUTH``, else None.

@@ -56,8 +56,10 @@ class HTTPClient:
     Requests to the daemon at ``endpoint`` (an Endpoint), reusing connections.
     """
 
-    def __init__(self, endpoint, auth=None, timeout=60.0, ssl_context=None, max_idle=4):
+    def __init__(self, endpoint, auth=None, timeout=60.0, ssl_context=None, max_idle=4,
+                 ca_file=None):
         self.endpoint = endpoint
+        self._ca_file = ca_file
         self.timeout = timeout
         self._ssl_context = ssl_context
         self._max_idle = max_idle
@@ -70,12 +72,13 @@ class HTTPClient:
     @property
     def ssl_context(self):
         """
-        The TLS context for https endpoints (the system's trust store).
+        The TLS context for https endpoints (the CA file given, else the
+        system's trust store).
         """
         if self._ssl_context is None and self.endpoint.tls:
             import ssl
 
-            self._ssl_context = ssl.create_default_context()
+            self._ssl_context = ssl.create_default_context(cafile=self._ca_file)
         return self._ssl_context
 
     async def request(self, method, path, body=None, timeout=_DEFAULT):

@@ -3,6 +3,7 @@
 ``connect_sandbox``.
 """
 
+from sandbox._code import CodeInterpreter
 from sandbox._env import Environment
 from sandbox._fs import Filesystem
 from sandbox._net import Network
@@ -14,8 +15,8 @@ from sandbox.client import Client
 class Sandbox:
     """
     A sandbox with an open WebSocket session.  ``id`` and ``info`` (the
-    daemon's JSON object) describe it; ``fs``, ``process``, ``env`` and ``net`` act
-    in it.
+    daemon's JSON object) describe it; ``fs``, ``process``, ``env``, ``net`` and
+    ``code`` (the code interpreter) act in it.
     Calls may run concurrently: they share the session.
     """
 
@@ -29,6 +30,7 @@ class Sandbox:
         self.process = Process(session)
         self.env = Environment(session)
         self.net = Network(session, client, self.id)
+        self.code = CodeInterpreter(self.process)
 
     def __repr__(self):
         state = "closed" if self.closed else "open"

@@ -9,7 +9,7 @@ JSON (dicts).
 import json
 from urllib.parse import quote, urlencode
 
-from sandbox._endpoint import parse_endpoint, resolve_auth
+from sandbox._endpoint import parse_endpoint, resolve_auth, resolve_ca_file
 from sandbox._events import stream_events
 from sandbox._http import HTTPClient
 from sandbox.errors import ProtocolError, error_from_http
@@ -23,13 +23,18 @@ class Client:
 
     ``endpoint`` defaults to ``$SANDBOX_ENDPOINT``, then the default Unix
     socket; ``auth`` to ``$SANDBOX_AUTH`` (sent as a bearer token).
-    ``timeout`` bounds each request, in seconds (None: no bound).
+    ``timeout`` bounds each request, in seconds (None: no bound).  An
+    https endpoint is verified with ``ca_file`` (PEM; default
+    ``$SANDBOX_CA_FILE``, else the system's trust store) unless an
+    ``ssl_context`` is given.
     """
 
-    def __init__(self, endpoint=None, auth=None, timeout=60.0, ssl_context=None):
+    def __init__(self, endpoint=None, auth=None, timeout=60.0, ssl_context=None,
+                 ca_file=None):
         self.endpoint = parse_endpoint(endpoint)
         self.auth = resolve_auth(auth)
-        self.http = HTTPClient(self.endpoint, self.auth, timeout, ssl_context)
+        self.http = HTTPClient(self.endpoint, self.auth, timeout, ssl_context,
+                               ca_file=resolve_ca_file(ca_file))
 
     def __repr__(self):
         return f"Client({str(self.endpoint)!r})"

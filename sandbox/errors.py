@@ -187,6 +187,7 @@ _BY_CODE = {
     "TOO_MANY_TUNNELS": CapacityError,
     "PORT_NOT_READY": SandboxTimeoutError,
     "RATE_LIMITED": RateLimitedError,
+    "QUOTA_EXCEEDED": CapacityError,
     "INTERNAL": ServerError,
     "RUNTIME_ERROR": ServerError,
     "SANDBOX_UNAVAILABLE": SandboxUnavailableError,

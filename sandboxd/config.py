@@ -7,9 +7,6 @@ L{ConfigError} naming the file and the dotted key.  See docs/config.md.
 """
 
 import base64
-import binascii
-import ipaddress
-import math
 import os
 import re
 import tomllib
@@ -17,20 +14,18 @@ from types import MappingProxyType
 
 import attrs
 
-RUNTIMES = ("docker", "docker+gvisor", "firecracker", "qemu")
-DEFAULT_TCP_PORT = 7522
+from sandboxd import configvalues as values
+from sandboxd.configvalues import (  # noqa: F401 (re-exported)
+    format_size,
+    parse_duration,
+    parse_size,
+    parse_tcp_address,
+)
+
 ENVIRONMENT_OVERRIDES = {"SANDBOX_SOCKET": "socket", "SANDBOX_TCP": "tcp",
                          "SANDBOX_DATA_DIR": "data_dir"}
 
-_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE = re.compile(r"([0-9]+(?:\.[0-9]+)?)([kmgt]?)", re.IGNORECASE)
-_MAX_SIZE = (1 << 63) - 1
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
-_NODE_ID = re.compile(r"[a-z0-9]{1,16}")
 _PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-_HOST_PORT = re.compile(r"(?:\[(?P<v6>[^\]]+)\]|(?P<host>[^:\[\]]*))(?::(?P<port>[0-9]+))?")
 
 
 class ConfigError(Exception):
@@ -42,179 +37,10 @@ class ConfigError(Exception):
         self.source, self.key, self.reason = source, key, reason
 
 
-def parse_size(text):
-    """
-    Parse C{"512m"}, C{"4G"} (binary k/m/g/t), C{"1.5k"} (truncated to whole
-    bytes) or a byte count (C{"1024"}, C{1024}) into C{int} bytes, or raise
-    C{ValueError}.
-    """
-    if isinstance(text, int) and not isinstance(text, bool):
-        size = text
-    elif not isinstance(text, str):
-        raise ValueError(f"invalid size {text!r}: expected a string like '512m'")
-    elif match := _SIZE.fullmatch(text.strip()):
-        number, unit = match.groups()
-        whole, _, fraction = number.partition(".")
-        scale = _SIZE_UNITS[unit.lower()]
-        size = int(whole) * scale + int(fraction or "0") * scale // 10 ** len(fraction)
-    else:
-        raise ValueError(f"invalid size {text!r} ({_hint(text, 'k, m, g or t')})")
-    if not 0 <= size <= _MAX_SIZE:
-        raise ValueError(f"invalid size {text!r}: " + (
-            "must not be negative" if size < 0 else "too large"))
-    return size
-
-
-def _hint(text, units):
-    """Explain why C{text} is not a size or duration."""
-    negative = text.strip().startswith("-")
-    return "must not be negative" if negative else f"use a number with {units}"
-
-
-def format_size(size):
-    """
-    Write a byte count with the largest suffix that keeps it whole, so that
-    C{parse_size(format_size(n)) == n}: C{4294967296} -> C{"4g"}.
-    """
-    for unit in "tgmk":
-        if size and size % _SIZE_UNITS[unit] == 0:
-            return f"{size // _SIZE_UNITS[unit]}{unit}"
-    return str(size)
-
-
-def parse_duration(text):
-    """
-    Parse C{"50ms"}, C{"10s"}, C{"1.5m"} or C{"1h30m"} into C{float} seconds
-    (an C{int} or C{float} is seconds already), or raise C{ValueError}.
-    """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        if not math.isfinite(text) or text < 0:
-            raise ValueError(f"invalid duration {text!r}: must be finite and not negative")
-        return float(text)
-    if not isinstance(text, str):
-        raise ValueError(f"invalid duration {text!r}: expected a string like '10s'")
-    stripped = text.strip()
-    if _DURATION.fullmatch(stripped) is None:
-        hint = _hint(text, "ms, s, m or h, e.g. '10s' or '1h30m'")
-        raise ValueError(f"invalid duration {text!r} ({hint})")
-    return sum(float(number) * _DURATION_UNITS[unit]
-               for number, unit in _DURATION_PART.findall(stripped))
-
-
-def parse_tcp_address(text):
-    """
-    Split C{"7522"}, C{":7522"}, C{"127.0.0.1:7522"}, C{"[::1]:7522"} or a bare
-    IP (port 7522) into C{(host, port)}; no host means C{"0.0.0.0"}.
-    """
-    hint = f"invalid TCP address {text!r} (use PORT, :PORT, HOST:PORT or [IPV6]:PORT)"
-    if not text:
-        raise ValueError(hint)
-    if re.fullmatch(r"[0-9]+", text):
-        host, port = "", text
-    elif _is_ip(text):
-        host, port = text, None
-    else:
-        match = _HOST_PORT.fullmatch(text)
-        if match is None:
-            raise ValueError(hint)
-        host, port = match["v6"] or match["host"], match["port"]
-    host = host or "0.0.0.0"
-    port = DEFAULT_TCP_PORT if port is None else int(port)
-    if not _is_ip(host) or port > 65535:
-        raise ValueError(hint)
-    return host, port
-
-
-def _is_ip(text):
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _describe(value):
-    """Name a TOML value's type (and show it, if a scalar) for an error."""
-    names = {bool: "boolean", int: "integer", float: "float", str: "string",
-             list: "array", dict: "table"}
-    name = names.get(type(value), type(value).__name__)
-    shown = str(value).lower() if isinstance(value, bool) else repr(value)
-    return name if isinstance(value, (list, dict)) else f"{name} {shown}"
-
-
-def _expect(value, types, what):
-    """Return C{value} if it is one of C{types} (bool is not an int here)."""
-    if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
-        raise ValueError(f"expected {what}, got {_describe(value)}")
-    return value
-
-
-def _as_float(value):
-    number = float(_expect(value, (int, float), "a number"))
-    if not math.isfinite(number):
-        raise ValueError(f"expected a finite number, got {value!r}")
-    return number
-
-
-_KINDS = {
-    "str": lambda value: _expect(value, (str,), "a string"),
-    "bool": lambda value: _expect(value, (bool,), "a boolean"),
-    "int": lambda value: _expect(value, (int,), "an integer"),
-    "float": _as_float,
-    "size": lambda value: parse_size(_expect(value, (str, int), "a size like '512m'")),
-    "duration": lambda value: parse_duration(_expect(value, (str,), "a duration like '10s'")),
-    "strings": lambda value: tuple(_expect(item, (str,), "a string in the array")
-                                   for item in _expect(value, (list,), "an array of strings")),
-}
-
-
-def _rule(ok, reason):
-    """A check that raises C{ValueError(reason)} unless C{ok(value)}."""
-
-    def check(value):
-        if not ok(value):
-            raise ValueError(reason.format(value=value))
-
-    return check
-
-
-_positive = _rule(lambda value: value > 0, "must be greater than 0, got {value!r}")
-_not_negative = _rule(lambda value: value >= 0, "must not be negative, got {value!r}")
-_port = _rule(lambda value: 0 <= value <= 65535, "must be a port from 0 to 65535, got {value}")
-_not_empty = _rule(bool, "must not be empty")
-_ip = _rule(_is_ip, "invalid IP address {value!r}")
-_node_id = _rule(lambda value: not value or _NODE_ID.fullmatch(value),
-                 "invalid node id {value!r} (use 1 to 16 of a-z and 0-9)")
-_runtime = _rule(RUNTIMES.__contains__,
-                 "unknown runtime {value!r} (use one of " + ", ".join(RUNTIMES) + ")")
-_tunnel_auth = _rule(("none", "token").__contains__,
-                     "unknown tunnel auth {value!r} (use \"none\" or \"token\")")
-_accel = _rule(("auto", "kvm", "tcg").__contains__,
-               "unknown accelerator {value!r} (use auto, kvm or tcg)")
-_vsock_cid = _rule(lambda value: value >= 3, "must be at least 3 (0-2 are reserved), got {value}")
-
-
-def _tcp(value):
-    """Check C{server.tcp}: empty (off) or an address L{parse_tcp_address} takes."""
-    if value:
-        parse_tcp_address(value)
-
-
-def _public_keys(keys):
-    """Check that every key is base64 of 32 bytes."""
-    for index, key in enumerate(keys):
-        try:
-            raw = base64.b64decode(key, validate=True)
-        except binascii.Error:
-            raw = b""
-        if len(raw) != 32:
-            raise ValueError(f"entry {index} {key!r} is not base64 of a 32-byte Ed25519 key")
-
-
 def _setting(kind, default, check=None):
     """A setting read from the file: its kind, default (as written) and check."""
     if kind in ("size", "duration", "strings"):
-        default = _KINDS[kind](default)
+        default = values.KINDS[kind](default)
     return attrs.field(default=default, metadata={"kind": kind, "check": check})
 
 
@@ -223,11 +49,13 @@ class ServerConfig:
     """C{[server]}: where the daemon listens and keeps its state."""
 
     socket: str = _setting("str", "/var/run/sandboxd/sandboxd.sock")
-    tcp: str = _setting("str", "", _tcp)
+    tcp: str = _setting("str", "", values.tcp)
     tls_cert: str = _setting("str", "")
     tls_key: str = _setting("str", "")
-    data_dir: str = _setting("str", "/var/lib/sandboxd", _not_empty)
-    node_id: str = _setting("str", "", _node_id)
+    tls_client_ca: str = _setting("str", "")
+    socket_group: str = _setting("str", "")
+    data_dir: str = _setting("str", "/var/lib/sandboxd", values.not_empty)
+    node_id: str = _setting("str", "", values.node_id)
 
 
 @attrs.frozen
@@ -235,7 +63,7 @@ class MultiTenantConfig:
     """C{[multi_tenant]}: Ed25519-signed identities from a trusted proxy."""
 
     enabled: bool = _setting("bool", False)
-    public_keys: tuple = _setting("strings", [], _public_keys)
+    public_keys: tuple = _setting("strings", [], values.public_keys)
 
     @property
     def public_key_bytes(self):
@@ -247,52 +75,53 @@ class MultiTenantConfig:
 class LimitsConfig:
     """C{[limits]}: hard caps on what callers may ask for."""
 
-    max_sandboxes: int = _setting("int", 100, _positive)
-    max_memory: int = _setting("size", "4g", _positive)
-    max_cpu: float = _setting("float", 4.0, _positive)
-    max_total_memory: int = _setting("size", "0", _not_negative)
-    max_total_cpu: float = _setting("float", 0.0, _not_negative)
-    max_ttl: int = _setting("int", 86400, _positive)
-    idle_timeout: float = _setting("duration", "5m", _positive)
-    max_templates: int = _setting("int", 50, _positive)
-    max_template_size: int = _setting("size", "2g", _positive)
-    template_expiry_days: int = _setting("int", 60, _positive)
-    create_rate_limit: int = _setting("int", 20, _positive)
-    rate_limit_entries: int = _setting("int", 10000, _positive)
-    max_tunnels: int = _setting("int", 10, _positive)
-    max_connections_per_tunnel: int = _setting("int", 100, _positive)
-    tunnel_bind_address: str = _setting("str", "127.0.0.1", _ip)
-    tunnel_port_min: int = _setting("int", 0, _port)
-    tunnel_port_max: int = _setting("int", 0, _port)
+    max_sandboxes: int = _setting("int", 100, values.positive)
+    max_memory: int = _setting("size", "4g", values.positive)
+    max_cpu: float = _setting("float", 4.0, values.positive)
+    max_total_memory: int = _setting("size", "0", values.not_negative)
+    max_total_cpu: float = _setting("float", 0.0, values.not_negative)
+    max_ttl: int = _setting("int", 86400, values.positive)
+    idle_timeout: float = _setting("duration", "5m", values.positive)
+    max_templates: int = _setting("int", 50, values.positive)
+    max_template_size: int = _setting("size", "2g", values.positive)
+    template_expiry_days: int = _setting("int", 60, values.positive)
+    create_rate_limit: int = _setting("int", 600, values.positive)
+    create_rate_burst: int = _setting("int", 100, values.positive)
+    rate_limit_entries: int = _setting("int", 10000, values.positive)
+    max_tunnels: int = _setting("int", 10, values.positive)
+    max_connections_per_tunnel: int = _setting("int", 100, values.positive)
+    tunnel_bind_address: str = _setting("str", "127.0.0.1", values.ip)
+    tunnel_port_min: int = _setting("int", 0, values.port)
+    tunnel_port_max: int = _setting("int", 0, values.port)
 
 
 @attrs.frozen
 class TunnelsConfig:
     """C{[tunnels]}: how port tunnels reach a sandbox's ports (docs/tunnels.md)."""
 
-    connect_timeout: float = _setting("duration", "5s", _positive)
-    expose_timeout: float = _setting("duration", "30s", _positive)
-    auth: str = _setting("str", "none", _tunnel_auth)
+    connect_timeout: float = _setting("duration", "5s", values.positive)
+    expose_timeout: float = _setting("duration", "30s", values.positive)
+    auth: str = _setting("str", "none", values.tunnel_auth)
 
 
 @attrs.frozen
 class NetworkConfig:
     """C{[network]}: the Docker bridge sandboxes run on."""
 
-    bridge_name: str = _setting("str", "sandboxd-net", _not_empty)
+    bridge_name: str = _setting("str", "sandboxd-net", values.not_empty)
 
 
 @attrs.frozen
 class PoolConfig:
     """C{[pool]}: how many warm sandboxes to keep and how to watch them."""
 
-    total_warm: int = _setting("int", 8, _not_negative)
-    min_per_image: int = _setting("int", 0, _not_negative)
-    min_base: int = _setting("int", 2, _not_negative)
-    max_warm: int = _setting("int", 32, _not_negative)
-    rebalance_window: float = _setting("duration", "1h", _positive)
-    health_interval: float = _setting("duration", "10s", _positive)
-    liveness_timeout: float = _setting("duration", "50ms", _positive)
+    total_warm: int = _setting("int", 8, values.not_negative)
+    min_per_image: int = _setting("int", 0, values.not_negative)
+    min_base: int = _setting("int", 2, values.not_negative)
+    max_warm: int = _setting("int", 32, values.not_negative)
+    rebalance_window: float = _setting("duration", "1h", values.positive)
+    health_interval: float = _setting("duration", "10s", values.positive)
+    liveness_timeout: float = _setting("duration", "50ms", values.positive)
 
 
 @attrs.frozen
@@ -300,32 +129,32 @@ class Profile:
     """C{[pool.base.<name>]}: a kind of sandbox the pool keeps warm."""
 
     name: str = "default"
-    image: str = _setting("str", "sandbox-base:latest", _not_empty)
-    memory: int = _setting("size", "512m", _positive)
-    cpu: float = _setting("float", 1.0, _positive)
-    storage: int = _setting("size", "500m", _positive)
-    runtime: str = _setting("str", "docker", _runtime)
+    image: str = _setting("str", "sandbox-base:latest", values.not_empty)
+    memory: int = _setting("size", "512m", values.positive)
+    cpu: float = _setting("float", 1.0, values.positive)
+    storage: int = _setting("size", "500m", values.positive)
+    runtime: str = _setting("str", "docker", values.runtime)
 
 
 @attrs.frozen
 class FirecrackerConfig:
     """C{[firecracker]}: the microVM runtime."""
 
-    binary_path: str = _setting("str", "/usr/bin/firecracker", _not_empty)
+    binary_path: str = _setting("str", "/usr/bin/firecracker", values.not_empty)
     kernel_path: str = _setting("str", "")
-    rootfs_dir: str = _setting("str", "/var/lib/sandboxd/firecracker", _not_empty)
-    vsock_cid_base: int = _setting("int", 3, _vsock_cid)
+    rootfs_dir: str = _setting("str", "/var/lib/sandboxd/firecracker", values.not_empty)
+    vsock_cid_base: int = _setting("int", 3, values.vsock_cid)
 
 
 @attrs.frozen
 class QemuConfig:
     """C{[qemu]}: the QEMU VM runtime (docs/runtimes.md)."""
 
-    binary: str = _setting("str", "qemu-system-x86_64", _not_empty)
-    kernel: str = _setting("str", "/var/lib/sandboxd/vm/vmlinuz", _not_empty)
-    initrd: str = _setting("str", "/var/lib/sandboxd/vm/initrd.img", _not_empty)
-    disk_dir: str = _setting("str", "/var/lib/sandboxd/vm/disks", _not_empty)
-    accel: str = _setting("str", "auto", _accel)
+    binary: str = _setting("str", "qemu-system-x86_64", values.not_empty)
+    kernel: str = _setting("str", "/var/lib/sandboxd/vm/vmlinuz", values.not_empty)
+    initrd: str = _setting("str", "/var/lib/sandboxd/vm/initrd.img", values.not_empty)
+    disk_dir: str = _setting("str", "/var/lib/sandboxd/vm/disks", values.not_empty)
+    accel: str = _setting("str", "auto", values.accel)
 
 
 def _default_profiles():
@@ -379,7 +208,7 @@ def _escape(text):
 def _read_setting(field, value, source, key):
     """Convert and check one value; a problem is a L{ConfigError} for C{key}."""
     try:
-        converted = _KINDS[field.metadata["kind"]](value)
+        converted = values.KINDS[field.metadata["kind"]](value)
         if field.metadata["check"] is not None:
             field.metadata["check"](converted)
     except ValueError as error:
@@ -390,23 +219,23 @@ def _read_setting(field, value, source, key):
 def _read_table(cls, table, source, prefix, skip=(), **extra):
     """Build C{cls} from a TOML table, rejecting unknown keys and bad values."""
     if not isinstance(table, dict):
-        raise ConfigError(source, prefix, f"expected a table, got {_describe(table)}")
+        raise ConfigError(source, prefix, f"expected a table, got {values.describe(table)}")
     fields = {f.name: f for f in attrs.fields(cls) if "kind" in f.metadata}
-    values = {}
+    settings = {}
     for name, value in table.items():
         if name in skip:
             continue
         if name not in fields:
             raise ConfigError(source, f"{prefix}.{name}",
                               f"unknown key (known keys: {', '.join(fields)})")
-        values[name] = _read_setting(fields[name], value, source, f"{prefix}.{name}")
-    return cls(**values, **extra)
+        settings[name] = _read_setting(fields[name], value, source, f"{prefix}.{name}")
+    return cls(**settings, **extra)
 
 
 def _read_profiles(table, source):
     """Read C{[pool.base.*]}; with no profile there is the built-in C{default}."""
     if not isinstance(table, dict):
-        raise ConfigError(source, "pool.base", f"expected a table, got {_describe(table)}")
+        raise ConfigError(source, "pool.base", f"expected a table, got {values.describe(table)}")
     profiles = {}
     for name, body in table.items():
         if not _PROFILE_NAME.fullmatch(name):
@@ -458,6 +287,8 @@ def _check_config(config, source):
     for have, lack in (("tls_cert", "tls_key"), ("tls_key", "tls_cert")):
         if getattr(server, have) and not getattr(server, lack):
             fail(f"server.{lack}", f"required because server.{have} is set (set both or neither)")
+    if server.tls_client_ca and not server.tls_cert:
+        fail("server.tls_cert", "required because server.tls_client_ca is set")
     if not server.socket and not server.tcp:
         fail("server", "no listener: set server.socket or server.tcp")
     if config.multi_tenant.enabled and not config.multi_tenant.public_keys:

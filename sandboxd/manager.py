@@ -8,14 +8,11 @@ Every change of a sandbox's state goes through ``manager.lifecycle``
 and close the API's sessions.
 """
 
-import os
-
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
-from agent import wire
 from sandboxd.adoption import reconnect
+from sandboxd.booting import Containers, SandboxDestroyed  # noqa: F401 (re-exported)
 from sandboxd.failing import FailureWatch
 from sandboxd.heartbeat import Heartbeat
 from sandboxd.lifecycle import Lifecycle
@@ -23,10 +20,8 @@ from sandboxd.lifetimes import IdleReaper
 from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
 from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
-from sandboxd.protocols.link import AgentLink
 from sandboxd.recording import LifecycleRecorder
-from sandboxd.runtimes.interface import SandboxSpec
-from sandboxd.sandbox import Sandbox, State
+from sandboxd.sandbox import State
 
 
 #: Seconds ``stop`` waits for boots and removals under way.
@@ -36,12 +31,6 @@ STOP_TIMEOUT = 60.0
 class UnknownProfile(Exception):
     """
     No profile has this name.
-    """
-
-
-class SandboxDestroyed(Exception):
-    """
-    The sandbox was destroyed while it was being created.
     """
 
 
@@ -69,9 +58,6 @@ class SandboxManager:
         self._connect = connect
         self.profiles = dict(config.profiles)
         self._sandboxes = {}
-        self._containers = {}
-        self._removals = set()
-        self._booting = 0
         self._watching = None
         self._stopping = False
         self._up = False
@@ -82,6 +68,9 @@ class SandboxManager:
         self.lifecycle.observe(self.recorder)
         self.lifecycle.observe(self.reaper)
         self._failures = FailureWatch(self, self.recorder)
+        self._containers = Containers(
+            reactor, runtime, self.lifecycle, self._failures, connect, owner
+        )
         self.heartbeat = Heartbeat(
             reactor, self._sandboxes.values, self.fail,
             config.pool.health_interval, config.pool.liveness_timeout,
@@ -174,12 +163,7 @@ class SandboxManager:
                 sandbox.connection.disconnect("the daemon is stopping")
         # Boots under way end in a discard (their pool is stopped), which
         # queues a removal: wait for both, or their containers outlive us.
-        give_up = self._reactor.seconds() + STOP_TIMEOUT
-        while (self._booting or self._removals) and self._reactor.seconds() < give_up:
-            if self._removals:
-                await DeferredList(list(self._removals), consumeErrors=True)
-            else:
-                await deferLater(self._reactor, 0.05, lambda: None)
+        await self._containers.settle(STOP_TIMEOUT)
 
     async def reload(self, config):
         """
@@ -223,11 +207,13 @@ class SandboxManager:
     # Creating
 
     async def create(
-        self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None
+        self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None,
+        identity="",
     ):
         """
-        A running sandbox for the caller: warm when the pool has one of
-        exactly this shape, cold otherwise.
+        A running sandbox for the caller (``identity``: its tenant, "" for
+        none): warm when the pool has one of exactly this shape, cold
+        otherwise.
         """
         if not self._up:
             # Adoption and orphan removal first: a container made meanwhile
@@ -252,16 +238,18 @@ class SandboxManager:
             sandbox = self.pools.claim(name)
         if sandbox is None:
             sandbox = self._newSandbox(chosen, *shape)
+            sandbox.identity = identity
             sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
             try:
-                await self._boot(sandbox)
+                await self._containers.boot(sandbox)
             except Exception:
                 self._sandboxes.pop(sandbox.id, None)
                 raise
             sandbox.method = "cold"
         else:
             sandbox.method = "warm"
+            sandbox.identity = identity
             sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
         sandbox.ttl = ttl
@@ -271,109 +259,34 @@ class SandboxManager:
         return sandbox
 
     def _newSandbox(self, profile, memory, cpu, storage):
-        node = self._config.server.node_id
-        suffix = os.urandom(4).hex()
-        return Sandbox(
-            id=f"sbx-{node}-{suffix}" if node else f"sbx-{suffix}",
-            profile=profile.name,
-            image=profile.image,
-            runtime=profile.runtime,
-            memory=memory,
-            cpu=cpu,
-            storage=storage,
-            secret=wire.new_secret(),
-            created=self._reactor.seconds(),
+        return self._containers.new(
+            profile, memory, cpu, storage, self._config.server.node_id
         )
 
     async def _bootWarm(self, profile):
         sandbox = self._newSandbox(
             profile, profile.memory, profile.cpu, profile.storage
         )
-        # The warm-up below is part of the boot: stop() waits for it too
-        # (else the reactor's shutdown cuts it off after stop() returned,
-        # and the removal of its container never runs).
-        self._booting += 1
-        try:
-            await self._boot(sandbox)
-            # A first command costs the agent more (cold code paths, first
-            # fork): pay it here rather than in the caller's first exec.
-            try:
-                await sandbox.connection.call("process.exec", {"cmd": ["true"]})
-            except Exception:
-                self._discard(sandbox)
-                raise
-        finally:
-            self._booting -= 1
+        # The warm-up is part of the boot: stop() waits for it too (else the
+        # reactor's shutdown cuts it off after stop() returned, and the
+        # removal of its container never runs).
+        await self._containers.guarded(lambda: self._warmUp(sandbox))
         self.lifecycle.move(sandbox, State.READY)
         return sandbox
 
-    async def _boot(self, sandbox):
-        """
-        Start the container and connect its agent; on any failure remove
-        whatever was made and re-raise.
-        """
-        self._booting += 1
+    async def _warmUp(self, sandbox):
+        await self._containers.boot(sandbox)
+        # A first command costs the agent more (cold code paths, first
+        # fork): pay it here rather than in the caller's first exec.
         try:
-            await self._bootContainer(sandbox)
-        finally:
-            self._booting -= 1
-
-    async def _bootContainer(self, sandbox):
-        spec = SandboxSpec(
-            sandbox_id=sandbox.id,
-            image=sandbox.image,
-            runtime=sandbox.runtime,
-            memory=sandbox.memory,
-            cpu=sandbox.cpu,
-            storage=sandbox.storage,
-            secret=sandbox.secret,
-            profile=sandbox.profile,
-            owner=self._owner,
-        )
-        try:
-            started = await self._runtime.start(spec)
-            sandbox.container_id = started.container_id
-            sandbox.endpoint = started.endpoint
-            self._containers[started.container_id] = sandbox
-            if sandbox.state is not State.CREATING:
-                raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
-            sandbox.connection = await self._connect(
-                self._reactor, started.endpoint, sandbox.secret,
-                deadline=started.connect_deadline, label=sandbox.id,
-            )
-            if sandbox.state is not State.CREATING:
-                raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
+            await sandbox.connection.call("process.exec", {"cmd": ["true"]})
         except Exception:
-            if sandbox.connection is not None:
-                sandbox.connection.disconnect()
-            if sandbox.state is State.CREATING:
-                self.lifecycle.move(sandbox, State.FAILED, "its boot failed")
-            self._removeContainer(sandbox)
+            self._discard(sandbox)
             raise
-        self._keepAgent(sandbox)
 
     def _register(self, sandbox):
         self._sandboxes[sandbox.id] = sandbox
-        self._containers[sandbox.container_id] = sandbox
-        self._keepAgent(sandbox)
-
-    def _keepAgent(self, sandbox):
-        """
-        Hold the sandbox's agent through a link that survives the agent
-        being killed and restarted inside the sandbox; the sandbox fails
-        when the link is lost for good.
-        """
-
-        def reconnect(deadline):
-            return ensureDeferred(self._connect(
-                self._reactor, sandbox.endpoint, sandbox.secret,
-                deadline=deadline, label=sandbox.id,
-            ))
-
-        sandbox.connection = AgentLink(
-            sandbox.connection, reconnect, self._reactor, sandbox.id
-        )
-        self._failures.watchAgent(sandbox)
+        self._containers.adopt(sandbox)
 
     def byContainer(self, container_id):
         """
@@ -458,33 +371,12 @@ class SandboxManager:
         self._removeContainer(sandbox)
 
     def _removeContainer(self, sandbox):
-        container_id = sandbox.container_id
-        if container_id is None:
-            if sandbox.state is State.DESTROYING:
-                self.lifecycle.move(sandbox, State.DESTROYED)
-            return
-        removal = self._runtime.destroy(container_id)
-        self._removals.add(removal)
-
-        def removed(result):
-            self._removals.discard(removal)
-            if self._containers.get(container_id) is sandbox:
-                del self._containers[container_id]
-            if sandbox.state is State.DESTROYING:
-                self.lifecycle.move(sandbox, State.DESTROYED)
-            return result
-
-        removal.addBoth(removed)
-        removal.addErrback(
-            lambda f: self.log.failure(
-                "removing sandbox {sandbox} failed", f, sandbox=sandbox.id
-            )
-        )
+        self._containers.remove(sandbox)
 
     # Events and health
 
-    def events(self, after=0, limit=100, sandbox_id=None):
-        return self._store.events(after, limit, sandbox_id)
+    def events(self, after=0, limit=100, sandbox_id=None, identity=None):
+        return self._store.events(after, limit, sandbox_id, identity)
 
     def health(self):
         return {

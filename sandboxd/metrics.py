@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from sandboxd.lifecycle import ISandboxObserver
 from sandboxd.sandbox import State
+from sandboxd.tunnels.resource import route_of
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -134,8 +135,12 @@ class DaemonMetrics:
     def route(self, request):
         """
         The route template a request matched (``/sandboxes/<sandbox_id>``),
-        or ``unmatched``.
+        or ``unmatched``.  Tunnel requests (served before Klein's routing)
+        are labelled with their own templates.
         """
+        tunnel = route_of(request.method, request.path)
+        if tunnel is not None:
+            return tunnel
         if self._routes is None:
             return "unmatched"
         try:

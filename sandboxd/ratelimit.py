@@ -1,6 +1,9 @@
 """
 Per-caller rate limiting of sandbox creation (``limits.create_rate_limit``
-per caller per minute), with a bounded table of callers.
+per caller per minute, bursts of ``limits.create_rate_burst``), with a
+bounded table of callers.  Who the caller is: L{sandboxd.api.identity.rate_key}
+(the verified identity over TCP with multi-tenancy, the peer's address
+without; the Unix socket is never limited).
 """
 
 import math
@@ -27,9 +30,9 @@ class RateLimited(Exception):
 
 class RateLimiter:
     """
-    A token bucket per caller: ``rate`` tokens, refilled evenly over
-    L{WINDOW} seconds (so at most ``rate`` creates in any minute after a
-    burst, then one every ``60 / rate`` seconds).
+    A token bucket per caller: ``burst`` tokens at most (None, or more
+    than ``rate``: ``rate``), refilled at ``rate`` per L{WINDOW} seconds
+    (so after a burst, one create every ``60 / rate`` seconds).
 
     At most ``entries`` callers are tracked.  When a new caller arrives at a
     full table, the caller seen least recently is dropped; its bucket was
@@ -37,25 +40,24 @@ class RateLimiter:
     possible gift.  Time comes from ``clock`` (an L{IReactorTime}).
     """
 
-    def __init__(self, rate, entries, clock, window=WINDOW):
-        if rate <= 0 or entries <= 0:
-            raise ValueError("rate and entries must be positive")
+    def __init__(self, rate, entries, clock, window=WINDOW, burst=None):
         self._clock = clock
         self._window = window
         self._buckets = OrderedDict()  # caller -> (tokens, when)
-        self.reload(rate, entries)
+        self.reload(rate, entries, burst)
 
-    def reload(self, rate, entries):
+    def reload(self, rate, entries, burst=None):
         """
-        New allowances: buckets keep their tokens, capped at the new rate.
+        New allowances: buckets keep their tokens, capped at the new size.
         """
-        if rate <= 0 or entries <= 0:
-            raise ValueError("rate and entries must be positive")
+        if rate <= 0 or entries <= 0 or (burst is not None and burst <= 0):
+            raise ValueError("rate, entries and burst must be positive")
         self.rate = rate
         self.entries = entries
+        self.capacity = float(min(rate, burst or rate))
         self._per_second = rate / self._window
         for caller, (tokens, when) in self._buckets.items():
-            self._buckets[caller] = (min(tokens, float(rate)), when)
+            self._buckets[caller] = (min(tokens, self.capacity), when)
         self._evict()
 
     def __len__(self):
@@ -67,8 +69,8 @@ class RateLimiter:
         (spending nothing).
         """
         now = self._clock.seconds()
-        tokens, when = self._buckets.pop(caller, (float(self.rate), now))
-        tokens = min(float(self.rate), tokens + (now - when) * self._per_second)
+        tokens, when = self._buckets.pop(caller, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - when) * self._per_second)
         if tokens >= 1.0:
             self._buckets[caller] = (tokens - 1.0, now)
             self._evict()
@@ -81,14 +83,3 @@ class RateLimiter:
         while len(self._buckets) > self.entries:
             self._buckets.popitem(last=False)
 
-
-def caller_of(request):
-    """
-    Who is creating, for rate limiting: the peer's IP address over TCP,
-    ``"unix"`` over the Unix socket (one local caller: the socket's
-    permissions decide who that is).  When multi-tenant identities land, the
-    verified identity replaces this.
-    """
-    address = request.getClientAddress()
-    host = getattr(address, "host", None)
-    return host if isinstance(host, str) and host else "unix"

@@ -185,4 +185,5 @@ class Sandbox:
             "cpu": self.cpu,
             "storage": self.storage,
             "method": self.method,
+            "identity": self.identity,
         }

@@ -257,15 +257,19 @@ class Store:
         """
         return tuple(self._db.execute("SELECT MIN(id), MAX(id) FROM events").fetchone())
 
-    def events(self, after=0, limit=100, sandbox_id=None):
+    def events(self, after=0, limit=100, sandbox_id=None, identity=None):
         """
-        Events with an id above ``after``, oldest first, at most ``limit``.
+        Events with an id above ``after``, oldest first, at most ``limit``
+        (of one sandbox, of one identity: None for any).
         """
         query = "SELECT id, type, sandbox_id, identity, timestamp, data FROM events WHERE id > ?"
         args = [after]
         if sandbox_id is not None:
             query += " AND sandbox_id = ?"
             args.append(sandbox_id)
+        if identity is not None:
+            query += " AND identity = ?"
+            args.append(identity)
         query += " ORDER BY id LIMIT ?"
         args.append(limit)
         return [

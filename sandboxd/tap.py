@@ -5,7 +5,6 @@
 import os
 
 import txaio
-from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.python import usage
 from twisted.web.server import Site
@@ -14,6 +13,7 @@ from sandboxd.api.app import SandboxAPI
 from sandboxd.config import ConfigError, load_config
 from sandboxd.defaults import defaults_loader
 from sandboxd.eventfeed import EventFeed
+from sandboxd.listeners import ListenerError, listener_services
 from sandboxd.manager import SandboxManager
 from sandboxd.metrics import DaemonMetrics, MeteredResource
 from sandboxd.reload import ConfigReloader, ReloadService, applier
@@ -102,6 +102,7 @@ def makeService(options, reactor=None):
     site = QuietSite(MeteredResource(api.resource(), metrics, reactor),
                      requestFactory=StreamingRequest, parsePOSTFormSubmission=False)
     site.displayTracebacks = False
+    site.signedBodies = api.signedBodies
     top = MultiService()
     managing = ManagerService(manager, reactor)
     managing.setServiceParent(top)
@@ -110,6 +111,10 @@ def makeService(options, reactor=None):
                               load=load_config if path else defaults_loader(runtime))
     ReloadService(reloader, reactor, reload_when=None if path else managing.ready
                   ).setServiceParent(top)
-    for description in config.endpoint_strings():
-        strports.service(description, site).setServiceParent(top)
+    try:
+        listeners = listener_services(config, site, reactor)
+    except ListenerError as e:
+        raise usage.UsageError(str(e))
+    for listener in listeners:
+        listener.setServiceParent(top)
     return top

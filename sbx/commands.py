@@ -76,7 +76,7 @@ async def _main(args):
     if subcommand:
         command = f"{command}_{subcommand}"
     handler = globals()[f"cmd_{command}"]
-    async with Client(args.endpoint) as client:
+    async with Client(args.endpoint, ca_file=getattr(args, "ca_file", None)) as client:
         return await handler(client, args)
 
 

@@ -48,6 +48,10 @@ def build_parser():
         prog="sbx", description="Create and drive sandboxes served by sandboxd."
     )
     parser.add_argument("--endpoint", metavar="URL", help=ENDPOINT_HELP)
+    parser.add_argument(
+        "--ca-file", metavar="PEM",
+        help="CA certificate to verify an https daemon with (default: $SANDBOX_CA_FILE,"
+        " else the system's trust store)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     create = commands.add_parser("create", help="create a sandbox, print its id")

@@ -50,6 +50,7 @@ class FakeManager:
             secret="s",
             ttl=kwargs["ttl"],
             labels=kwargs["labels"],
+            identity=kwargs.get("identity", ""),
             created=float(len(self.created)),
             state=State.RUNNING,
             method="warm",
@@ -143,7 +144,7 @@ class APITests(TestCase):
         self.assertEqual(
             self.manager.created[0],
             {"profile": None, "memory": 512 << 20, "cpu": 1.5, "storage": None,
-             "ttl": 30, "labels": {"team": "a"}},
+             "ttl": 30, "labels": {"team": "a"}, "identity": ""},
         )
 
     async def test_create_with_empty_body(self):

@@ -83,7 +83,7 @@ class DefaultsTests(TestCase):
         self.assertEqual(
             (limits.create_rate_limit, limits.rate_limit_entries, limits.max_tunnels,
              limits.max_connections_per_tunnel),
-            (20, 10000, 10, 100))
+            (600, 10000, 10, 100))
         self.assertEqual(
             (limits.tunnel_bind_address, limits.tunnel_port_min, limits.tunnel_port_max),
             ("127.0.0.1", 0, 0))

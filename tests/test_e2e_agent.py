@@ -211,6 +211,35 @@ class ProcessTests(AgentE2ETestCase):
     sandbox.
     """
 
+    def test_strings_without_a_shell(self):
+        """
+        In the sandbox's own image: command strings that need no shell give
+        what ``sh -c`` gives (stdout, stderr, exit status), and a ``python3
+        -c`` string is forked off the zygote as the argv form is.
+        """
+        corpus = [
+            "ls -ld / /root", "cat /etc/hostname", "cat /nonexistent", "nosuchcommand-xyz",
+            "printenv PWD", "printenv X", "cat", "python3 -c 'print(6*7)'",
+            "python3 -c 'import sys; print(sys.argv[1:])' one 'two three'",
+            "python3 -c 'import sys; sys.exit(4)'", "id -u", "echo $X", "ls /e*",
+        ]
+
+        async def body(sbx):
+            for command in corpus:
+                seen = []
+                for cmd in (command, ["sh", "-c", command]):
+                    result = await sbx.process.exec_(cmd, cwd="/tmp", env={"X": "1"},
+                                                     stdin="in")
+                    seen.append((result.stdout, result.stderr.replace("/bin/sh: 1: ", "sh: 1: "),
+                                 result.exit_code))
+                self.assertEqual(seen[0], seen[1], command)
+            code = "import os; print(os.getppid())"
+            as_string = (await sbx.process.exec_(f"python3 -c '{code}'")).stdout
+            as_argv = (await sbx.process.exec_(["python3", "-c", code])).stdout
+            self.assertEqual(as_string, as_argv)
+
+        self.scenario(body)
+
     def test_exec_stdin_bytes(self):
         """
         exec's stdin takes binary bytes and iterables, streamed while the

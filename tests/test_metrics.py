@@ -111,6 +111,29 @@ class MetricsTests(TestCase):
         self.assertEqual(self.metrics.route(_Request(b"PATCH", b"/sandboxes/sbx-1")),
                          "unmatched")
 
+    def test_tunnel_routes(self):
+        """
+        Tunnel requests, served before Klein's routing, are labelled with
+        their own templates (bounded: the proxied path is one label), never
+        ``unmatched``.
+        """
+        cases = [
+            (b"GET", b"/sandboxes/sbx-1/ports", "/sandboxes/<sandbox_id>/ports"),
+            (b"GET", b"/sandboxes/sbx-1/ports/", "/sandboxes/<sandbox_id>/ports"),
+            (b"POST", b"/sandboxes/sbx-1/ports/80/expose",
+             "/sandboxes/<sandbox_id>/ports/<port>/expose"),
+            (b"DELETE", b"/sandboxes/sbx-1/ports/80/expose",
+             "/sandboxes/<sandbox_id>/ports/<port>/expose"),
+            (b"POST", b"/sandboxes/sbx-1/ports/80/url",
+             "/sandboxes/<sandbox_id>/ports/<port>/url"),
+            (b"GET", b"/sandboxes/sbx-1/ports/80/url",
+             "/sandboxes/<sandbox_id>/ports/<port>/<path>"),
+            (b"GET", b"/sandboxes/sbx-1/ports/80/a/b/c?x=1",
+             "/sandboxes/<sandbox_id>/ports/<port>/<path>"),
+        ]
+        for method, path, template in cases:
+            self.assertEqual(self.metrics.route(_Request(method, path)), template, path)
+
     def test_streams_not_timed(self):
         """
         /events and the session route are counted but not put in the

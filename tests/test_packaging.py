@@ -10,7 +10,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOP = ("agent", "sandboxd", "sandbox", "sbx")
+TOP = ("agent", "sandboxd", "sandbox", "sandbox_mcp", "sbx")
 
 
 def package_dirs():

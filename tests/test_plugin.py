@@ -47,6 +47,17 @@ class PluginTests(TestCase):
         self.assertIs(plugin.options, tap.Options)
         self.assertIs(plugin.makeService, tap.makeService)
 
+    def test_gateway_discovered(self):
+        """
+        C{sandboxd-gateway} is a plugin too, with the gateway's tap module.
+        """
+        from sandboxd.gateway import tap
+
+        found = [p for p in getPlugins(IServiceMaker) if p.tapname == "sandboxd-gateway"]
+        self.assertEqual(len(found), 1)
+        self.assertIs(found[0].options, tap.Options)
+        self.assertIs(found[0].makeService, tap.makeService)
+
     async def test_discoveredOutsideSourceTree(self):
         """
         A Python started outside the source tree, as twistd is in

@@ -7,7 +7,9 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
+from sandboxd.api.identity import rate_key
+from sandboxd.ratelimit import RateLimited, RateLimiter
+from sandboxd.tenancy.verifier import Tenant
 
 
 class RateLimiterTests(SynchronousTestCase):
@@ -85,20 +87,52 @@ class RateLimiterTests(SynchronousTestCase):
 
 
 class _Request:
-    def __init__(self, address):
+    def __init__(self, address, tenant=None):
         self._address = address
+        if tenant is not None:
+            self.sandboxdTenant = tenant
 
     def getClientAddress(self):
         return self._address
 
+    def getHost(self):
+        return self._address
+
 
 class CallerTests(SynchronousTestCase):
-    def test_caller_of(self):
+    def test_rate_key(self):
         """
-        Over TCP the caller is the peer's IP address; over the Unix socket
-        it is "unix".
+        Over TCP the caller is the signed identity when there is one, else
+        the peer's IP address; the Unix socket (the operator) has no key: it
+        is never limited.
         """
-        self.assertEqual(caller_of(_Request(IPv4Address("TCP", "10.0.0.7", 5000))), "10.0.0.7")
-        self.assertEqual(caller_of(_Request(IPv6Address("TCP", "::1", 5000))), "::1")
-        self.assertEqual(caller_of(_Request(UNIXAddress(None))), "unix")
-        self.assertEqual(caller_of(_Request(UNIXAddress(b"/run/s.sock"))), "unix")
+        tcp = IPv4Address("TCP", "10.0.0.7", 5000)
+        self.assertEqual(rate_key(_Request(tcp)), "peer:10.0.0.7")
+        self.assertEqual(rate_key(_Request(IPv6Address("TCP", "::1", 5000))), "peer:::1")
+        self.assertEqual(rate_key(_Request(tcp, Tenant("alice"))), "identity:alice")
+        self.assertIsNone(rate_key(_Request(UNIXAddress(None))))
+        self.assertIsNone(rate_key(_Request(UNIXAddress(b"/run/s.sock"))))
+
+
+class BurstTests(SynchronousTestCase):
+    """
+    A bucket smaller than the per-minute rate: bursts of ``burst``, then
+    ``rate`` a minute.
+    """
+
+    def test_burst_of_100_at_600_a_minute(self):
+        """
+        With the defaults' shape (600 a minute, burst 100): 100 at once,
+        the 101st refused with Retry-After 1, then 10 more each second.
+        """
+        clock = Clock()
+        limiter = RateLimiter(600, 10, clock, burst=100)
+        for _ in range(100):
+            limiter.take("a")
+        with self.assertRaises(RateLimited) as caught:
+            limiter.take("a")
+        self.assertEqual(caught.exception.retry_after, 1)
+        clock.advance(1)
+        for _ in range(10):
+            limiter.take("a")
+        self.assertRaises(RateLimited, limiter.take, "a")

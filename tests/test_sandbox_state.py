@@ -161,6 +161,7 @@ class JSONTests(TestCase):
                 "cpu": 1.0,
                 "storage": 500 * 1024 * 1024,
                 "method": "warm",
+                "identity": "",
             },
         )
 

@@ -7,10 +7,12 @@ credential never reaches the app.
 import json
 
 from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from sandboxd.config import TunnelsConfig
+from sandboxd.api.errors import ApiError
+from sandboxd.config import LimitsConfig, TunnelsConfig
 from sandboxd.tunnels import Tunnels
 from tests.tunnelloop import LoopbackTestCase, Reader
 
@@ -117,3 +119,28 @@ class IngressTests(LoopbackTestCase):
                     query.replace(str(until), str(until + 1000))):
             head, _ = await self.get(f"{self.prefix}/?{bad}")
             self.assertIn("HTTP/1.1 401", head, bad)
+
+    async def test_reload(self):
+        """
+        A reload applies ``[tunnels]`` live: ``auth = "none"`` lets requests
+        through without a token; back to ``"token"`` they are refused again,
+        and a token handed out before is still good (same key).  The
+        connect timeout reaches the path proxy; ``[limits]`` the next expose.
+        """
+        token = self.tunnels.ingress.token(self.sandbox.id, self.app_port)
+        self.tunnels.reload(self.limits, TunnelsConfig(connect_timeout=3.5, auth="none"))
+        self.assertIsNone(self.tunnels.ingress)
+        self.assertEqual(self.tunnels.proxy.connect_timeout, 3.5)
+        head, _ = await self.get(f"{self.prefix}/")
+        self.assertIn("HTTP/1.1 200", head)
+        self.tunnels.reload(self.limits, TunnelsConfig(connect_timeout=2.0, auth="token"))
+        head, _ = await self.get(f"{self.prefix}/")
+        self.assertIn("HTTP/1.1 401", head)
+        head, _ = await self.get(f"{self.prefix}/", f"X-Sandbox-Tunnel-Token: {token}\r\n")
+        self.assertIn("HTTP/1.1 200", head)
+        self.tunnels.reload(LimitsConfig(max_tunnels=1),
+                            TunnelsConfig(connect_timeout=2.0, auth="token"))
+        await self.tunnels.expose(self.sandbox, self.app_port)
+        error = await self.assertFailure(
+            ensureDeferred(self.tunnels.expose(self.sandbox, self.proxy_port)), ApiError)
+        self.assertEqual(error.code, "TOO_MANY_TUNNELS")

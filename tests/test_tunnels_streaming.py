@@ -5,7 +5,10 @@ Request bodies through the path proxy reach the app as they are sent
 
 from twisted.internet import reactor, tcp
 from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 from twisted.web.server import Site
+from twisted.web.test.requesthelper import DummyChannel
 
 from sandboxd.tunnels import TunnelResource
 from sandboxd.tunnels.streaming import BodyStream, StreamingRequest
@@ -124,3 +127,32 @@ class StreamingUploadTests(LoopbackTestCase):
         reader.transport.write(self.head(5, "/again") + b"hello")
         await until(lambda: reader.head.count(b"HTTP/1.1") == 2, "the second answer")
         self.assertIn(b"HTTP/1.1 200", reader.head.split(b"HTTP/1.1 413")[1])
+
+
+
+class SignedBodyTests(SynchronousTestCase):
+    """
+    On a site whose ``signedBodies`` says a connection's bodies are signed
+    (multi-tenancy over TCP, sandboxd/api/identity.py), a path-proxy body
+    is not streamed: it is read whole first, so its hash can be checked.
+    """
+
+    def request(self, signed):
+        channel = DummyChannel()
+        channel.site = Site(Resource())  # (DummyChannel's site is shared)
+        channel._path = b"/sandboxes/sbx-1/ports/8080/upload"
+        channel._command, channel._version = b"POST", b"HTTP/1.1"
+        if signed is not None:
+            channel.site.signedBodies = lambda transport: signed
+        request = StreamingRequest(channel)
+        request.gotLength(1 << 20)
+        return request
+
+    def test_signed_not_streamed(self):
+        """
+        Signed: no body stream (the whole body is kept); unsigned or a site
+        that does not say: the body streams.
+        """
+        self.assertIsNone(self.request(True).bodyStream)
+        self.assertIsNotNone(self.request(False).bodyStream)
+        self.assertIsNotNone(self.request(None).bodyStream)

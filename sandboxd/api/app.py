@@ -16,6 +16,13 @@ from sandboxd import __version__
 from sandboxd.api import openapi
 from sandboxd.api.errors import ApiError, error_body
 from sandboxd.api.events import MAX_SUBSCRIBERS, EventStreamResource, parse_stream_request
+from sandboxd.api.identity import (
+    TenantGate,
+    caller_identity,
+    caller_tenant,
+    may_see,
+    rate_key,
+)
 from sandboxd.api.paths import PathGuard
 from sandboxd.api.requests import (
     MAX_EVENT_PAGE,
@@ -29,8 +36,9 @@ from sandboxd.api.requests import (
 from sandboxd.api.session import SessionFactory
 from sandboxd.manager import AtCapacity, SandboxDestroyed, UnknownProfile
 from sandboxd.metrics import CONTENT_TYPE
-from sandboxd.ratelimit import RateLimited, RateLimiter, caller_of
+from sandboxd.ratelimit import RateLimited, RateLimiter
 from sandboxd.runtimes.interface import RuntimeFailure
+from sandboxd.tenancy.quotas import ConcurrencyQuota, QuotaExceeded, effective_ttl
 from sandboxd.tunnels import TunnelFront, TunnelResource
 
 
@@ -60,26 +68,45 @@ class SandboxAPI:
         self._clock = clock
         self._stats = stats
         self._creates = RateLimiter(
-            config.limits.create_rate_limit, config.limits.rate_limit_entries, clock
+            config.limits.create_rate_limit, config.limits.rate_limit_entries, clock,
+            burst=config.limits.create_rate_burst,
         )
+        self._gate = None
+        self._held = ConcurrencyQuota(
+            lambda who: sum(1 for s in manager.list() if s.identity == who and s.alive))
         factory = SessionFactory(manager, clock, metrics)
         self._tokens = factory.tokens
         self._sessions = WebSocketResource(factory)
         self._tunnels = tunnels
-        self._ports = tunnels and TunnelResource(tunnels, manager.get, clock)
+        self._ports = tunnels and TunnelResource(tunnels, manager.get, clock, visible=_visible)
 
     def resource(self):
+        """
+        The API's resource: every request passes the signature gate
+        (sandboxd/api/identity.py) first.
+        """
         routes = PathGuard(self.app.resource())
-        if self._ports is None:
-            return routes
-        return TunnelFront(routes, self._ports)
+        if self._ports is not None:
+            routes = TunnelFront(routes, self._ports)
+        self._gate = TenantGate(routes, self._config.multi_tenant, self._clock, self._creates)
+        return self._gate
+
+    def signedBodies(self, transport):
+        """Whether bodies on this connection are signed (see TenantGate)."""
+        return self._gate is not None and self._gate.signedBodies(transport)
 
     def reload(self, config):
         """
-        Serve with a new configuration (its limits, rate limit, pool caps).
+        Serve with a new configuration (its limits, rate limit, pool caps,
+        tunnel settings).
         """
         self._config = config
-        self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries)
+        self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries,
+                             config.limits.create_rate_burst)
+        if self._gate is not None:
+            self._gate.reload(config.multi_tenant)
+        if self._tunnels is not None:
+            self._tunnels.reload(config.limits, config.tunnels)
 
     @app.handle_errors(ApiError)
     def _apiError(self, request, failure):
@@ -117,22 +144,33 @@ class SandboxAPI:
 
     @app.route("/sandboxes", methods=["POST"])
     async def create(self, request):
+        key = rate_key(request)
         try:
-            self._creates.take(caller_of(request))
+            if key is not None:
+                self._creates.take(key)
         except RateLimited as e:
             raise ApiError(
                 429, "RATE_LIMITED", str(e), headers={"Retry-After": str(e.retry_after)}
             )
         body = read_json_object(request)
         wanted = parse_create(body, self._config.limits)
+        tenant, ttl, release = caller_tenant(request), wanted.ttl, (lambda: None)
+        try:
+            if tenant is not None:
+                ttl = effective_ttl(tenant.quotas, ttl)
+                release = self._held.reserve(tenant.identity, tenant.quotas)
+        except QuotaExceeded as e:
+            headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
+            raise ApiError(e.status, e.code, e.message, headers=headers)
         try:
             sandbox = await self._manager.create(
                 profile=wanted.profile,
                 memory=wanted.memory,
                 cpu=wanted.cpu,
                 storage=wanted.storage,
-                ttl=wanted.ttl,
+                ttl=ttl,
                 labels=wanted.labels,
+                identity=caller_identity(request),
             )
         except UnknownProfile as e:
             raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {e.args[0]!r}")
@@ -142,28 +180,34 @@ class SandboxAPI:
             raise ApiError(409, "SANDBOX_DESTROYED", f"{e}: DELETE came first")
         except RuntimeFailure as e:
             raise ApiError(502, "RUNTIME_ERROR", str(e))
+        finally:
+            release()
         return _json(request, sandbox.toJSON(), 201)
 
     @app.route("/sandboxes", methods=["GET"])
     def list(self, request):
         wanted = parse_label_filter(request.args.get(b"label", []))
-        return _json(request, [s.toJSON() for s in self._manager.list(wanted)])
+        caller = caller_identity(request)
+        return _json(request, [s.toJSON() for s in self._manager.list(wanted)
+                               if may_see(caller, s.identity)])
 
-    def _sandbox(self, sandbox_id):
+    def _sandbox(self, sandbox_id, request):
+        # Another tenant's sandbox answers exactly as a missing one.
         sandbox = self._manager.get(sandbox_id)
-        if sandbox is None:
+        if sandbox is None or not _visible(request, sandbox):
             raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
         return sandbox
 
     @app.route("/sandboxes/<sandbox_id>", methods=["GET"])
     def get(self, request, sandbox_id):
-        body = self._sandbox(sandbox_id).toJSON()
+        body = self._sandbox(sandbox_id, request).toJSON()
         if self._tunnels is not None:
             body["tunnels"] = self._tunnels.describe(sandbox_id)
         return _json(request, body)
 
     @app.route("/sandboxes/<sandbox_id>", methods=["DELETE"])
     def destroy(self, request, sandbox_id):
+        self._sandbox(sandbox_id, request)
         if not self._manager.destroy(sandbox_id):
             raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
         request.setResponseCode(204)
@@ -171,7 +215,7 @@ class SandboxAPI:
 
     @app.route("/sandboxes/<sandbox_id>/stats", methods=["GET"])
     async def stats(self, request, sandbox_id):
-        sandbox = self._sandbox(sandbox_id)
+        sandbox = self._sandbox(sandbox_id, request)
         if self._stats is None:
             raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no stats")
         try:
@@ -184,7 +228,7 @@ class SandboxAPI:
 
     @app.route("/sandboxes/<sandbox_id>/ws", methods=["GET"])
     def session(self, request, sandbox_id):
-        self._sandbox(sandbox_id)
+        self._sandbox(sandbox_id, request)
         return self._sessions
 
     @app.route("/sandboxes/<sandbox_id>/session-token", methods=["POST"])
@@ -243,6 +287,9 @@ class SandboxAPI:
         if self._events.subscribers >= MAX_SUBSCRIBERS:
             raise ApiError(503, "AT_CAPACITY", f"{MAX_SUBSCRIBERS} event streams are open",
                            headers={"Retry-After": "5"})
+        caller = caller_identity(request)
+        if caller:
+            wanted = _scoped(wanted, caller)
         return EventStreamResource(self._events, self._clock, after, wanted)
 
     @app.route("/events/history", methods=["GET"])
@@ -250,7 +297,8 @@ class SandboxAPI:
         after = parse_count(request.args.get(b"after"), "after", 0, None)
         limit = parse_count(request.args.get(b"limit"), "limit", 100, MAX_EVENT_PAGE)
         sandbox_id = request.args.get(b"sandbox", [b""])[-1].decode("utf-8", "replace")
-        events = self._manager.events(after, limit, sandbox_id or None)
+        events = self._manager.events(after, limit, sandbox_id or None,
+                                      caller_identity(request) or None)
         return _json(request, [event_json(e) for e in events])
 
     # Profiles and health
@@ -274,6 +322,8 @@ class SandboxAPI:
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):
+        if caller_identity(request):
+            raise ApiError(403, "OPERATOR_ONLY", "metrics cover every tenant: ask the operator")
         if self._metrics is None:
             raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no metrics")
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
@@ -286,9 +336,22 @@ class SandboxAPI:
     @app.route("/health", methods=["GET"])
     def health(self, request):
         status = self._manager.health()
+        caller = caller_identity(request)
+        if caller:
+            status["sandboxes"] = sum(1 for s in self._manager.list() if s.identity == caller)
         status.update(
             status="ok",
             version=__version__,
             uptime_seconds=round(self._clock.seconds() - self._manager.started, 3),
         )
         return _json(request, status)
+
+
+def _visible(request, sandbox):
+    """Whether the caller of ``request`` may see ``sandbox``."""
+    return may_see(caller_identity(request), sandbox.identity)
+
+
+def _scoped(wanted, caller):
+    """An event filter that also keeps only ``caller``'s events."""
+    return lambda event: event.identity == caller and wanted(event)

@@ -100,6 +100,8 @@ SCHEMAS = {
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "memory": {"type": "integer"}, "cpu": {"type": "number"},
             "storage": {"type": "integer"}, "method": {"enum": ["warm", "cold"]},
+            "identity": {"type": "string",
+                         "description": "The tenant that created it; \"\" for none"},
         },
     },
     "Stats": {
@@ -165,7 +167,8 @@ PATHS = {
                 "400": _INVALID, "404": _NO_PROFILE,
                 "409": _error("Deleted before it was up", "SANDBOX_DESTROYED"),
                 "413": _error("The body is too large", "BODY_TOO_LARGE"),
-                "429": _error("Too many creates from this caller", "RATE_LIMITED"),
+                "429": _error("Too many creates from this caller, or over its"
+                              " X-Sandbox-Max-Concurrent", "RATE_LIMITED", "QUOTA_EXCEEDED"),
                 "502": _error("The container engine failed", "RUNTIME_ERROR"),
                 "503": _error("A capacity limit is reached", "AT_CAPACITY"),
             }, body=_ref("CreateRequest"), tags=["sandboxes"]),
@@ -333,7 +336,10 @@ def document():
         "openapi": "3.1.0",
         "info": {"title": "sandboxd", "version": __version__,
                  "description": "Sandboxes as a service. Every error body is "
-                                "{\"error\": {\"code\", \"message\"}} (docs/api.md)."},
+                                "{\"error\": {\"code\", \"message\"}} (docs/api.md). With "
+                                "multi-tenancy on, every request on the TCP listener carries "
+                                "X-Sandbox-* signature headers or is refused 401 "
+                                "(SIGNATURE_*, BODY_TAMPERED; docs/multi-tenant.md)."},
         "servers": [{"url": "/"}],
         "paths": PATHS,
         "components": {"schemas": SCHEMAS},

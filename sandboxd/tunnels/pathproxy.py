@@ -67,13 +67,14 @@ class _QuietPool(HTTPConnectionPool):
 
 @implementer(IAgentEndpointFactory)
 class _SandboxEndpoints:
-    def __init__(self, reactor, timeout):
+    def __init__(self, reactor, proxy):
         self._reactor = reactor
-        self._timeout = timeout
+        self._proxy = proxy
 
     def endpointForURI(self, uri):
         return TCP4ClientEndpoint(
-            self._reactor, uri.host.decode("ascii"), uri.port, timeout=self._timeout
+            self._reactor, uri.host.decode("ascii"), uri.port,
+            timeout=self._proxy.connect_timeout,
         )
 
 
@@ -109,7 +110,8 @@ class PathProxy:
 
     def __init__(self, reactor, connect_timeout=CONNECT_TIMEOUT):
         self._reactor = reactor
-        self._timeout = connect_timeout
+        #: Seconds a new connection to a sandbox's port may take (reloadable).
+        self.connect_timeout = connect_timeout
         self._agents = {}
         self._live = {}
         self._cooperator = Cooperator(scheduler=lambda f: reactor.callLater(0, f))
@@ -121,7 +123,7 @@ class PathProxy:
             pool.maxPersistentPerHost = POOL_SIZE
             pool.cachedConnectionTimeout = 30
             agent = Agent.usingEndpointFactory(
-                self._reactor, _SandboxEndpoints(self._reactor, self._timeout), pool
+                self._reactor, _SandboxEndpoints(self._reactor, self), pool
             )
             entry = self._agents[sandbox_id] = (agent, pool)
         return entry[0]
@@ -242,7 +244,7 @@ class PathProxy:
             if failure.check(ConnectionRefusedError):
                 error = not_listening(sandbox, port, "connection refused")
             elif failure.check(TimeoutError):
-                error = not_listening(sandbox, port, f"no answer within {self._timeout:g} s")
+                error = not_listening(sandbox, port, f"no answer within {self.connect_timeout:g} s")
             elif failure.check(ConnectError):
                 error = not_listening(sandbox, port, failure.getErrorMessage())
             else:
@@ -272,7 +274,7 @@ class PathProxy:
         head = b"\r\n".join(head) + b"\r\n\r\n"
         gone = []
         request.notifyFinish().addErrback(lambda f: gone.append(f))
-        connecting = connect_sandbox(self._reactor, address, port, self._timeout)
+        connecting = connect_sandbox(self._reactor, address, port, self.connect_timeout)
 
         def connected(outbound):
             if gone:
@@ -300,7 +302,7 @@ class PathProxy:
             if failure.check(ConnectionRefusedError):
                 reason = "connection refused"
             elif failure.check(TimeoutError):
-                reason = f"no answer within {self._timeout:g} s"
+                reason = f"no answer within {self.connect_timeout:g} s"
             else:
                 reason = failure.getErrorMessage()
             write_error(request, not_listening(sandbox, port, reason))

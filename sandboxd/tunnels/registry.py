@@ -34,15 +34,28 @@ class Tunnels:
     def __init__(self, reactor, store, limits, settings, ingress_key=None):
         self._reactor = reactor
         self._store = store
-        self._limits = limits
-        self._settings = settings
+        self._ingressKey = ingress_key
         self._open = {}
         self._pending = {}
         self.proxy = PathProxy(reactor, settings.connect_timeout)
         #: Checks path-proxy callers (``[tunnels] auth = "token"``), or None.
         self.ingress = None
-        if settings.auth == "token":
-            self.ingress = Ingress(ingress_key, reactor)
+        self.reload(limits, settings)
+
+    def reload(self, limits, settings):
+        """
+        Apply new ``[limits]`` and ``[tunnels]`` settings: to the next
+        expose, bind and proxied connection.  Open tunnels keep their host
+        port and connection cap.  Turning ``auth`` to ``"token"`` keeps the
+        key, so tokens and signed URLs handed out before stay valid.
+        """
+        self._limits = limits
+        self._settings = settings
+        self.proxy.connect_timeout = settings.connect_timeout
+        if settings.auth != "token":
+            self.ingress = None
+        elif self.ingress is None:
+            self.ingress = Ingress(self._ingressKey, self._reactor)
 
     # Queries
 

@@ -40,6 +40,26 @@ ROUTES = frozenset({
     ),
 })
 
+
+
+def route_of(method, path):
+    """
+    The route template (werkzeug's spelling, as the metrics label Klein's
+    routes) a request for the raw ``path`` falls under, or None when the
+    path is not a tunnel's.
+    """
+    parts = path.split(b"/")
+    if len(parts) < 4 or parts[1] != b"sandboxes" or parts[3] != b"ports" or not parts[2]:
+        return None
+    if len(parts) == 4 or (len(parts) == 5 and parts[4] == b""):
+        return "/sandboxes/<sandbox_id>/ports"
+    if len(parts) == 6 and (method, parts[5]) in (
+        (b"POST", b"expose"), (b"DELETE", b"expose"), (b"POST", b"url")
+    ):
+        return f"/sandboxes/<sandbox_id>/ports/<port>/{parts[5].decode()}"
+    return "/sandboxes/<sandbox_id>/ports/<port>/<path>"
+
+
 #: The longest readiness wait an expose may ask for, in seconds.
 MAX_EXPOSE_TIMEOUT = 600
 #: How long a signed URL lasts when its request does not say, and at most.
@@ -50,14 +70,17 @@ MAX_URL_LIFETIME = 7 * 86400
 class TunnelResource(Resource):
     """
     ``/sandboxes/{id}/ports...`` over ``tunnels`` (a L{Tunnels}),
-    ``lookup`` (sandbox id -> Sandbox or None) and ``clock``.
+    ``lookup`` (sandbox id -> Sandbox or None) and ``clock``;
+    ``visible(request, sandbox)`` says whether the caller may see it (a
+    sandbox it may not see answers as a missing one).
     """
 
     isLeaf = True
     log = Logger()
 
-    def __init__(self, tunnels, lookup, clock):
+    def __init__(self, tunnels, lookup, clock, visible=lambda request, sandbox: True):
         Resource.__init__(self)
+        self._visible = visible
         self._tunnels = tunnels
         self._lookup = lookup
         self._clock = clock
@@ -73,7 +96,7 @@ class TunnelResource(Resource):
         path = request.uri.split(b"?", 1)[0]
         parts = path.split(b"/")
         # ['', 'sandboxes', id, 'ports', ...]
-        sandbox = self._sandbox(parts[2])
+        sandbox = self._sandbox(parts[2], request)
         if len(parts) == 4 or (len(parts) == 5 and parts[4] == b""):
             if request.method != b"GET":
                 raise _not_allowed(request)
@@ -126,10 +149,10 @@ class TunnelResource(Resource):
             "auth": "token",
         })
 
-    def _sandbox(self, raw_id):
+    def _sandbox(self, raw_id, request):
         sandbox_id = raw_id.decode("utf-8", "replace")
         sandbox = self._lookup(sandbox_id)
-        if sandbox is None:
+        if sandbox is None or not self._visible(request, sandbox):
             raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
         return sandbox
 

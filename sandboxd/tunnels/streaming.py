@@ -157,7 +157,7 @@ class StreamingRequest(Request):
         chunked = self.requestHeaders.hasHeader(b"transfer-encoding")
         if (length or chunked) and streams(path.split(b"?", 1)[0]) and not (
             self.requestHeaders.hasHeader(b"upgrade")
-        ):
+        ) and self._mayStream():
             self.content = BytesIO()
             self.bodyStream = BodyStream(channel.transport, length)
             self._early = True
@@ -165,6 +165,12 @@ class StreamingRequest(Request):
             channel.site.reactor.callLater(0, self._processEarly, *line)
             return
         Request.gotLength(self, length)
+
+    def _mayStream(self):
+        # A signed request's body is hashed before anything is served: the
+        # site's ``signedBodies(transport)`` says so (sandboxd/api/identity.py).
+        signed = getattr(self.channel.site, "signedBodies", None)
+        return signed is None or not signed(self.channel.transport)
 
     def _processEarly(self, command, path, version):
         if self.channel is None:

@@ -1,0 +1,3 @@
+from sandbox_mcp.main import main
+
+main()
