@@ -6,15 +6,21 @@ Session tokens for browsers (sandboxd.api.wsauth): minted by POST
 
 import asyncio
 import json
+import time
 
+from treq.testing import StubTreq
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
 
 from agent import wire
 from sandbox import create_sandbox
 from sandboxd.api import wsauth
+from sandboxd.api.identity import TenantGate, caller_identity
+from sandboxd.config import parse_config
 from tests.daemon import shared_daemon
 from tests.dockerutil import require_docker
+from tests.tenancyutil import KEY, multi_tenant_config
 
 
 class TokenTests(SynchronousTestCase):
@@ -131,3 +137,56 @@ class BrowserSessionTests(SynchronousTestCase):
         """
         status, body = self.daemon.request("POST", "/sandboxes/sbx-00000000/session-token")
         self.assertEqual((status, body["error"]["code"]), (404, "SANDBOX_NOT_FOUND"))
+
+
+class _Echo(Resource):
+    """Answers with the caller's identity."""
+
+    isLeaf = True
+
+    def render(self, request):
+        return json.dumps({"identity": caller_identity(request)}).encode()
+
+
+class GateTests(TestCase):
+    """
+    With multi-tenancy, the signature gate takes a session token on a
+    session upgrade (a browser cannot sign), as the token's identity.
+    """
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(time.time())
+        config = parse_config(multi_tenant_config(KEY))
+        self.gate = TenantGate(_Echo(), config.multi_tenant, self.clock)
+        self.gate.sessionTokens = wsauth.SessionTokens(self.clock)
+        self.treq = StubTreq(self.gate)
+
+    async def get(self, path, headers=None):
+        response = await self.treq.get("http://daemon" + path, headers=headers or {})
+        return response.code, json.loads(await response.content())
+
+    async def test_token_stands_for_a_signature(self):
+        """
+        An unsigned upgrade of /sandboxes/{id}/ws with that sandbox's token,
+        in the subprotocols or the query, reaches the route as the token's
+        identity.
+        """
+        token = self.gate.sessionTokens.mint("sbx-1", "alice")["token"]
+        protocols = {"Sec-WebSocket-Protocol": f"sandboxd.v1, sandboxd.bearer.{token}"}
+        self.assertEqual(await self.get("/sandboxes/sbx-1/ws", protocols), (200, {"identity": "alice"}))
+        self.assertEqual(await self.get(f"/sandboxes/sbx-1/ws?access_token={token}"),
+                         (200, {"identity": "alice"}))
+
+    async def test_token_is_no_signature_elsewhere(self):
+        """
+        A token for another sandbox is refused 401 SESSION_TOKEN_INVALID; on
+        any other route, or with no token, the signature is still required.
+        """
+        token = self.gate.sessionTokens.mint("sbx-2", "alice")["token"]
+        code, body = await self.get(f"/sandboxes/sbx-1/ws?access_token={token}")
+        self.assertEqual((code, body["error"]["code"]), (401, "SESSION_TOKEN_INVALID"))
+        for path in (f"/sandboxes/sbx-2?access_token={token}", "/sandboxes/sbx-2/ws"):
+            code, body = await self.get(path)
+            self.assertEqual(code, 401)
+            self.assertNotEqual(body["error"]["code"], "SESSION_TOKEN_INVALID")

@@ -89,6 +89,7 @@ class SandboxAPI:
         if self._ports is not None:
             routes = TunnelFront(routes, self._ports)
         self._gate = TenantGate(routes, self._config.multi_tenant, self._clock, self._creates)
+        self._gate.sessionTokens = self._tokens
         return self._gate
 
     def signedBodies(self, transport):
@@ -233,7 +234,7 @@ class SandboxAPI:
 
     @app.route("/sandboxes/<sandbox_id>/session-token", methods=["POST"])
     def sessionToken(self, request, sandbox_id):
-        sandbox = self._sandbox(sandbox_id)
+        sandbox = self._sandbox(sandbox_id, request)
         return _json(request, self._tokens.mint(sandbox.id, sandbox.identity), 201)
 
     # Pools (admin: the Unix socket only)

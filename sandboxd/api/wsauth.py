@@ -16,7 +16,9 @@ last until the handshake).  It is an HMAC-SHA256 of its claims under a key
 made at start-up, so tokens do not survive a daemon restart.  A session
 offering no token is served as before; one offering a bad, expired or
 foreign token is refused with 401.  The token carries the sandbox's
-identity, for multi-tenancy to apply as it applies a bearer's.
+identity: with multi-tenancy, the signature gate (sandboxd/api/identity.py)
+takes a valid token on a session upgrade in place of a signature, as that
+identity (``upgrade_token``), since a browser cannot sign.
 """
 
 import base64
@@ -24,6 +26,8 @@ import hashlib
 import hmac
 import json
 import os
+import re
+from urllib.parse import unquote
 
 from autobahn.websocket.types import ConnectionDeny
 
@@ -35,6 +39,8 @@ BEARER_PREFIX = "sandboxd.bearer."
 QUERY = "access_token"
 #: Seconds a token is valid.
 LIFETIME = 60
+#: The session route, as twisted.web sees its path.
+_SESSION_PATH = re.compile(rb"^/sandboxes/([^/]+)/ws$")
 
 
 class InvalidToken(Exception):
@@ -113,3 +119,25 @@ def negotiate(request, tokens, sandbox_id):
         except InvalidToken as e:
             raise ConnectionDeny(401, str(e))
     return (PROTOCOL if PROTOCOL in offered else None), identity
+
+
+def upgrade_token(request):
+    """
+    ``(sandbox id, token)`` of a twisted.web ``request`` that opens a
+    session with a session token (in the subprotocols or the query), else
+    None (another route, or no token).
+    """
+    match = _SESSION_PATH.match(request.path)
+    if request.method != b"GET" or match is None:
+        return None
+    token = None
+    for value in request.requestHeaders.getRawHeaders(b"sec-websocket-protocol", []):
+        for offered in value.decode("latin-1").split(","):
+            offered = offered.strip()
+            if offered.startswith(BEARER_PREFIX):
+                token = offered[len(BEARER_PREFIX):]
+    if token is None and request.args.get(QUERY.encode()):
+        token = request.args[QUERY.encode()][-1].decode("latin-1")
+    if token is None:
+        return None
+    return unquote(match.group(1).decode("latin-1")), token
