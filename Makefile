@@ -9,6 +9,7 @@
 #                                (VM_DIR, default /var/lib/sandboxd/vm; VM_IMAGES)
 #   make bench                   benchmarks beside the peers (docs/benchmarks.md)
 #   make bench BENCHFLAGS=--quick
+#   make test TESTS="tests.test_conformance tests.test_sdk_suites"   the three SDKs
 SHELL := /bin/bash
 VENV := .venv
 TESTS ?= tests

@@ -7,6 +7,7 @@
 #     qboot), qemu-utils, busybox-static and e2fsprogs (mkfs.ext4 -d)
 #   - .venv with the project installed in editable mode, plus the test extra
 #   - Twisted's plugin cache (twisted/plugins/dropin.cache)
+#   - the SDKs' toolchains and npm packages (scripts/setup-sdks.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -51,6 +52,9 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
         2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
     echo "$want" >"$stamp"
 fi
+
+# --- Go, node and the TypeScript SDK's npm packages (the SDK suites). ---
+bash scripts/setup-sdks.sh
 
 # --- Regenerate Twisted's plugin cache (dropin.cache) for our plugin. ---
 "$venv/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"

@@ -74,7 +74,9 @@ class SandboxAPI:
         )
         self._gate = None
         self._creator = Creator(manager, self._creates, self.templates, config.limits)
-        self._sessions = WebSocketResource(SessionFactory(manager, clock, metrics))
+        factory = SessionFactory(manager, clock, metrics)
+        self._tokens = factory.tokens
+        self._sessions = WebSocketResource(factory)
         self._tunnels = tunnels
         self._ports = tunnels and TunnelResource(tunnels, manager.get, clock, visible=_visible)
 
@@ -87,6 +89,7 @@ class SandboxAPI:
         if self._ports is not None:
             routes = TunnelFront(routes, self._ports)
         self._gate = TenantGate(routes, self._config.multi_tenant, self._clock, self._creates)
+        self._gate.sessionTokens = self._tokens
         return self._gate
 
     def signedBodies(self, transport):
@@ -225,6 +228,11 @@ class SandboxAPI:
         sandbox = await self._creator.create(request, body_from_query(request.args))
         request.uri = b"/sandboxes/%s/ws?created=1" % sandbox.id.encode()
         return self._sessions
+
+    @app.route("/sandboxes/<sandbox_id>/session-token", methods=["POST"])
+    def sessionToken(self, request, sandbox_id):
+        sandbox = self._sandbox(sandbox_id, request)
+        return _json(request, self._tokens.mint(sandbox.id, sandbox.identity), 201)
 
     # Templates (sandboxd/api/templates.py)
     install_template_routes(app)

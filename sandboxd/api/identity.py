@@ -20,9 +20,10 @@ import hashlib
 from twisted.internet.address import UNIXAddress
 from twisted.web.resource import Resource
 
+from sandboxd.api import wsauth
 from sandboxd.api.errors import error_body
 from sandboxd.ratelimit import RateLimited
-from sandboxd.tenancy.verifier import SignatureRefused, Verifier
+from sandboxd.tenancy.verifier import SignatureRefused, Tenant, Verifier
 
 #: The request attribute holding the verified Tenant (None: the operator).
 _TENANT = "sandboxdTenant"
@@ -122,8 +123,20 @@ class TenantGate(Resource):
         """
         return self.enabled and not isinstance(transport.getHost(), UNIXAddress)
 
+    #: Session tokens (sandboxd.api.wsauth.SessionTokens) a session upgrade
+    #: may carry in place of a signature (a browser cannot sign), or None.
+    sessionTokens = None
+
     def render(self, request):
         if self.checks(request):
+            session = self.sessionTokens is not None and wsauth.upgrade_token(request)
+            if session:
+                try:
+                    identity = self.sessionTokens.verify(session[1], session[0])
+                except wsauth.InvalidToken as e:
+                    return self._refuse(request, SignatureRefused("SESSION_TOKEN_INVALID", str(e)))
+                setattr(request, _TENANT, Tenant(identity))
+                return self._inner.render(request)
             try:
                 tenant = self.verifier.verify(
                     request.method, request.uri,

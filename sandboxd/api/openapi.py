@@ -257,8 +257,18 @@ PATHS = {
                 "404": _NOT_SANDBOX,
                 "410": _ok("?resume= names a session no longer kept"),
                 "426": _ok("Not a WebSocket upgrade request"),
-            }, [_SANDBOX_ID, _query("resume", {"type": "string"}, "a detached session's token")],
+                "401": _ok("A bad or expired session token (?access_token= or Sec-WebSocket-Protocol)"),
+            }, [_SANDBOX_ID, _query("resume", {"type": "string"}, "a detached session's token"),
+                _query("access_token", {"type": "string"}, "a session token (for browsers)")],
             tags=["sessions"]),
+    },
+    "/sandboxes/{sandbox_id}/session-token": {
+        "post": _operation("sessionToken", "A short-lived token a browser sends on the WebSocket handshake", {
+            "201": _ok("The token", {"type": "object", "properties": {
+                "token": {"type": "string"}, "expires_in": {"type": "integer"},
+                "protocol": {"type": "string"}}}),
+            "404": _NOT_SANDBOX,
+        }, [_SANDBOX_ID], tags=["sessions"]),
     },
     "/sandboxes/{sandbox_id}/ports": {
         "get": _operation("listPorts", "The sandbox's dedicated host ports", {

@@ -28,6 +28,7 @@ from zope.interface import implementer
 from agent import wire
 from sandboxd.api.detached import DetachedSession
 from sandboxd.api.registry import SessionRegistry
+from sandboxd.api import wsauth
 from sandboxd.protocols.agent import IStreamHandler
 
 _FT = wire.FrameType
@@ -81,6 +82,7 @@ class SandboxSession(WebSocketServerProtocol):
         sandbox = self.factory.manager.get(sandbox_id) if sandbox_id else None
         if sandbox is None or sandbox.connection is None:
             raise ConnectionDeny(404, f"sandbox {sandbox_id} not found")
+        protocol, _ = wsauth.negotiate(request, self.factory.tokens, sandbox.id)
         self.sandbox = sandbox
         self._connection = sandbox.connection
         self._to_agent = {}
@@ -99,7 +101,7 @@ class SandboxSession(WebSocketServerProtocol):
         if "created" in request.params:
             # GET /sandboxes/new/ws: the sandbox just made, as POST answers it.
             headers["X-Sandbox"] = json.dumps(sandbox.toJSON(), ensure_ascii=True)
-        return (None, headers)
+        return (protocol, headers)
 
     def _takeOver(self, sandbox, token):
         """
@@ -357,6 +359,8 @@ class SessionFactory(WebSocketServerFactory):
         self.manager = manager
         self.clock = clock
         self.sessions = SessionRegistry(manager)
+        #: Short-lived session tokens for browsers (sandboxd.api.wsauth).
+        self.tokens = wsauth.SessionTokens(clock)
         manager.lifecycle.observe(self.sessions)
         self.setProtocolOptions(
             maxFramePayloadSize=wire.MAX_PAYLOAD + wire.HEADER_SIZE,

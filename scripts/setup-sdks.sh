@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# What the SDK suites need (tests/test_conformance.py, tests/test_sdk_suites.py),
+# called by scripts/setup.sh; idempotent and fast when nothing changed:
+#   - Go from Debian (golang-go, 1.19) for sdk/go: it builds from its vendor/
+#     directory (GOFLAGS=-mod=vendor), so no module proxy is needed
+#   - node and npm (Debian's nodejs and npm when no node is installed yet)
+#   - sdk/typescript/node_modules: ws, and typescript + @types/node for the
+#     type check, from the npm registry the machine is configured with
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+missing=()
+command -v go >/dev/null || missing+=(golang-go)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages for the SDKs: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    aptlog=$(mktemp /tmp/sandboxd-apt.XXXXXX.log)
+    if ! { apt-get update -q && apt-get install -y -q "${missing[@]}"; } >"$aptlog" 2>&1 </dev/null; then
+        tail -n 40 "$aptlog" >&2
+        echo "setup: apt-get failed (full log: $aptlog)" >&2
+        exit 1
+    fi
+    rm -f "$aptlog"
+fi
+
+# npm install only when package.json changed since the last one.
+ts=sdk/typescript
+stamp=$ts/node_modules/.sandboxd-setup-stamp
+want=$(sha256sum "$ts/package.json" | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    echo "setup: npm install in $ts"
+    (cd "$ts" && npm install --silent --no-audit --no-fund --no-package-lock)
+    echo "$want" >"$stamp"
+fi
