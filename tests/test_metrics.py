@@ -108,7 +108,7 @@ class MetricsTests(TestCase):
                       'status="404"} 1.0', text)
         self.assertEqual(self.metrics.route(_Request(b"DELETE", b"/sandboxes/sbx-1")),
                          "/sandboxes/<sandbox_id>")
-        self.assertEqual(self.metrics.route(_Request(b"PATCH", b"/sandboxes/sbx-1")),
+        self.assertEqual(self.metrics.route(_Request(b"PUT", b"/sandboxes/sbx-1")),
                          "unmatched")
 
     def test_tunnel_routes(self):
