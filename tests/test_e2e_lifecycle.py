@@ -262,9 +262,9 @@ class FailFastTests(LifecycleTestCase):
                 return time.monotonic() - killed, raised.exception
 
         elapsed, error = run(scenario())
-        # At once, not when `sleep 60` ends: the bound leaves room for the
-        # `docker kill` itself, which takes seconds on a loaded machine.
-        self.assertLess(elapsed, 5.0, f"the call took {elapsed:.2f}s to fail")
+        # At once, not when `sleep 60` ends (wait_for gave it 10 s); how fast
+        # on a quiet machine is bench's business.
+        self.assertLess(elapsed, 10.0, f"the call took {elapsed:.2f}s to fail")
         # Whichever comes first: the engine's event (the sandbox failed) or
         # the agent's socket closing (the call's stream fails at once, and
         # the sandbox fails when the engine's event comes).
