@@ -25,6 +25,8 @@ def summarize(raw, uptime):
       count as well);
     - ``uptime_seconds``: since the sandbox was handed out.
     """
+    if not isinstance(raw, dict):
+        raw = {}  # the engine answers null for a container that is going: zeros
     memory = raw.get("memory_stats") or {}
     detail = memory.get("stats") or {}
     # cgroup v1 names it total_inactive_file, v2 inactive_file.

@@ -1,11 +1,36 @@
 """
 schemathesis hooks for tests/test_e2e_schemathesis.py (loaded through
-SCHEMATHESIS_HOOKS): every error answer must have the API's error shape.
+SCHEMATHESIS_HOOKS): every error answer must have the API's error shape,
+and a 5xx must be one the document names for that operation (a gateway's
+502/503/504 with its code), never a 500.
 """
 
 import json
 
 import schemathesis
+
+
+@schemathesis.check
+def documented_server_error(ctx, response, case):
+    """
+    A 5xx is never 500, and otherwise one the operation documents, with a
+    code its description names: the path proxy's 502 PORT_NOT_LISTENING is
+    the daemon answering as a gateway should, a 500 is a bug.
+    """
+    status = response.status_code
+    if status < 500:
+        return None
+    documented = case.operation.definition.raw.get("responses", {}).get(str(status))
+    try:
+        code = json.loads(response.content)["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        code = None
+    if status == 500 or documented is None or not code or code not in documented.get(
+            "description", ""):
+        raise AssertionError(
+            f"{case.method} {case.formatted_path} answered {status} {code or ''}: not a"
+            f" documented server error: {response.content[:200]!r}")
+    return None
 
 
 @schemathesis.check

@@ -75,6 +75,17 @@ class SummarizeTests(TestCase):
         )
         self.assertEqual(summarize({}, 0)["memory_limit_bytes"], 0)
 
+    def test_null_sample(self):
+        """
+        The engine answers ``null`` for a container being removed (found by
+        schemathesis as a 500): all zeros, with the uptime.
+        """
+        summary = summarize(None, 3.0)
+        self.assertEqual(summary["uptime_seconds"], 3.0)
+        self.assertEqual({k: v for k, v in summary.items() if k != "uptime_seconds"},
+                         {"cpu_percent": 0.0, "memory_usage_bytes": 0, "memory_limit_bytes": 0,
+                          "network_rx_bytes": 0, "network_tx_bytes": 0, "pids": 0})
+
     def test_cpu_percent_without_online_cpus(self):
         """
         Older engines give no online_cpus: the per-CPU list counts them.
