@@ -110,6 +110,7 @@ class Code:
     INTERNAL = "INTERNAL"
     # The daemon, relaying.
     SANDBOX_UNAVAILABLE = "SANDBOX_UNAVAILABLE"
+    SANDBOX_PAUSED = "SANDBOX_PAUSED"
 
 
 class ProtocolError(Exception):

@@ -10,14 +10,16 @@ from sandboxd.sandbox import Sandbox, State
 #: Seconds a restarted daemon gives each recorded agent to answer.
 ADOPT_TIMEOUT = 5.0
 #: The recorded states worth adopting.
-_LIVE = frozenset({State.RUNNING.value, State.DISCONNECTED.value})
+_LIVE = frozenset({State.RUNNING.value, State.DISCONNECTED.value, State.PAUSED.value})
 
 
 async def reconnect(reactor, records, containers, connect, timeout=ADOPT_TIMEOUT):
     """
     Connect to the agent of every record that was running or disconnected
-    and whose container is among ``containers``, all at once.  Return
-    ``(adopted, given_up)``: Sandboxes with their connection, and
+    and whose container is among ``containers``, all at once (a paused
+    one's agent cannot answer: it is adopted with no connection, made on
+    its resume).  Return ``(adopted, given_up)``: Sandboxes with their
+    connection, and
     ``(record, reason)`` pairs for the others (``reason`` None for records
     that were not live, so nothing was lost).
     """
@@ -29,6 +31,8 @@ async def reconnect(reactor, records, containers, connect, timeout=ADOPT_TIMEOUT
 
     async def one(record):
         sandbox = Sandbox.fromRecord(record)
+        if sandbox.state is State.PAUSED:
+            return sandbox
         sandbox.connection = await connect(
             reactor, sandbox.endpoint, sandbox.secret,
             deadline=timeout, label=sandbox.id,

@@ -126,9 +126,19 @@ class Containers:
 
     def adopt(self, sandbox):
         """
-        Take back a sandbox whose container and agent outlived a restart.
+        Take back a sandbox whose container and agent outlived a restart
+        (one adopted paused has no connection yet: ``attach`` gives it one).
         """
         self._byContainer[sandbox.container_id] = sandbox
+        if sandbox.connection is not None:
+            self._keepAgent(sandbox)
+
+    def attach(self, sandbox, connection):
+        """
+        Hold ``connection`` as the agent of ``sandbox`` (adopted paused,
+        now resumed).
+        """
+        sandbox.connection = connection
         self._keepAgent(sandbox)
 
     def _keepAgent(self, sandbox):

@@ -93,6 +93,8 @@ class LimitsConfig:
     tunnel_bind_address: str = _setting("str", "127.0.0.1", values.ip)
     tunnel_port_min: int = _setting("int", 0, values.port)
     tunnel_port_max: int = _setting("int", 0, values.port)
+    max_volume_size: int = _setting("size", "10g", values.positive)
+    max_volumes: int = _setting("int", 20, values.positive)
 
 
 @attrs.frozen
@@ -134,6 +136,7 @@ class Profile:
     cpu: float = _setting("float", 1.0, values.positive)
     storage: int = _setting("size", "500m", values.positive)
     runtime: str = _setting("str", "docker", values.runtime)
+    ttl_action: str = _setting("str", "destroy", values.ttl_action)
 
 
 @attrs.frozen

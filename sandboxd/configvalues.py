@@ -171,6 +171,8 @@ runtime = rule(RUNTIMES.__contains__,
                  "unknown runtime {value!r} (use one of " + ", ".join(RUNTIMES) + ")")
 tunnel_auth = rule(("none", "token").__contains__,
                      "unknown tunnel auth {value!r} (use \"none\" or \"token\")")
+ttl_action = rule(("destroy", "pause").__contains__,
+                  "unknown ttl_action {value!r} (use destroy or pause)")
 accel = rule(("auto", "kvm", "tcg").__contains__,
                "unknown accelerator {value!r} (use auto, kvm or tcg)")
 vsock_cid = rule(lambda value: value >= 3, "must be at least 3 (0-2 are reserved), got {value}")

@@ -1,6 +1,9 @@
 """
-Noticing that a sandbox failed: the engine says its container died or was
-paused, or its agent connection was lost.  The manager's ``fail`` then ends
+Noticing that a sandbox failed: the engine says its container died, or
+its agent connection was lost.  A container the engine reports paused (or
+resumed) without the daemon asking is a paused (resumed) sandbox
+(L{sandboxd.pausing}), not a dead one; only a warm one, which nobody could
+resume, fails.  The manager's ``fail`` then ends
 open calls at once (instead of letting them hang), and the lifecycle's
 observers tell the sessions, the record and the event log.
 """
@@ -24,9 +27,10 @@ class FailureWatch:
 
     def containerEvent(self, container_id, action):
         """
-        The engine says a container died, was paused, or had a process
-        killed for want of memory.  An OOM kill is recorded
-        (``sandbox.oom``); the sandbox fails only if its container dies.
+        The engine says a container died, was paused or resumed, or had a
+        process killed for want of memory.  An OOM kill is recorded
+        (``sandbox.oom``); the sandbox fails only if its container dies (or
+        is paused while warm).
         """
         sandbox = self._manager.byContainer(container_id)
         if sandbox is None:
@@ -36,7 +40,12 @@ class FailureWatch:
             if sandbox.state in _REPORTED:
                 self._recorder.event("sandbox.oom", sandbox, kills=sandbox.oom_kills)
         elif action == "pause":
-            self._manager.fail(sandbox, "its container was paused")
+            if sandbox.state is State.READY:
+                self._manager.fail(sandbox, "its container was paused")
+            else:
+                self._manager.pauser.pausedOutside(sandbox)
+        elif action == "unpause":
+            self._manager.pauser.resumedOutside(sandbox)
         elif sandbox.oom_kills:
             self._manager.fail(sandbox, "its container exited after running out of memory")
         else:

@@ -11,7 +11,11 @@ forever.
 The reaper observes the lifecycle (L{sandboxd.lifecycle}): a sandbox's clock
 starts when it is handed out, disconnected or failed, and stops when a
 session brings it back or its removal begins; the manager stops it too when
-the first session opens on a sandbox handed out moments before.
+the first session opens on a sandbox handed out moments before.  A paused
+sandbox's clock stops too: it starts again from its resume.
+
+Apart from the idle clock, a sandbox created (or updated) with
+``expires_at`` is destroyed at that time whatever it is doing: L{Expiry}.
 """
 
 from zope.interface import implementer
@@ -50,7 +54,7 @@ class IdleReaper:
             return
         if transition.handedOut or new in (State.DISCONNECTED, State.FAILED):
             self.arm(sandbox)
-        elif new in (State.RUNNING, State.DESTROYING):
+        elif new in (State.RUNNING, State.PAUSED, State.DESTROYING):
             self.disarm(sandbox)
 
     def arm(self, sandbox):
@@ -73,6 +77,51 @@ class IdleReaper:
         """
         timer = self._timers.get(sandbox.id)
         return timer.getTime() if timer is not None else None
+
+    def stop(self):
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+
+    def _fire(self, sandbox):
+        self._timers.pop(sandbox.id, None)
+        self._expire(sandbox)
+
+
+@implementer(ISandboxObserver)
+class Expiry:
+    """
+    Calls ``expire(sandbox)`` at a handed-out sandbox's ``expires_at`` (a
+    POSIX time, as ``clock.seconds()``), in whatever state it is then.
+    """
+
+    def __init__(self, clock, expire):
+        self._clock = clock
+        self._expire = expire
+        self._timers = {}
+
+    def sandboxChanged(self, transition):
+        sandbox = transition.sandbox
+        if not sandbox.claimed:
+            return
+        if transition.new in (State.DESTROYING, State.DESTROYED):
+            self.disarm(sandbox)
+        elif sandbox.id not in self._timers and sandbox.expires_at is not None:
+            self.arm(sandbox)
+
+    def arm(self, sandbox):
+        """
+        Start (or restart) the timer to ``sandbox.expires_at``.
+        """
+        self.disarm(sandbox)
+        delay = max(0.0, sandbox.expires_at - self._clock.seconds())
+        self._timers[sandbox.id] = self._clock.callLater(delay, self._fire, sandbox)
+
+    def disarm(self, sandbox):
+        timer = self._timers.pop(sandbox.id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def stop(self):
         for timer in self._timers.values():

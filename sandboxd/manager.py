@@ -16,7 +16,8 @@ from sandboxd.booting import Containers, SandboxDestroyed  # noqa: F401 (re-expo
 from sandboxd.failing import FailureWatch
 from sandboxd.heartbeat import Heartbeat
 from sandboxd.lifecycle import Lifecycle
-from sandboxd.lifetimes import IdleReaper
+from sandboxd.lifetimes import Expiry, IdleReaper
+from sandboxd.pausing import PAUSABLE, Pauser
 from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
 from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
@@ -66,12 +67,15 @@ class SandboxManager:
         self.lifecycle = Lifecycle()
         self.recorder = LifecycleRecorder(store, reactor)
         self.reaper = IdleReaper(reactor, self._expired, config.limits.idle_timeout)
+        self.expiry = Expiry(reactor, self._reachedExpiry)
         self.lifecycle.observe(self.recorder)
         self.lifecycle.observe(self.reaper)
+        self.lifecycle.observe(self.expiry)
         self._failures = FailureWatch(self, self.recorder)
         self._containers = Containers(
             reactor, runtime, self.lifecycle, self._failures, connect, owner
         )
+        self.pauser = Pauser(reactor, runtime, self.lifecycle, self._containers, connect)
         self.heartbeat = Heartbeat(
             reactor, self._sandboxes.values, self.fail,
             config.pool.health_interval, config.pool.liveness_timeout,
@@ -137,6 +141,9 @@ class SandboxManager:
             if sandbox.state is State.RUNNING:
                 sandbox.idle_since = self._reactor.seconds()
                 self.lifecycle.move(sandbox, State.DISCONNECTED, "daemon restarted")
+            elif sandbox.state is State.PAUSED and sandbox.idle_since is None:
+                sandbox.idle_since = self._reactor.seconds()
+                self.recorder.idle(sandbox)
         if records:
             self.log.info("adopted {n} of {total} recorded sandboxes",
                           n=len(adopted), total=len(records))
@@ -152,6 +159,7 @@ class SandboxManager:
         if self._watching is not None:
             self._watching.stop()
         self.reaper.stop()
+        self.expiry.stop()
         self.heartbeat.stop()
         for sandbox in self.pools.stop():
             self._discard(sandbox)
@@ -209,14 +217,17 @@ class SandboxManager:
 
     async def create(
         self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None,
-        identity="", template=None,
+        identity="", template=None, ttl_action=None, expires_at=None, volumes=(),
     ):
         """
         A running sandbox for the caller (``identity``: its tenant, "" for
         none): warm when the pool has one of exactly this shape, cold
         otherwise.  From ``template`` (a TemplateRecord, sandboxd/templates/):
         its image and runtime, the shape of its profile (or of the default
-        one), its /root.
+        one), its /root.  ``ttl_action`` (None: the profile's) says what
+        its idle clock running out does; ``expires_at`` (a POSIX time) ends
+        it whatever it does; ``volumes`` (``{"name", "path", "read_only",
+        "source"}``, sandboxd/volumes/) are mounted in it: always cold.
         """
         if not self._up:
             # Adoption and orphan removal first: a container made meanwhile
@@ -241,11 +252,12 @@ class SandboxManager:
         alive = (s for s in self._sandboxes.values() if s.alive)
         self.capacity.check(alive, shape[0], shape[1])
         sandbox = None
-        if shape == (chosen.memory, chosen.cpu, chosen.storage):
+        if shape == (chosen.memory, chosen.cpu, chosen.storage) and not volumes:
             sandbox = (self.pools.claim(name) if template is None
                        else self.pools.claimTemplate(chosen))
         if sandbox is None:
             sandbox = self._newSandbox(chosen, *shape)
+            sandbox.volumes = [dict(v) for v in volumes]
             sandbox.identity = identity
             sandbox.claimed = True
             self._sandboxes[sandbox.id] = sandbox
@@ -263,6 +275,8 @@ class SandboxManager:
         sandbox.profile = name
         sandbox.ttl = ttl
         sandbox.labels = dict(labels or {})
+        sandbox.ttl_action = ttl_action or getattr(chosen, "ttl_action", "destroy")
+        sandbox.expires_at = expires_at
         sandbox.created = sandbox.idle_since = self._reactor.seconds()
         self.lifecycle.move(sandbox, State.RUNNING)
         return sandbox
@@ -324,6 +338,11 @@ class SandboxManager:
         Its last session closed: a ttl-0 sandbox is destroyed, any other
         waits ``ttl`` seconds for a session.
         """
+        if sandbox.state is State.PAUSED:
+            # Paused sandboxes are kept: the clock starts on resume.
+            sandbox.idle_since = self._reactor.seconds()
+            self.recorder.idle(sandbox)
+            return
         if sandbox.state is not State.RUNNING:
             return
         if sandbox.ttl == 0:
@@ -332,29 +351,62 @@ class SandboxManager:
         sandbox.idle_since = self._reactor.seconds()
         self.lifecycle.move(sandbox, State.DISCONNECTED)
 
-    def update(self, sandbox, ttl=None, labels=None):
+    def update(self, sandbox, ttl=None, labels=None, expires_at=None):
         """
-        Change a live sandbox's ``ttl`` and ``labels`` (None: unchanged).
-        An idle sandbox's clock restarts under the new ttl, counted from
-        when it became idle.
+        Change a live sandbox's ``ttl``, ``labels`` and ``expires_at``
+        (None: unchanged).  An idle sandbox's clock restarts under the new
+        ttl, counted from when it became idle.
         """
-        changes = {name: value for name, value in (("ttl", ttl), ("labels", labels))
-                   if value is not None}
+        changes = {name: value for name, value in (
+            ("ttl", ttl), ("labels", labels), ("expires_at", expires_at)) if value is not None}
         if not changes:
             return
         if ttl is not None:
             sandbox.ttl = ttl
         if labels is not None:
             sandbox.labels = dict(labels)
+        if expires_at is not None:
+            sandbox.expires_at = expires_at
+            self.expiry.arm(sandbox)
         self.recorder.updated(sandbox, **changes)
         if ttl is not None and self.reaper.deadline(sandbox) is not None:
             self.reaper.arm(sandbox)
 
     def _expired(self, sandbox):
-        self.destroy(
-            sandbox.id,
-            reason=f"no session for {self.reaper.allowance(sandbox):g} s (ttl)",
-        )
+        reason = f"no session for {self.reaper.allowance(sandbox):g} s (ttl)"
+        if sandbox.ttl_action == "pause" and sandbox.state in PAUSABLE:
+            paused = Deferred.fromCoroutine(self.pauser.pause(sandbox, reason))
+
+            def cannot(failure):
+                self.log.warn("sandbox {sandbox} cannot be paused ({why}): destroying it",
+                              sandbox=sandbox.id, why=failure.getErrorMessage())
+                self.destroy(sandbox.id, reason=f"{reason}; it could not be paused")
+
+            paused.addErrback(cannot)
+            return
+        self.destroy(sandbox.id, reason=reason)
+
+    def _reachedExpiry(self, sandbox):
+        self.destroy(sandbox.id, reason="its expires_at time came")
+
+    # Pausing (sandboxd/pausing.py)
+
+    async def pause(self, sandbox, reason=None):
+        """
+        Freeze the sandbox, keeping its memory and processes.
+        """
+        await self.pauser.pause(sandbox, reason)
+
+    async def resume(self, sandbox, reason=None):
+        """
+        Thaw a paused sandbox; a failure to reach its agent again fails it.
+        """
+        try:
+            await self.pauser.resume(sandbox, reason)
+        except Exception as e:
+            if sandbox.state is State.PAUSED and sandbox.connection is None:
+                self.fail(sandbox, f"its agent did not answer on resume: {e}")
+            raise
 
     # Destroying
 
@@ -390,7 +442,7 @@ class SandboxManager:
             self.lifecycle.move(sandbox, State.FAILED, reason)
             self._removeContainer(sandbox)
             return
-        if sandbox.state not in (State.RUNNING, State.DISCONNECTED):
+        if sandbox.state not in (State.RUNNING, State.DISCONNECTED, State.PAUSED):
             return
         self.log.warn("sandbox {sandbox} failed: {reason}", sandbox=sandbox.id, reason=reason)
         if sandbox.idle_since is None:

@@ -10,6 +10,8 @@ destroyed.  The events (docs/api.md):
 - ``sandbox.disconnected`` (reason, when there is one) when its last
   session closed, the daemon stopped or restarted;
 - ``sandbox.reconnected`` when a session opens on a disconnected one;
+- ``sandbox.paused`` (reason, when there is one: its ttl ran out) and
+  ``sandbox.resumed`` around a pause;
 - ``sandbox.failed`` (reason) when a handed-out sandbox fails;
 - ``sandbox.destroyed`` (reason) when its removal begins.
 """
@@ -17,9 +19,10 @@ destroyed.  The events (docs/api.md):
 from zope.interface import implementer
 
 from sandboxd.lifecycle import ISandboxObserver
-from sandboxd.sandbox import State
+from sandboxd.sandbox import State, iso_time
 
 _IN_USE = (State.RUNNING, State.DISCONNECTED)
+_LIVE = (*_IN_USE, State.PAUSED)
 
 
 @implementer(ISandboxObserver)
@@ -49,11 +52,15 @@ class LifecycleRecorder:
             return
         self._store.update(sandbox.id, state=new.value, idle_since=sandbox.idle_since)
         reason = {} if transition.reason is None else {"reason": transition.reason}
-        if new is State.DISCONNECTED:
+        if new is State.PAUSED:
+            self.event("sandbox.paused", sandbox, **reason)
+        elif old is State.PAUSED and new in _IN_USE:
+            self.event("sandbox.resumed", sandbox, **reason)
+        elif new is State.DISCONNECTED:
             self.event("sandbox.disconnected", sandbox, **reason)
         elif new is State.RUNNING:
             self.event("sandbox.reconnected", sandbox)
-        elif new is State.FAILED and old in _IN_USE:
+        elif new is State.FAILED and old in _LIVE:
             self.event("sandbox.failed", sandbox, **reason)
         elif new is State.DESTROYING:
             self.event("sandbox.destroyed", sandbox, **reason)
@@ -66,10 +73,12 @@ class LifecycleRecorder:
 
     def updated(self, sandbox, **changes):
         """
-        The sandbox's ``ttl`` or ``labels`` changed: record the new values
-        and say so (``sandbox.updated``).
+        The sandbox's ``ttl``, ``labels`` or ``expires_at`` changed: record
+        the new values and say so (``sandbox.updated``).
         """
         self._store.update(sandbox.id, **changes)
+        if "expires_at" in changes:
+            changes["expires_at"] = iso_time(changes["expires_at"])
         self.event("sandbox.updated", sandbox, **changes)
 
     def event(self, type, sandbox, **data):

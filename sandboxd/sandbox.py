@@ -8,6 +8,10 @@ States:
 - ``running``: handed to a caller; sessions may be open.
 - ``disconnected``: its last session closed (or the daemon restarted under
   it); it waits ``ttl`` seconds for a session before it is destroyed.
+- ``paused``: frozen (``POST /sandboxes/{id}/pause``, or its ttl ran out
+  with ``ttl_action = "pause"``): its processes and memory are kept but get
+  no CPU; calls on it answer ``SANDBOX_PAUSED`` until it is resumed (back to
+  ``running`` with a session open, else ``disconnected``).
 - ``destroying``: removal asked; its container is going away.
 - ``destroyed``: gone.
 - ``failed``: it could not be created, or its container died or its agent
@@ -39,6 +43,7 @@ class State(enum.Enum):
     READY = "ready"
     RUNNING = "running"
     DISCONNECTED = "disconnected"
+    PAUSED = "paused"
     DESTROYING = "destroying"
     DESTROYED = "destroyed"
     FAILED = "failed"
@@ -47,8 +52,9 @@ class State(enum.Enum):
 _LEGAL = {
     State.CREATING: {State.READY, State.RUNNING, State.DESTROYING, State.FAILED},
     State.READY: {State.RUNNING, State.DESTROYING, State.FAILED},
-    State.RUNNING: {State.DISCONNECTED, State.DESTROYING, State.FAILED},
-    State.DISCONNECTED: {State.RUNNING, State.DESTROYING, State.FAILED},
+    State.RUNNING: {State.DISCONNECTED, State.PAUSED, State.DESTROYING, State.FAILED},
+    State.DISCONNECTED: {State.RUNNING, State.PAUSED, State.DESTROYING, State.FAILED},
+    State.PAUSED: {State.RUNNING, State.DISCONNECTED, State.DESTROYING, State.FAILED},
     State.FAILED: {State.DESTROYING},
     State.DESTROYING: {State.DESTROYED},
     State.DESTROYED: set(),
@@ -77,6 +83,12 @@ class Sandbox:
     secret: str = attr.ib(repr=False)
     ttl: int = 0
     labels: dict = attr.ib(factory=dict)
+    #: What its idle clock running out does: "destroy" or "pause".
+    ttl_action: str = "destroy"
+    #: A POSIX time at which it is destroyed whatever it does (None: never).
+    expires_at: float = None
+    #: Volumes mounted in it: [{"name", "path", "read_only"}] (sandboxd/volumes/).
+    volumes: list = attr.ib(factory=list)
     template: str = None
     identity: str = ""
     created: float = 0.0
@@ -130,7 +142,7 @@ class Sandbox:
     @property
     def alive(self):
         return self.state in (
-            State.CREATING, State.READY, State.RUNNING, State.DISCONNECTED
+            State.CREATING, State.READY, State.RUNNING, State.DISCONNECTED, State.PAUSED
         )
 
     def record(self):
@@ -148,6 +160,9 @@ class Sandbox:
             storage=self.storage,
             ttl=self.ttl,
             labels=dict(self.labels),
+            ttl_action=self.ttl_action,
+            expires_at=self.expires_at,
+            volumes=[dict(v) for v in self.volumes],
             identity=self.identity,
             method=self.method,
             state=self.state.value,
@@ -181,6 +196,9 @@ class Sandbox:
             "created": iso_time(self.created),
             "ttl": self.ttl,
             "labels": dict(self.labels),
+            "ttl_action": self.ttl_action,
+            "expires_at": None if self.expires_at is None else iso_time(self.expires_at),
+            "volumes": [dict(v) for v in self.volumes],
             "memory": self.memory,
             "cpu": self.cpu,
             "storage": self.storage,

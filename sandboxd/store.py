@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     storage INTEGER NOT NULL,
     ttl INTEGER NOT NULL,
     labels TEXT NOT NULL,
+    ttl_action TEXT NOT NULL DEFAULT 'destroy',
+    expires_at REAL,
+    volumes TEXT NOT NULL DEFAULT '[]',
     identity TEXT NOT NULL DEFAULT '',
     method TEXT NOT NULL,
     state TEXT NOT NULL,
@@ -82,6 +85,9 @@ class SandboxRecord:
     storage: int
     ttl: int
     labels: dict
+    ttl_action: str
+    expires_at: float
+    volumes: list
     identity: str
     method: str
     state: str
@@ -122,14 +128,26 @@ class TunnelRecord:
     created: float
 
 
+#: Columns added since the first schema, with their definitions.
+_ADDED = (
+    ("ttl_action", "TEXT NOT NULL DEFAULT 'destroy'"),
+    ("expires_at", "REAL"),
+    ("volumes", "TEXT NOT NULL DEFAULT '[]'"),
+)
+
+
 def _migrate(db):
     """
     Bring a file written by an older daemon up to this schema: sandboxes
     recorded with ``host`` and ``port`` (TCP agents, before agent endpoint
-    strings) get ``endpoint`` = ``tcp:HOST:PORT``.  The old columns stay
-    (unused) so that the file's rows are never rewritten wholesale.
+    strings) get ``endpoint`` = ``tcp:HOST:PORT``; columns added since
+    (L{_ADDED}) get their defaults.  The old columns stay (unused) so that
+    the file's rows are never rewritten wholesale.
     """
     columns = {row[1] for row in db.execute("PRAGMA table_info(sandboxes)")}
+    for name, definition in _ADDED:
+        if name not in columns:
+            db.execute(f"ALTER TABLE sandboxes ADD COLUMN {name} {definition}")
     if "endpoint" in columns:
         return
     db.execute("BEGIN IMMEDIATE")
@@ -179,6 +197,7 @@ class Store:
         """
         fields = attr.asdict(record, recurse=False)
         fields["labels"] = json.dumps(record.labels)
+        fields["volumes"] = json.dumps(record.volumes)
         self._db.execute(
             f"INSERT OR REPLACE INTO sandboxes ({', '.join(_COLUMNS)})"
             f" VALUES ({', '.join('?' * len(_COLUMNS))})",
@@ -218,6 +237,7 @@ class Store:
         for row in rows:
             fields = dict(zip(_COLUMNS, row))
             fields["labels"] = json.loads(fields["labels"])
+            fields["volumes"] = json.loads(fields["volumes"])
             records.append(SandboxRecord(**fields))
         return records
 

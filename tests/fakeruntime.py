@@ -24,6 +24,7 @@ class FakeRuntime:
         self.destroyed = []
         self.removals = {}
         self.owned = list(owned)
+        self.paused = set()
         self.watcher = None
         self._hold = hold_removals
 
@@ -44,6 +45,14 @@ class FakeRuntime:
 
     def stats(self, container_id):
         return succeed({})
+
+    def pause(self, container_id):
+        self.paused.add(container_id)
+        return succeed(None)
+
+    def resume(self, container_id):
+        self.paused.discard(container_id)
+        return succeed(None)
 
     def list_owned(self):
         return succeed(self.owned)

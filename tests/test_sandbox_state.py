@@ -24,6 +24,12 @@ LEGAL = {
     (State.DISCONNECTED, State.RUNNING),
     (State.DISCONNECTED, State.DESTROYING),
     (State.DISCONNECTED, State.FAILED),
+    (State.RUNNING, State.PAUSED),
+    (State.DISCONNECTED, State.PAUSED),
+    (State.PAUSED, State.RUNNING),
+    (State.PAUSED, State.DISCONNECTED),
+    (State.PAUSED, State.DESTROYING),
+    (State.PAUSED, State.FAILED),
     (State.FAILED, State.DESTROYING),
     (State.DESTROYING, State.DESTROYED),
 }
@@ -94,12 +100,12 @@ class TransitionTests(TestCase):
 
     def test_alive(self):
         """
-        C{alive} is true exactly in CREATING, READY, RUNNING and
-        DISCONNECTED.
+        C{alive} is true exactly in CREATING, READY, RUNNING,
+        DISCONNECTED and PAUSED (a paused sandbox holds its container).
         """
         self.assertEqual(
             {state for state in State if make_sandbox(state=state).alive},
-            {State.CREATING, State.READY, State.RUNNING, State.DISCONNECTED},
+            {State.CREATING, State.READY, State.RUNNING, State.DISCONNECTED, State.PAUSED},
         )
 
     def test_everyStateHasAWayOut(self):
@@ -120,7 +126,8 @@ class TransitionTests(TestCase):
         sandbox = make_sandbox(
             ttl=30, labels={"k": "v"}, state=State.DISCONNECTED, endpoint="tcp:172.18.0.5:7070",
             container_id="c" * 64, created=12.5, idle_since=20.0,
-            identity="tenant-a", method="warm",
+            identity="tenant-a", method="warm", ttl_action="pause", expires_at=99.5,
+            volumes=[{"name": "v", "path": "/data", "read_only": False}],
         )
         again = Sandbox.fromRecord(sandbox.record())
         self.assertEqual(again.record(), sandbox.record())
@@ -157,6 +164,9 @@ class JSONTests(TestCase):
                 "created": "2023-11-14T22:13:20Z",
                 "ttl": 600,
                 "labels": {"team": "a"},
+                "ttl_action": "destroy",
+                "expires_at": None,
+                "volumes": [],
                 "memory": 512 * 1024 * 1024,
                 "cpu": 1.0,
                 "storage": 500 * 1024 * 1024,

@@ -15,7 +15,8 @@ def record(sandbox_id="sbx-1", **overrides):
     fields = dict(
         id=sandbox_id, profile="default", template=None, image="sandbox-base:latest",
         runtime="docker", memory=256 << 20, cpu=1.0, storage=100 << 20, ttl=60,
-        labels={"team": "a"}, identity="", method="warm", state="running",
+        labels={"team": "a"}, ttl_action="destroy", expires_at=None, volumes=[],
+        identity="", method="warm", state="running",
         container_id="c" * 64, endpoint="tcp:172.18.0.2:7070", secret="ab" * 32,
         created=100.0, idle_since=None,
     )

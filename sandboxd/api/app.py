@@ -15,7 +15,7 @@ from werkzeug.routing import RequestRedirect
 from sandboxd import __version__
 from sandboxd.api import openapi
 from sandboxd.api.creating import Creator, body_from_query, is_websocket_upgrade
-from sandboxd.api.errors import ApiError, error_body
+from sandboxd.api.errors import ApiError, error_body, sandbox_paused
 from sandboxd.api.events import MAX_SUBSCRIBERS, EventStreamResource, parse_stream_request
 from sandboxd.api.identity import (
     TenantGate,
@@ -37,7 +37,9 @@ from sandboxd.api.session import SessionFactory
 from sandboxd.api.templates import TemplateRoutes, install as install_template_routes
 from sandboxd.metrics import CONTENT_TYPE
 from sandboxd.ratelimit import RateLimiter
-from sandboxd.runtimes.interface import RuntimeFailure
+from sandboxd.pausing import NotPausable
+from sandboxd.runtimes.interface import PauseNotSupported, RuntimeFailure
+from sandboxd.sandbox import State
 from sandboxd.tenancy.quotas import QuotaExceeded, effective_ttl
 from sandboxd.tunnels import TunnelFront, TunnelResource
 
@@ -208,9 +210,38 @@ class SandboxAPI:
             raise ApiError(502, "RUNTIME_ERROR", str(e))
         return _json(request, summary)
 
+    @app.route("/sandboxes/<sandbox_id>/pause", methods=["POST"])
+    async def pause(self, request, sandbox_id):
+        sandbox = self._sandbox(sandbox_id, request)
+        await self._freeze(self._manager.pause, sandbox)
+        return _json(request, sandbox.toJSON())
+
+    @app.route("/sandboxes/<sandbox_id>/resume", methods=["POST"])
+    async def resume(self, request, sandbox_id):
+        sandbox = self._sandbox(sandbox_id, request)
+        await self._freeze(self._manager.resume, sandbox)
+        return _json(request, sandbox.toJSON())
+
+    async def _freeze(self, change, sandbox):
+        """Pause or resume ``sandbox`` with the errors named."""
+        try:
+            await change(sandbox)
+        except NotPausable as e:
+            raise ApiError(409, "SANDBOX_NOT_RUNNING", str(e))
+        except PauseNotSupported as e:
+            raise ApiError(501, "PAUSE_NOT_SUPPORTED", str(e))
+        except RuntimeFailure as e:
+            raise ApiError(502, "RUNTIME_ERROR", str(e))
+        except Exception as e:
+            if sandbox.state is State.FAILED:
+                raise ApiError(409, "SANDBOX_NOT_RUNNING",
+                               f"sandbox {sandbox.id} failed: {e}")
+            raise
+
     @app.route("/sandboxes/<sandbox_id>/ws", methods=["GET"])
     def session(self, request, sandbox_id):
-        self._sandbox(sandbox_id, request)
+        if self._sandbox(sandbox_id, request).state is State.PAUSED:
+            raise sandbox_paused(sandbox_id)
         return self._sessions
 
     @app.route("/sandboxes/new/ws", methods=["GET"])

@@ -25,6 +25,13 @@ def error_body(code, message):
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
+def sandbox_paused(sandbox_id):
+    """
+    The answer to a call on a paused sandbox (409 ``SANDBOX_PAUSED``).
+    """
+    return ApiError(409, "SANDBOX_PAUSED", f"sandbox {sandbox_id} is paused: resume it first")
+
+
 def invalid_field(name, reason):
     return ApiError(400, "INVALID_FIELD", f"{name}: {reason}")
 

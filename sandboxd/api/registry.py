@@ -97,7 +97,7 @@ class SessionRegistry:
             self._end(sandbox, f"the sandbox failed: {transition.reason}", normal=False)
         elif new is State.DESTROYING:
             self._end(sandbox, "the sandbox was destroyed", normal=True)
-        elif new is State.DISCONNECTED and transition.old is not None:
+        elif new is State.DISCONNECTED and transition.old not in (None, State.PAUSED):
             # Moved there with sessions open: the daemon is stopping.
             for session in self.sessionsOf(sandbox):
                 session.sandboxUnavailable(transition.reason or "the sandbox disconnected")

@@ -30,6 +30,7 @@ from sandboxd.api.detached import DetachedSession
 from sandboxd.api.registry import SessionRegistry
 from sandboxd.api import wsauth
 from sandboxd.protocols.agent import IStreamHandler
+from sandboxd.sandbox import State
 
 _FT = wire.FrameType
 _RELAYED = frozenset({_FT.DATA, _FT.END, _FT.CANCEL, _FT.WINDOW})
@@ -80,6 +81,8 @@ class SandboxSession(WebSocketServerProtocol):
     def onConnect(self, request):
         sandbox_id = sandbox_id_from_path(request.path)
         sandbox = self.factory.manager.get(sandbox_id) if sandbox_id else None
+        if sandbox is not None and sandbox.state is State.PAUSED:
+            raise ConnectionDeny(409, f"sandbox {sandbox_id} is paused: resume it first")
         if sandbox is None or sandbox.connection is None:
             raise ConnectionDeny(404, f"sandbox {sandbox_id} not found")
         protocol, _ = wsauth.negotiate(request, self.factory.tokens, sandbox.id)
@@ -236,6 +239,12 @@ class SandboxSession(WebSocketServerProtocol):
                     f"at most {wire.MAX_STREAMS} streams at once",
                 )
             )
+            return
+        if self.sandbox.state is State.PAUSED:
+            self._sendToClient(wire.error(
+                client_stream, wire.Code.SANDBOX_PAUSED,
+                f"sandbox {self.sandbox.id} is paused: resume it first",
+            ))
             return
         if not self._connection.connected:
             self._sendToClient(

@@ -16,11 +16,12 @@ import posixpath
 
 from twisted.logger import Logger
 
-from sandboxd.api.errors import ApiError, invalid_field
+from sandboxd.api.errors import ApiError, invalid_field, sandbox_paused
 from sandboxd.api.identity import caller_identity, caller_tenant, may_see
 from sandboxd.api.requests import read_json_object
 from twisted.web.client import FileBodyProducer
 
+from sandboxd.sandbox import State
 from sandboxd.templates.bake import BakeFailed, TemplateTooLarge
 from sandboxd.templates.build import BuildFailed
 from sandboxd.templates.catalog import MAX_LABEL, TemplateError, template_json
@@ -152,6 +153,8 @@ class TemplateRoutes:
         sandbox = self._manager.get(sandbox_id)
         if sandbox is None or not may_see(caller_identity(request), sandbox.identity):
             raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
+        if sandbox.state is State.PAUSED:
+            raise sandbox_paused(sandbox_id)
         try:
             template = await catalog.save(sandbox, label, quota=template_quota(request))
         except TemplateError as e:

@@ -15,15 +15,16 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-#: The actions that make a sandbox unusable, and OOM kills inside it.
-ACTIONS = ("die", "pause", "oom")
+#: The actions that make a sandbox unusable (or usable again), and OOM
+#: kills inside it.
+ACTIONS = ("die", "pause", "unpause", "oom")
 #: Seconds between attempts to follow the stream again after it broke.
 RETRY_DELAY = 1.0
 
 
 class ContainerWatch:
     """
-    Calls ``callback(container_id, action)`` for every ``die`` or ``pause``
+    Calls ``callback(container_id, action)`` for every action of ``ACTIONS``
     of a container labelled ``label``, following the stream again whenever
     it breaks, until ``stop``.
     """

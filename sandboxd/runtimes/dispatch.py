@@ -87,6 +87,12 @@ class RuntimeSet:
     def stats(self, container_id):
         return self._byContainer(container_id).stats(container_id)
 
+    def pause(self, container_id):
+        return self._byContainer(container_id).pause(container_id)
+
+    def resume(self, container_id):
+        return self._byContainer(container_id).resume(container_id)
+
     def watch(self, callback):
         self._callback = callback
         for child in self._prepared:

@@ -455,6 +455,27 @@ class DockerRuntime:
             self._reactor, self._client(), callback, f"{MANAGED_LABEL}=1"
         )
 
+    def pause(self, container_id):
+        """
+        Freeze the container (the engine's pause: the cgroup freezer under
+        runc, the Sentry stopped under gVisor).
+        """
+        return Deferred.fromCoroutine(self._freeze(container_id, "pause", "is already paused"))
+
+    def resume(self, container_id):
+        """
+        Thaw the container; one that is not paused counts as resumed.
+        """
+        return Deferred.fromCoroutine(self._freeze(container_id, "unpause", "is not paused"))
+
+    async def _freeze(self, container_id, action, done_already):
+        try:
+            await self._call("POST", f"/containers/{path_part(container_id)}/{action}")
+        except EngineError as e:
+            if e.status == 409 and done_already in e.message:
+                return
+            raise RuntimeFailure(f"cannot {action} container {container_id}: {e.message}") from e
+
     def stats(self, container_id, one_shot=False):
         """
         Fire with the engine's raw stats dict for the container (one sample,

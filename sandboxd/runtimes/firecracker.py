@@ -24,7 +24,7 @@ import os
 import shutil
 import signal
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.web.client import Agent, readBody
@@ -33,7 +33,9 @@ from zope.interface import implementer
 
 from sandboxd.runtimes import _cpio, vmproc
 from sandboxd.runtimes._engine import UNIXEndpointFactory
-from sandboxd.runtimes.interface import IRuntime, RuntimeFailure, RuntimeUnavailable, Started
+from sandboxd.runtimes.interface import (
+    IRuntime, PauseNotSupported, RuntimeFailure, RuntimeUnavailable, Started,
+)
 
 PREFIX = "fc-"
 AGENT_VSOCK_PORT = 1024
@@ -278,6 +280,12 @@ class FirecrackerRuntime:
             self._watchers[container_id] = vmproc.ExitWatcher(self._reactor, pid, died)
         except OSError:
             self._reactor.callLater(0, died)
+
+    def pause(self, container_id):
+        return fail(PauseNotSupported("the firecracker runtime cannot pause sandboxes"))
+
+    def resume(self, container_id):
+        return succeed(None)
 
     def stats(self, container_id):
         try:

@@ -71,9 +71,21 @@ class IRuntime(Interface):
     def watch(callback):
         """
         Call ``callback(container_id, action)`` as soon as one of our
-        sandboxes dies (``"die"``), is frozen (``"pause"``) behind the
-        daemon's back, or has a process killed for want of memory
+        sandboxes dies (``"die"``), is frozen (``"pause"``) or thawed
+        (``"unpause"``), or has a process killed for want of memory
         (``"oom"``); return an object whose ``stop()`` ends the watch.
+        """
+
+    def pause(container_id):
+        """
+        Freeze every process of the sandbox, keeping its memory (a
+        container's cgroup freezer); fail with L{PauseNotSupported} where
+        the runtime cannot.
+        """
+
+    def resume(container_id):
+        """
+        Thaw a sandbox ``pause`` froze; succeeds if it is not frozen.
         """
 
     def stats(container_id):
@@ -99,4 +111,10 @@ class RuntimeFailure(Exception):
 class RuntimeUnavailable(RuntimeFailure):
     """
     The engine, an image or a runtime a profile needs is missing.
+    """
+
+
+class PauseNotSupported(RuntimeFailure):
+    """
+    This runtime cannot pause its sandboxes.
     """

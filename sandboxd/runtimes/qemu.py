@@ -36,7 +36,9 @@ from zope.interface import implementer
 
 from sandboxd.runtimes import _cpio, vmproc
 from sandboxd.runtimes._disks import DiskCache, run
-from sandboxd.runtimes.interface import IRuntime, RuntimeFailure, RuntimeUnavailable, Started
+from sandboxd.runtimes.interface import (
+    IRuntime, PauseNotSupported, RuntimeFailure, RuntimeUnavailable, Started,
+)
 
 #: Prefix of a QEMU sandbox's container id (what the manager keys it by).
 PREFIX = "qemu-"
@@ -231,6 +233,12 @@ class QemuRuntime:
             self._watchers[container_id] = vmproc.ExitWatcher(self._reactor, pid, died)
         except OSError:
             self._reactor.callLater(0, died)
+
+    def pause(self, container_id):
+        return fail(PauseNotSupported("the qemu runtime cannot pause sandboxes yet"))
+
+    def resume(self, container_id):
+        return succeed(None)
 
     def stats(self, container_id):
         try:

@@ -8,8 +8,9 @@ binding them again when a restarted daemon adopts them).
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sandboxd.api.errors import ApiError
+from sandboxd.api.errors import ApiError, sandbox_paused
 from sandboxd.lifecycle import ISandboxObserver
+from sandboxd.sandbox import State
 from sandboxd.store import TunnelRecord
 from sandboxd.tunnels.addressing import check_target
 from sandboxd.tunnels.ingress import Ingress
@@ -82,6 +83,8 @@ class Tunnels:
         existing = self._open.get(sandbox.id, {}).get(port)
         if existing is not None:
             return existing, False
+        if sandbox.state is State.PAUSED:
+            raise sandbox_paused(sandbox.id)
         address = check_target(sandbox, port)
         key = (sandbox.id, port)
         if key in self._pending:
