@@ -38,6 +38,7 @@ from sandbox.errors import (
     RequestCancelledError,
     SandboxError,
     SandboxTimeoutError,
+    SandboxPausedError,
     SandboxUnavailableError,
     ServerError,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "CapacityError",
     "RateLimitedError",
     "ServerError",
+    "SandboxPausedError",
     "SandboxUnavailableError",
     "FileError",
     "PathNotFoundError",

@@ -43,8 +43,10 @@ async def create_with_session(client, fields, open_timeout=None):
     not serve that route (then POST and open as two steps).
     """
     query = [(name, str(value)) for name, value in fields.items()
-             if value is not None and name != "labels"]
+             if value is not None and name not in ("labels", "volumes")]
     query += [("label", f"{key}={value}") for key, value in (fields.get("labels") or {}).items()]
+    query += [("volume", f"{v['name']}:{v['path']}" + (":ro" if v.get("read_only") else ""))
+              for v in fields.get("volumes") or ()]
     path = "/sandboxes/new/ws" + (f"?{urlencode(query)}" if query else "")
     try:
         ws = await _open_ws(client, None, open_timeout, path=path)

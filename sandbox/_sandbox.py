@@ -10,7 +10,7 @@ from sandbox._net import Network
 from sandbox._process import Process
 from sandbox._templates import SandboxTemplate
 from sandbox._connect import create_with_session, open_session
-from sandbox.client import Client
+from sandbox.client import Client, create_fields
 
 
 class Sandbox:
@@ -71,12 +71,32 @@ class Sandbox:
         """
         return await self.update(ttl=ttl)
 
-    async def update(self, ttl=None, labels=None):
+    async def update(self, ttl=None, labels=None, expires_at=None):
         """
-        Change the sandbox's ``ttl`` and/or merge ``labels`` into its own (a
-        None value removes that label); return and keep the sandbox object.
+        Change the sandbox's ``ttl`` and ``expires_at`` and/or merge
+        ``labels`` into its own (a None value removes that label); return
+        and keep the sandbox object.
         """
-        self.info = await self.client.update(self.id, ttl=ttl, labels=labels)
+        self.info = await self.client.update(
+            self.id, ttl=ttl, labels=labels, expires_at=expires_at)
+        return self.info
+
+    async def pause(self):
+        """
+        Freeze the sandbox (``POST /sandboxes/{id}/pause``): its processes
+        and memory are kept, it uses no CPU, and calls on it raise
+        ``SandboxPausedError`` until ``resume()``.  The session stays open.
+        Return and keep the sandbox object.
+        """
+        self.info = await self.client.pause(self.id)
+        return self.info
+
+    async def resume(self):
+        """
+        Thaw a paused sandbox (``POST /sandboxes/{id}/resume``); return and
+        keep the sandbox object.
+        """
+        self.info = await self.client.resume(self.id)
         return self.info
 
     async def stats(self):
@@ -139,6 +159,9 @@ def create_sandbox(
     endpoint=None,
     auth=None,
     client=None,
+    ttl_action=None,
+    expires_at=None,
+    volumes=None,
 ):
     """
     Create a sandbox and open its session, in one round trip (``GET
@@ -151,8 +174,12 @@ def create_sandbox(
     and ``$SANDBOX_AUTH``; pass ``client`` (a Client) to share its connections
     (it is then not closed with the sandbox).  If the session cannot be
     opened, the new sandbox is destroyed before the error is raised.
+    ``ttl_action`` ("destroy" or "pause") says what the ttl running out
+    does; ``expires_at`` (a zoned ``datetime`` or ISO 8601 string) ends the
+    sandbox then whatever it does; ``volumes`` mount volumes
+    (``{"name", "path", "read_only"}`` or ``(name, path[, read_only])``).
     """
-    fields = dict(
+    fields = create_fields(
         profile=profile,
         template=template,
         memory=memory,
@@ -160,6 +187,9 @@ def create_sandbox(
         storage=storage,
         ttl=ttl,
         labels=labels,
+        ttl_action=ttl_action,
+        expires_at=expires_at,
+        volumes=volumes,
     )
     return _Opening(_create(fields, endpoint, auth, client))
 

@@ -13,9 +13,25 @@ from sandbox._endpoint import parse_endpoint, resolve_auth, resolve_ca_file
 from sandbox._events import stream_events
 from sandbox._http import HTTPClient
 from sandbox._templates import Templates
+from sandbox._volumes import Volumes
 from sandbox.errors import ProtocolError, error_from_http
 
-_CREATE_FIELDS = ("profile", "template", "memory", "cpu", "storage", "ttl", "labels")
+_CREATE_FIELDS = ("profile", "template", "memory", "cpu", "storage", "ttl", "labels",
+                  "ttl_action", "expires_at", "volumes")
+
+
+def create_fields(expires_at=None, volumes=None, **fields):
+    """
+    A create body's fields: ``expires_at`` a ``datetime`` (with a zone) or an
+    ISO 8601 string; ``volumes`` ``{"name", "path", "read_only"}`` dicts or
+    ``(name, path)`` / ``(name, path, read_only)`` tuples.
+    """
+    if expires_at is not None and not isinstance(expires_at, str):
+        expires_at = expires_at.isoformat().replace("+00:00", "Z")
+    if volumes is not None:
+        volumes = [dict(v) if isinstance(v, dict)
+                   else dict(zip(("name", "path", "read_only"), v)) for v in volumes]
+    return dict(fields, expires_at=expires_at, volumes=volumes)
 
 
 class Client:
@@ -38,6 +54,7 @@ class Client:
                                ca_file=resolve_ca_file(ca_file))
         #: ``list``, ``get``, ``delete``, ``save``, ``build`` (docs/templates.md).
         self.templates = Templates(self)
+        self.volumes = Volumes(self)
 
     def __repr__(self):
         return f"Client({str(self.endpoint)!r})"
@@ -89,14 +106,21 @@ class Client:
         ttl=None,
         labels=None,
         timeout=...,
+        ttl_action=None,
+        expires_at=None,
+        volumes=None,
     ):
         """
         ``POST /sandboxes``: create a sandbox, return its object (``id``,
         ``profile``, ``state``, ``created``, ``ttl``, ``labels``, ...).
-        Fields left None are not sent (the daemon's defaults apply).
+        Fields left None are not sent (the daemon's defaults apply); see
+        L{create_fields} for ``expires_at`` and ``volumes``.
         """
-        values = (profile, template, memory, cpu, storage, ttl, labels)
-        body = {k: v for k, v in zip(_CREATE_FIELDS, values) if v is not None}
+        fields = create_fields(
+            profile=profile, template=template, memory=memory, cpu=cpu, storage=storage,
+            ttl=ttl, labels=labels, ttl_action=ttl_action, expires_at=expires_at,
+            volumes=volumes)
+        body = {k: fields[k] for k in _CREATE_FIELDS if fields[k] is not None}
         return await self.request("POST", "/sandboxes", body, timeout=timeout)
 
     async def list(self, labels=None):
@@ -116,13 +140,30 @@ class Client:
         """
         return await self.request("GET", f"/sandboxes/{_segment(sandbox_id)}")
 
-    async def update(self, sandbox_id, ttl=None, labels=None):
+    async def pause(self, sandbox_id):
+        """
+        ``POST /sandboxes/{id}/pause``: freeze the sandbox, keeping its
+        memory and processes; return the sandbox object (state ``paused``).
+        """
+        return await self.request("POST", f"/sandboxes/{_segment(sandbox_id)}/pause")
+
+    async def resume(self, sandbox_id):
+        """
+        ``POST /sandboxes/{id}/resume``: thaw a paused sandbox; return it.
+        """
+        return await self.request("POST", f"/sandboxes/{_segment(sandbox_id)}/resume")
+
+    async def update(self, sandbox_id, ttl=None, labels=None, expires_at=None):
         """
         ``PATCH /sandboxes/{id}``: a new ``ttl`` (seconds the sandbox
-        outlives its last session) and/or ``labels`` merged into its own (a
-        None value removes that label); return the sandbox object.
+        outlives its last session), ``expires_at`` (see L{create_fields})
+        and/or ``labels`` merged into its own (a None value removes that
+        label); return the sandbox object.
         """
         body = {}
+        expires_at = create_fields(expires_at=expires_at)["expires_at"]
+        if expires_at is not None:
+            body["expires_at"] = expires_at
         if ttl is not None:
             body["ttl"] = ttl
         if labels is not None:

@@ -120,6 +120,12 @@ class SandboxUnavailableError(SandboxError):
     """
 
 
+class SandboxPausedError(SandboxUnavailableError):
+    """
+    The sandbox is paused (``SANDBOX_PAUSED``): resume it first.
+    """
+
+
 class FileError(SandboxError):
     """
     A file operation failed with a POSIX code (``EISDIR``, ``EACCES``,
@@ -191,6 +197,7 @@ _BY_CODE = {
     "INTERNAL": ServerError,
     "RUNTIME_ERROR": ServerError,
     "SANDBOX_UNAVAILABLE": SandboxUnavailableError,
+    "SANDBOX_PAUSED": SandboxPausedError,
     "TIMEOUT": SandboxTimeoutError,
     "CANCELLED": RequestCancelledError,
     "TOO_MANY_REDIRECTS": NetworkError,

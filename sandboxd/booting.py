@@ -159,17 +159,24 @@ class Containers:
         )
         self._failures.watchAgent(sandbox)
 
-    def remove(self, sandbox):
+    def remove(self, sandbox, thaw=False):
         """
         Remove the sandbox's container in the background; a destroying
-        sandbox becomes destroyed once it is gone.
+        sandbox becomes destroyed once it is gone.  With ``thaw`` (it was
+        paused) it is resumed first: the engine takes seconds to kill a
+        paused gVisor sandbox.
         """
         container_id = sandbox.container_id
         if container_id is None:
             if sandbox.state is State.DESTROYING:
                 self._lifecycle.move(sandbox, State.DESTROYED)
             return
-        removal = self._runtime.destroy(container_id)
+        if thaw:
+            removal = self._runtime.resume(container_id)
+            removal.addErrback(lambda f: None)
+            removal.addCallback(lambda _: self._runtime.destroy(container_id))
+        else:
+            removal = self._runtime.destroy(container_id)
         self._removals.add(removal)
 
         def removed(result):

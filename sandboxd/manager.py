@@ -424,10 +424,11 @@ class SandboxManager:
     def _discard(self, sandbox, reason=None):
         if sandbox.state in (State.DESTROYING, State.DESTROYED):
             return
+        paused = sandbox.state is State.PAUSED
         self.lifecycle.move(sandbox, State.DESTROYING, reason)
         if sandbox.connection is not None:
             sandbox.connection.disconnect()
-        self._removeContainer(sandbox)
+        self._containers.remove(sandbox, thaw=paused)
 
     def fail(self, sandbox, reason):
         """
@@ -447,10 +448,11 @@ class SandboxManager:
         self.log.warn("sandbox {sandbox} failed: {reason}", sandbox=sandbox.id, reason=reason)
         if sandbox.idle_since is None:
             sandbox.idle_since = self._reactor.seconds()
+        paused = sandbox.state is State.PAUSED
         self.lifecycle.move(sandbox, State.FAILED, reason)
         if sandbox.connection is not None:
             sandbox.connection.abort(f"the sandbox failed: {reason}")
-        self._removeContainer(sandbox)
+        self._containers.remove(sandbox, thaw=paused)
 
     def _removeContainer(self, sandbox):
         self._containers.remove(sandbox)

@@ -29,6 +29,9 @@ CHUNK_SIZE = 256 * 1024
 from sbx._failure import Failure
 # The template commands (their own module), found by name like the rest.
 from sbx.templates import cmd_build, cmd_tpl_ls, cmd_tpl_rm, cmd_tpl_save  # noqa: F401
+from sbx.machines import (  # noqa: F401
+    cmd_pause, cmd_resume, cmd_volume_create, cmd_volume_ls, cmd_volume_rm,
+)
 
 
 def error(message):
@@ -104,6 +107,9 @@ async def cmd_create(client, args):
         storage=args.storage,
         ttl=args.ttl,
         labels=dict(args.labels) or None,
+        ttl_action=args.ttl_action,
+        expires_at=args.expires_at,
+        volumes=args.volumes or None,
     )
     print(info["id"])
     return 0
@@ -111,10 +117,11 @@ async def cmd_create(client, args):
 
 async def cmd_update(client, args):
     labels = {**dict(args.labels), **{key: None for key in args.unlabel}}
-    if args.ttl is None and not labels:
-        raise Failure("update needs --ttl, --label or --unlabel")
+    if args.ttl is None and not labels and args.expires_at is None:
+        raise Failure("update needs --ttl, --expires-at, --label or --unlabel")
     with about(args.id):
-        info = await client.update(args.id, ttl=args.ttl, labels=labels or None)
+        info = await client.update(args.id, ttl=args.ttl, labels=labels or None,
+                                   expires_at=args.expires_at)
     if args.json:
         print_json(info)
     else:

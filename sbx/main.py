@@ -43,6 +43,14 @@ def _octal(text):
         raise argparse.ArgumentTypeError(f"mode {text!r} is not octal") from None
 
 
+def _volume(text):
+    name, sep, rest = text.partition(":")
+    path, _, mode = rest.partition(":")
+    if not sep or not name or not path or mode not in ("", "ro"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME:PATH[:ro]")
+    return {"name": name, "path": path, "read_only": mode == "ro"}
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="sbx", description="Create and drive sandboxes served by sandboxd."
@@ -69,6 +77,13 @@ def build_parser():
         "-l", "--label", dest="labels", type=_label, action="append", default=[],
         metavar="KEY=VALUE", help="label (repeatable)",
     )
+    create.add_argument("--ttl-action", choices=("destroy", "pause"),
+                        help="what the ttl running out does (default: the profile's)")
+    create.add_argument("--expires-at", metavar="TIME",
+                        help="destroy it at this ISO 8601 time, e.g. 2026-12-02T18:00:00Z")
+    create.add_argument(
+        "-v", "--volume", dest="volumes", type=_volume, action="append", default=[],
+        metavar="NAME:PATH[:ro]", help="mount a volume (repeatable)")
 
     update = commands.add_parser("update", help="change a sandbox's ttl or labels")
     update.add_argument("id", metavar="ID")
@@ -81,7 +96,25 @@ def build_parser():
         "--unlabel", action="append", default=[], metavar="KEY",
         help="remove a label (repeatable)",
     )
+    update.add_argument("--expires-at", metavar="TIME",
+                        help="destroy it at this ISO 8601 time, e.g. 2026-12-02T18:00:00Z")
     update.add_argument("--json", action="store_true", help="print the sandbox's JSON")
+
+    for name, what in (("pause", "freeze sandboxes, keeping memory and processes"),
+                       ("resume", "thaw paused sandboxes")):
+        sub = commands.add_parser(name, help=what)
+        sub.add_argument("ids", nargs="+", metavar="ID")
+
+    volume = commands.add_parser("volume", help="volumes: create, list, remove")
+    volume_commands = volume.add_subparsers(dest="volume_command", metavar="COMMAND",
+                                            required=True)
+    vcreate = volume_commands.add_parser("create", help="create an empty volume")
+    vcreate.add_argument("name", metavar="NAME")
+    vcreate.add_argument("--size", required=True, type=_size, help="its size cap, e.g. 1g")
+    vls = volume_commands.add_parser("ls", help="list volumes")
+    vls.add_argument("--json", action="store_true", help="print the JSON list")
+    vrm = volume_commands.add_parser("rm", help="delete volumes and their data")
+    vrm.add_argument("names", nargs="+", metavar="NAME")
 
     ls = commands.add_parser("ls", help="list sandboxes")
     ls.add_argument("--json", action="store_true", help="print the JSON list")

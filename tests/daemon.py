@@ -276,6 +276,9 @@ class Daemon:
                     pass
             for container in self.containers():
                 try:
+                    if container.get("State") == "paused":
+                        # The engine takes seconds to kill a paused gVisor sandbox.
+                        require_docker().api.unpause(container["Id"])
                     require_docker().api.remove_container(container["Id"], force=True)
                 except docker.errors.NotFound:
                     pass

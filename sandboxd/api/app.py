@@ -14,7 +14,7 @@ from werkzeug.routing import RequestRedirect
 
 from sandboxd import __version__
 from sandboxd.api import openapi
-from sandboxd.api.creating import Creator, body_from_query, is_websocket_upgrade
+from sandboxd.api.creating import Creator, body_from_query, check_expiry, is_websocket_upgrade
 from sandboxd.api.errors import ApiError, error_body, sandbox_paused
 from sandboxd.api.events import MAX_SUBSCRIBERS, EventStreamResource, parse_stream_request
 from sandboxd.api.identity import (
@@ -75,7 +75,7 @@ class SandboxAPI:
             burst=config.limits.create_rate_burst,
         )
         self._gate = None
-        self._creator = Creator(manager, self._creates, self.templates, config.limits)
+        self._creator = Creator(manager, self._creates, self.templates, config.limits, clock)
         factory = SessionFactory(manager, clock, metrics)
         self._tokens = factory.tokens
         self._sessions = WebSocketResource(factory)
@@ -176,11 +176,14 @@ class SandboxAPI:
     @app.route("/sandboxes/<sandbox_id>", methods=["PATCH"])
     def update(self, request, sandbox_id):
         sandbox = self._sandbox(sandbox_id, request)
-        changes = parse_update(read_json_object(request), sandbox.labels, self._config.limits)
+        changes = parse_update(read_json_object(request), sandbox.labels, self._config.limits,
+                               self._clock.seconds())
         tenant = caller_tenant(request)
-        if "ttl" in changes and tenant is not None:
+        if tenant is not None:
             try:
-                changes["ttl"] = effective_ttl(tenant.quotas, changes["ttl"])
+                if "ttl" in changes:
+                    changes["ttl"] = effective_ttl(tenant.quotas, changes["ttl"])
+                check_expiry(tenant.quotas, changes.get("expires_at"), self._clock.seconds())
             except QuotaExceeded as e:
                 raise ApiError(e.status, e.code, e.message)
         if not sandbox.alive:

@@ -17,7 +17,8 @@ from sandboxd.tenancy.quotas import ConcurrencyQuota, QuotaExceeded, effective_t
 
 #: Query parameters of ``GET /sandboxes/new/ws``: the create body's fields,
 #: ``label=k=v`` repeated for its labels.
-_QUERY_FIELDS = ("profile", "template", "memory", "cpu", "storage", "ttl")
+_QUERY_FIELDS = ("profile", "template", "memory", "cpu", "storage", "ttl", "ttl_action",
+                 "expires_at")
 
 
 def is_websocket_upgrade(request):
@@ -67,6 +68,15 @@ def body_from_query(args):
         labels[key] = value
     if labels:
         body["labels"] = labels
+    volumes = []
+    for raw in args.get(b"volume", []):
+        name, _, rest = raw.decode("utf-8", "replace").partition(":")
+        path, _, mode = rest.partition(":")
+        if mode not in ("", "ro"):
+            raise invalid_field("volume", f"{raw[:80]!r} is not NAME:PATH[:ro]")
+        volumes.append({"name": name, "path": path, "read_only": mode == "ro"})
+    if volumes:
+        body["volumes"] = volumes
     return body
 
 
@@ -77,8 +87,11 @@ class Creator:
     (the API's TemplateRoutes) finds a template the caller may use.
     """
 
-    def __init__(self, manager, limiter, templates, limits):
+    def __init__(self, manager, limiter, templates, limits, clock, volumes=None):
         self._manager = manager
+        self._clock = clock
+        #: The Volumes (sandboxd/volumes/registry.py) mounts are found in.
+        self.volumes = volumes
         self._limiter = limiter
         self._templates = templates
         self.limits = limits
@@ -98,17 +111,19 @@ class Creator:
             raise ApiError(
                 429, "RATE_LIMITED", str(e), headers={"Retry-After": str(e.retry_after)}
             )
-        wanted = parse_create(body, self.limits)
+        wanted = parse_create(body, self.limits, self._clock.seconds())
         template = wanted.template and self._templates.lookup(request, wanted.template)
         tenant, ttl, release = caller_tenant(request), wanted.ttl, (lambda: None)
         try:
             if tenant is not None:
                 ttl = effective_ttl(tenant.quotas, ttl)
+                check_expiry(tenant.quotas, wanted.expires_at, self._clock.seconds())
                 release = self._held.reserve(tenant.identity, tenant.quotas)
         except QuotaExceeded as e:
             headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
             raise ApiError(e.status, e.code, e.message, headers=headers)
         try:
+            volumes = self._mounts(request, wanted.volumes)
             return await self._manager.create(
                 template=template,
                 profile=wanted.profile,
@@ -118,6 +133,9 @@ class Creator:
                 ttl=ttl,
                 labels=wanted.labels,
                 identity=caller_identity(request),
+                ttl_action=wanted.ttl_action,
+                expires_at=wanted.expires_at,
+                volumes=volumes,
             )
         except UnknownProfile as e:
             raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {e.args[0]!r}")
@@ -129,3 +147,24 @@ class Creator:
             raise ApiError(502, "RUNTIME_ERROR", str(e))
         finally:
             release()
+
+    def _mounts(self, request, mounts):
+        """
+        The caller's volumes for ``mounts``, with their host sources.
+        """
+        if not mounts:
+            return ()
+        if self.volumes is None:
+            raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no volumes")
+        return self.volumes.sources(caller_identity(request), mounts)
+
+
+def check_expiry(quotas, expires_at, now):
+    """
+    Refuse an ``expires_at`` further away than the identity's
+    ``X-Sandbox-Max-TTL``.
+    """
+    if expires_at is not None and quotas.max_ttl is not None:
+        if expires_at - now > quotas.max_ttl:
+            raise QuotaExceeded(400, "LIMIT_EXCEEDED", "expires_at is further away than this "
+                                f"identity's X-Sandbox-Max-TTL ({quotas.max_ttl} s)")

@@ -9,68 +9,12 @@ there by name.
 """
 
 from sandboxd import __version__
+from sandboxd.api import openapi_machines
+from sandboxd.api.oasparts import (  # noqa: F401 (the pieces the routes are written with)
+    _JSON, _ref, _error, _ok, _SANDBOX_ID, _PROFILE, _INVALID, _NOT_SANDBOX, _ADMIN, _NO_PROFILE,
+    _NO_TEMPLATE, _TEMPLATE_ID, _PORT, _PORT_RESERVED, _COMMON, _operation, _query, _SIZE, _COUNT,
+)
 
-_JSON = "application/json"
-
-
-def _ref(name):
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _error(description, *codes):
-    """A response whose body is the error shape (``codes``: its names)."""
-    text = description + (f" (codes: {', '.join(codes)})" if codes else "")
-    return {"description": text, "content": {_JSON: {"schema": _ref("Error")}}}
-
-
-def _ok(description, schema=None, content_type=_JSON):
-    response = {"description": description}
-    if schema is not None:
-        response["content"] = {content_type: {"schema": schema}}
-    return response
-
-
-_SANDBOX_ID = {"name": "sandbox_id", "in": "path", "required": True,
-               "schema": {"type": "string", "maxLength": 256}}
-_PROFILE = {"name": "profile", "in": "path", "required": True,
-            "schema": {"type": "string", "maxLength": 256}}
-_INVALID = _error("The request is malformed", "INVALID_BODY", "INVALID_FIELD",
-                  "LIMIT_EXCEEDED", "BAD_PATH", "BODY_TOO_LARGE")
-_NOT_SANDBOX = _error("No sandbox has this id", "SANDBOX_NOT_FOUND")
-_ADMIN = _error("Pool administration is served on the Unix socket only", "ADMIN_ONLY")
-_NO_PROFILE = _error("No profile has this name", "UNKNOWN_PROFILE")
-_NO_TEMPLATE = _error("No template has this id", "TEMPLATE_NOT_FOUND")
-_TEMPLATE_ID = {"name": "template_id", "in": "path", "required": True,
-                "schema": {"type": "string", "maxLength": 256}}
-_PORT = {"name": "port", "in": "path", "required": True,
-         "schema": {"type": "integer", "minimum": 1, "maximum": 65535}}
-_PORT_RESERVED = _error("The agent's port is never reachable through a tunnel", "PORT_RESERVED")
-_COMMON = {"400": _error("The path is not UTF-8", "BAD_PATH"),
-           "405": _error("The route exists, not with this method", "METHOD_NOT_ALLOWED"),
-           "500": _error("A bug; the daemon logs the traceback", "INTERNAL")}
-
-
-def _operation(operation_id, summary, responses, parameters=(), body=None, tags=()):
-    operation = {"operationId": operation_id, "summary": summary,
-                 "responses": {**_COMMON, **responses}}
-    if parameters:
-        operation["parameters"] = list(parameters)
-    if body is not None:
-        operation["requestBody"] = {"required": False,
-                                    "content": {_JSON: {"schema": body}}}
-    if tags:
-        operation["tags"] = list(tags)
-    return operation
-
-
-def _query(name, schema, description):
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
-
-
-_SIZE = {"oneOf": [{"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?[kmgtKMGT]?$"},
-                   {"type": "integer", "minimum": 0}]}
-_COUNT = {"type": "string", "pattern": "^[0-9]+$"}
 
 SCHEMAS = {
     "Error": {
@@ -88,12 +32,14 @@ SCHEMAS = {
             "cpu": {"type": "number", "exclusiveMinimum": 0},
             "ttl": {"type": "integer", "minimum": 0},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            **openapi_machines.CREATE_FIELDS,
         },
     },
     "UpdateRequest": {
         "type": "object", "additionalProperties": False,
         "properties": {
             "ttl": {"type": "integer", "minimum": 0},
+            "expires_at": openapi_machines.CREATE_FIELDS["expires_at"],
             "labels": {"type": "object",
                        "additionalProperties": {"type": ["string", "null"]}},
         },
@@ -105,8 +51,11 @@ SCHEMAS = {
             "id": {"type": "string"}, "profile": {"type": "string"},
             "template": {"type": ["string", "null"]}, "image": {"type": "string"},
             "runtime": {"type": "string"},
-            "state": {"enum": ["creating", "ready", "running", "disconnected", "failed",
-                               "destroying", "destroyed"]},
+            "state": {"enum": ["creating", "ready", "running", "disconnected", "paused",
+                               "failed", "destroying", "destroyed"]},
+            "ttl_action": {"enum": ["destroy", "pause"]},
+            "expires_at": {"type": ["string", "null"]},
+            "volumes": openapi_machines.CREATE_FIELDS["volumes"],
             "created": {"type": "string"}, "ttl": {"type": "integer"},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "memory": {"type": "integer"}, "cpu": {"type": "number"},
@@ -193,7 +142,8 @@ PATHS = {
                 "400": _INVALID,
                 "404": _error("No profile or template has this name",
                               "UNKNOWN_PROFILE", "TEMPLATE_NOT_FOUND"),
-                "409": _error("Deleted before it was up", "SANDBOX_DESTROYED"),
+                "409": _error("Deleted before it was up, or a volume is mounted elsewhere",
+                              "SANDBOX_DESTROYED", "VOLUME_IN_USE"),
                 "413": _error("The body is too large", "BODY_TOO_LARGE"),
                 "429": _error("Too many creates from this caller, or over its"
                               " X-Sandbox-Max-Concurrent", "RATE_LIMITED", "QUOTA_EXCEEDED"),
@@ -244,9 +194,12 @@ PATHS = {
             }, [_query(name, schema, f"as {name} of POST /sandboxes") for name, schema in (
                 ("profile", {"type": "string"}), ("template", {"type": "string"}),
                 ("memory", {"type": "string"}), ("cpu", {"type": "number"}),
-                ("storage", {"type": "string"}), ("ttl", {"type": "integer", "minimum": 0}))]
+                ("storage", {"type": "string"}), ("ttl", {"type": "integer", "minimum": 0}),
+                ("ttl_action", {"enum": ["destroy", "pause"]}), ("expires_at", {"type": "string"}))]
             + [_query("label", {"type": "array", "items": {"type": "string"}},
-                      "KEY=VALUE; repeatable")],
+                      "KEY=VALUE; repeatable"),
+               _query("volume", {"type": "array", "items": {"type": "string"}},
+                      "NAME:PATH[:ro]; repeatable")],
             tags=["sandboxes", "sessions"]),
     },
     "/sandboxes/{sandbox_id}/ws": {
@@ -255,6 +208,7 @@ PATHS = {
             "WebSocket session: binary messages are agent frames (docs/protocol.md)", {
                 "101": _ok("Switching protocols (the session)"),
                 "404": _NOT_SANDBOX,
+                "409": _error("The sandbox is paused", "SANDBOX_PAUSED"),
                 "410": _ok("?resume= names a session no longer kept"),
                 "426": _ok("Not a WebSocket upgrade request"),
                 "401": _ok("A bad or expired session token (?access_token= or Sec-WebSocket-Protocol)"),
@@ -282,8 +236,8 @@ PATHS = {
             "201": _ok("Exposed", _ref("Tunnel")),
             "400": _error("Bad port or body", "INVALID_PORT", "INVALID_FIELD", "INVALID_BODY"),
             "403": _PORT_RESERVED, "404": _NOT_SANDBOX,
-            "409": _error("Being exposed, or the sandbox ended",
-                          "EXPOSE_IN_PROGRESS", "SANDBOX_NOT_RUNNING"),
+            "409": _error("Being exposed, the sandbox ended or is paused",
+                          "EXPOSE_IN_PROGRESS", "SANDBOX_NOT_RUNNING", "SANDBOX_PAUSED"),
             "429": _error("limits.max_tunnels reached", "TOO_MANY_TUNNELS"),
             "503": _error("No free host port in the range", "NO_HOST_PORT"),
             "504": _error("The port did not accept connections in time", "PORT_NOT_READY"),
@@ -321,7 +275,7 @@ PATHS = {
                 "201": _ok("The template", _ref("Template")), "400": _INVALID,
                 "404": _NOT_SANDBOX,
                 "409": _error("The label is taken, or the sandbox is not running",
-                              "LABEL_TAKEN", "SANDBOX_NOT_RUNNING"),
+                              "LABEL_TAKEN", "SANDBOX_NOT_RUNNING", "SANDBOX_PAUSED"),
                 "413": _error("The writable state exceeds limits.max_template_size",
                               "TEMPLATE_TOO_LARGE", "BODY_TOO_LARGE"),
                 "422": _error("The sandbox's runtime cannot be saved", "NOT_SUPPORTED"),
@@ -450,6 +404,6 @@ def document():
                                 "X-Sandbox-* signature headers or is refused 401 "
                                 "(SIGNATURE_*, BODY_TAMPERED; docs/multi-tenant.md)."},
         "servers": [{"url": "/"}],
-        "paths": PATHS,
-        "components": {"schemas": SCHEMAS},
+        "paths": {**PATHS, **openapi_machines.PATHS},
+        "components": {"schemas": {**SCHEMAS, **openapi_machines.SCHEMAS}},
     }

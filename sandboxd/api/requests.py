@@ -3,12 +3,15 @@ Parsing and checking request bodies.
 """
 
 import json
+import math
+from datetime import datetime
 
 import attr
 
 from sandboxd.api.errors import ApiError, invalid_field, limit_exceeded
 from sandboxd.config import parse_size
 from sandboxd.sandbox import iso_time
+from sandboxd.volumes.mounts import parse_mounts
 
 MAX_BODY = 1 << 20
 MAX_LABELS = 64
@@ -18,7 +21,7 @@ MAX_EVENT_PAGE = 1000
 
 _CREATE_FIELDS = frozenset(
     {"profile", "template", "memory", "cpu", "storage", "ttl", "labels"}
-)
+) | {"ttl_action", "expires_at", "volumes"}
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -30,6 +33,9 @@ class CreateRequest:
     storage: int = None
     ttl: int = 0
     labels: dict = attr.ib(factory=dict)
+    ttl_action: str = None
+    expires_at: float = None
+    volumes: tuple = ()
 
 
 def read_json_object(request):
@@ -50,9 +56,10 @@ def read_json_object(request):
     return body
 
 
-def parse_create(body, limits):
+def parse_create(body, limits, now=0.0):
     """
-    A CreateRequest from a POST /sandboxes body, checked against limits.
+    A CreateRequest from a POST /sandboxes body, checked against limits
+    (``now``: the POSIX time ``expires_at`` must come after).
     """
     unknown = sorted(set(body) - _CREATE_FIELDS)
     if unknown:
@@ -81,7 +88,44 @@ def parse_create(body, limits):
         storage=storage,
         ttl=ttl,
         labels=_labels(body.get("labels")),
+        ttl_action=_ttl_action(body),
+        expires_at=parse_expires_at(body, limits, now),
+        volumes=parse_mounts(body.get("volumes")),
     )
+
+
+def _ttl_action(body):
+    action = body.get("ttl_action")
+    if action is not None and action not in ("destroy", "pause"):
+        raise invalid_field("ttl_action", "must be \"destroy\" or \"pause\"")
+    return action
+
+
+def parse_expires_at(body, limits, now):
+    """
+    A body's ``expires_at`` (ISO 8601 with a zone, e.g.
+    ``2026-12-02T18:00:00Z``) as a POSIX time, or None when absent: after
+    ``now`` and at most ``limits.max_ttl`` seconds after it.
+    """
+    text = body.get("expires_at")
+    if text is None:
+        return None
+    when = None
+    if isinstance(text, str) and len(text) <= 64:
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            pass
+    if when is None or when.tzinfo is None:
+        raise invalid_field("expires_at", "must be an ISO 8601 time with a zone, as "
+                            "2026-12-02T18:00:00Z")
+    seconds = when.timestamp()
+    if seconds <= now:
+        raise invalid_field("expires_at", f"{text} is not in the future")
+    if seconds - now > limits.max_ttl:
+        raise limit_exceeded("expires_at", f"{math.ceil(seconds - now)} s away",
+                             limits.max_ttl, "limits.max_ttl")
+    return seconds
 
 
 def _ttl(body, limits):
@@ -96,17 +140,21 @@ def _ttl(body, limits):
     return ttl
 
 
-def parse_update(body, labels, limits):
+def parse_update(body, labels, limits, now=0.0):
     """
-    What a ``PATCH /sandboxes/{id}`` body changes: ``{"ttl": s}`` and
-    ``{"labels": {...}}`` merged into the sandbox's ``labels`` as a JSON
-    merge patch (a null value removes that label).  A dict holding the
-    changed keys, ``ttl`` and the whole new ``labels``.
+    What a ``PATCH /sandboxes/{id}`` body changes: ``{"ttl": s}``,
+    ``{"expires_at": time}`` and ``{"labels": {...}}`` merged into the
+    sandbox's ``labels`` as a JSON merge patch (a null value removes that
+    label).  A dict holding the changed keys, ``ttl``, ``expires_at`` (a
+    POSIX time) and the whole new ``labels``.
     """
-    unknown = sorted(set(body) - {"ttl", "labels"})
+    unknown = sorted(set(body) - {"ttl", "labels", "expires_at"})
     if unknown:
         raise invalid_field(unknown[0], "unknown field")
     changes = {}
+    expires_at = parse_expires_at(body, limits, now)
+    if expires_at is not None:
+        changes["expires_at"] = expires_at
     ttl = _ttl(body, limits)
     if ttl is not None:
         changes["ttl"] = ttl

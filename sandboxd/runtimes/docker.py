@@ -56,6 +56,8 @@ GVISOR_HOST_PIDS_LIMIT = 12 * PIDS_LIMIT
 TMP_TMPFS = "rw,noexec,nosuid,nodev,size=100m"
 # Container starts in flight at once; more wait their turn.
 MAX_STARTING = 4
+# Tries of a pause the freezer gave up on (its tasks forked too fast).
+FREEZE_ATTEMPTS = 4
 # Seconds a destroyed sandbox's (killed) container may wait for starts to
 # finish before it is removed.
 MAX_REMOVAL_DELAY = 30.0
@@ -469,12 +471,18 @@ class DockerRuntime:
         return Deferred.fromCoroutine(self._freeze(container_id, "unpause", "is not paused"))
 
     async def _freeze(self, container_id, action, done_already):
-        try:
-            await self._call("POST", f"/containers/{path_part(container_id)}/{action}")
-        except EngineError as e:
-            if e.status == 409 and done_already in e.message:
+        for attempt in range(FREEZE_ATTEMPTS):
+            try:
+                await self._call("POST", f"/containers/{path_part(container_id)}/{action}")
                 return
-            raise RuntimeFailure(f"cannot {action} container {container_id}: {e.message}") from e
+            except EngineError as e:
+                if e.status == 409 and done_already in e.message:
+                    return
+                # The cgroup v1 freezer gives up on tasks forking fast.
+                if "unable to freeze" not in e.message or attempt == FREEZE_ATTEMPTS - 1:
+                    raise RuntimeFailure(
+                        f"cannot {action} container {container_id}: {e.message}") from e
+            await deferLater(self._reactor, 0.1 * (attempt + 1), lambda: None)
 
     def stats(self, container_id, one_shot=False):
         """

@@ -82,7 +82,7 @@ var byCode = map[string]Kind{
 	"SANDBOX_NOT_FOUND": KindNotFound, "UNKNOWN_PROFILE": KindNotFound, "NOT_FOUND": KindNotFound,
 	"AT_CAPACITY": KindCapacity, "TOO_MANY_TUNNELS": KindCapacity, "PORT_NOT_READY": KindTimeout,
 	"RATE_LIMITED": KindRateLimited, "QUOTA_EXCEEDED": KindCapacity, "INTERNAL": KindServer, "RUNTIME_ERROR": KindServer,
-	"SANDBOX_UNAVAILABLE": KindSandboxUnavailable, "TIMEOUT": KindTimeout, "CANCELLED": KindCancelled,
+	"SANDBOX_UNAVAILABLE": KindSandboxUnavailable, "SANDBOX_PAUSED": KindSandboxUnavailable, "TIMEOUT": KindTimeout, "CANCELLED": KindCancelled,
 	"TOO_MANY_REDIRECTS": KindNetwork, "CONNECTION_REFUSED": KindNetwork, "HOST_NOT_FOUND": KindNetwork,
 	"TLS_ERROR": KindNetwork, "NET_ERROR": KindNetwork, "ENOENT": KindPathNotFound, "ESRCH": KindNotFound,
 	"ENOTTY": KindInvalidRequest,

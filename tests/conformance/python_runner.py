@@ -30,7 +30,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FAMILIES = {
     "InvalidRequestError": "invalid_request", "NotFoundError": "not_found", "CapacityError": "capacity",
     "RateLimitedError": "rate_limited", "ServerError": "server",
-    "SandboxUnavailableError": "sandbox_unavailable", "FileError": "file",
+    "SandboxUnavailableError": "sandbox_unavailable", "SandboxPausedError": "sandbox_unavailable",
+    "FileError": "file",
     "PathNotFoundError": "path_not_found", "ProtocolError": "protocol", "SandboxTimeoutError": "timeout",
     "RequestCancelledError": "cancelled", "NetworkError": "network", "SandboxError": "sandbox",
 }

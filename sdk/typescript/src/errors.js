@@ -51,7 +51,7 @@ const BY_CODE = {
   SANDBOX_NOT_FOUND: NotFoundError, UNKNOWN_PROFILE: NotFoundError, NOT_FOUND: NotFoundError,
   AT_CAPACITY: CapacityError, TOO_MANY_TUNNELS: CapacityError, PORT_NOT_READY: SandboxTimeoutError,
   RATE_LIMITED: RateLimitedError, QUOTA_EXCEEDED: CapacityError, INTERNAL: ServerError, RUNTIME_ERROR: ServerError,
-  SANDBOX_UNAVAILABLE: SandboxUnavailableError, TIMEOUT: SandboxTimeoutError, CANCELLED: RequestCancelledError,
+  SANDBOX_UNAVAILABLE: SandboxUnavailableError, SANDBOX_PAUSED: SandboxUnavailableError, TIMEOUT: SandboxTimeoutError, CANCELLED: RequestCancelledError,
   TOO_MANY_REDIRECTS: NetworkError, CONNECTION_REFUSED: NetworkError, HOST_NOT_FOUND: NetworkError,
   TLS_ERROR: NetworkError, NET_ERROR: NetworkError, ENOENT: PathNotFoundError, ESRCH: NotFoundError,
   ENOTTY: InvalidRequestError,
