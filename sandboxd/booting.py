@@ -98,6 +98,7 @@ class Containers:
             secret=sandbox.secret,
             profile=sandbox.profile,
             owner=self._owner,
+            mounts=tuple((v["source"], v["path"], v["read_only"]) for v in sandbox.volumes),
         )
         try:
             started = await self._runtime.start(spec)

@@ -36,6 +36,16 @@ class UnknownProfile(Exception):
     """
 
 
+class VolumesNotSupported(Exception):
+    """
+    Volumes were asked of a sandbox whose runtime cannot mount them.
+    """
+
+
+#: The runtimes that mount volumes (a bind mount into the container).
+MOUNTING = ("docker", "docker+gvisor")
+
+
 class SandboxManager:
     """
     Owns every sandbox of the daemon and the warm pools that feed them.
@@ -75,7 +85,8 @@ class SandboxManager:
         self._containers = Containers(
             reactor, runtime, self.lifecycle, self._failures, connect, owner
         )
-        self.pauser = Pauser(reactor, runtime, self.lifecycle, self._containers, connect)
+        self.pauser = Pauser(reactor, runtime, self.lifecycle, self._containers, connect,
+                             self.fail)
         self.heartbeat = Heartbeat(
             reactor, self._sandboxes.values, self.fail,
             config.pool.health_interval, config.pool.liveness_timeout,
@@ -243,6 +254,8 @@ class SandboxManager:
             raise UnknownProfile(name)
         if template is not None:
             chosen = TemplateProfile.of(template, chosen)
+        if volumes and chosen.runtime not in MOUNTING:
+            raise VolumesNotSupported(f"the {chosen.runtime} runtime cannot mount volumes")
         shape = (
             memory if memory is not None else chosen.memory,
             cpu if cpu is not None else chosen.cpu,
@@ -375,38 +388,12 @@ class SandboxManager:
     def _expired(self, sandbox):
         reason = f"no session for {self.reaper.allowance(sandbox):g} s (ttl)"
         if sandbox.ttl_action == "pause" and sandbox.state in PAUSABLE:
-            paused = Deferred.fromCoroutine(self.pauser.pause(sandbox, reason))
-
-            def cannot(failure):
-                self.log.warn("sandbox {sandbox} cannot be paused ({why}): destroying it",
-                              sandbox=sandbox.id, why=failure.getErrorMessage())
-                self.destroy(sandbox.id, reason=f"{reason}; it could not be paused")
-
-            paused.addErrback(cannot)
-            return
-        self.destroy(sandbox.id, reason=reason)
+            self.pauser.pauseOr(sandbox, reason, self.destroy)
+        else:
+            self.destroy(sandbox.id, reason=reason)
 
     def _reachedExpiry(self, sandbox):
         self.destroy(sandbox.id, reason="its expires_at time came")
-
-    # Pausing (sandboxd/pausing.py)
-
-    async def pause(self, sandbox, reason=None):
-        """
-        Freeze the sandbox, keeping its memory and processes.
-        """
-        await self.pauser.pause(sandbox, reason)
-
-    async def resume(self, sandbox, reason=None):
-        """
-        Thaw a paused sandbox; a failure to reach its agent again fails it.
-        """
-        try:
-            await self.pauser.resume(sandbox, reason)
-        except Exception as e:
-            if sandbox.state is State.PAUSED and sandbox.connection is None:
-                self.fail(sandbox, f"its agent did not answer on resume: {e}")
-            raise
 
     # Destroying
 

@@ -15,6 +15,7 @@ marks a sandbox whose pause or resume is under way so that those are not
 taken for someone else's (L{sandboxd.failing}).
 """
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from sandboxd.sandbox import State
@@ -38,12 +39,14 @@ class Pauser:
     """
     Pauses and resumes the sandboxes of a manager through ``runtime``,
     moving them through ``lifecycle``; ``containers`` (L{sandboxd.booting})
-    holds a resumed sandbox's agent again; ``connect`` reaches an agent.
+    holds a resumed sandbox's agent again; ``connect`` reaches an agent;
+    ``fail(sandbox, reason)`` is the manager's.
     """
 
     log = Logger()
 
-    def __init__(self, clock, runtime, lifecycle, containers, connect):
+    def __init__(self, clock, runtime, lifecycle, containers, connect, fail):
+        self._fail = fail
         self._clock = clock
         self._runtime = runtime
         self._lifecycle = lifecycle
@@ -75,12 +78,25 @@ class Pauser:
         if sandbox.state in PAUSABLE:
             self._lifecycle.move(sandbox, State.PAUSED, reason)
 
+    def pauseOr(self, sandbox, reason, destroy):
+        """
+        Pause ``sandbox`` for ``reason`` (its ttl ran out); where it cannot
+        be, ``destroy(sandbox_id, reason=...)`` it instead.
+        """
+        def cannot(failure):
+            self.log.warn("sandbox {sandbox} cannot be paused ({why}): destroying it",
+                          sandbox=sandbox.id, why=failure.getErrorMessage())
+            destroy(sandbox.id, reason=f"{reason}; it could not be paused")
+
+        Deferred.fromCoroutine(self.pause(sandbox, reason)).addErrback(cannot)
+
     async def resume(self, sandbox, reason=None):
         """
         Thaw ``sandbox``, connect its agent if the daemon has no connection
         to it, and move it back to ``running`` or ``disconnected`` (nothing
         when it is not paused but running).  Raise L{NotPausable}, or the
-        runtime's or the connection's failure.
+        runtime's or the connection's failure (an agent that does not
+        answer fails the sandbox).
         """
         if sandbox.state in PAUSABLE:
             return
@@ -92,10 +108,14 @@ class Pauser:
         finally:
             self._freezing.discard(sandbox.id)
         if sandbox.connection is None:
-            connection = await self._connect(
-                self._clock, sandbox.endpoint, sandbox.secret,
-                deadline=RECONNECT_TIMEOUT, label=sandbox.id,
-            )
+            try:
+                connection = await self._connect(
+                    self._clock, sandbox.endpoint, sandbox.secret,
+                    deadline=RECONNECT_TIMEOUT, label=sandbox.id,
+                )
+            except Exception as e:
+                self._fail(sandbox, f"its agent did not answer on resume: {e}")
+                raise
             if sandbox.state is not State.PAUSED:
                 connection.disconnect()
                 return

@@ -198,7 +198,7 @@ class Sandbox:
             "labels": dict(self.labels),
             "ttl_action": self.ttl_action,
             "expires_at": None if self.expires_at is None else iso_time(self.expires_at),
-            "volumes": [dict(v) for v in self.volumes],
+            "volumes": [{k: v[k] for k in ("name", "path", "read_only")} for v in self.volumes],
             "memory": self.memory,
             "cpu": self.cpu,
             "storage": self.storage,

@@ -52,6 +52,13 @@ CREATE TABLE IF NOT EXISTS events (
     timestamp REAL NOT NULL,
     data TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS volumes (
+    identity TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (identity, name)
+);
 CREATE TABLE IF NOT EXISTS tunnels (
     sandbox_id TEXT NOT NULL,
     port INTEGER NOT NULL,
@@ -134,6 +141,18 @@ _ADDED = (
     ("expires_at", "REAL"),
     ("volumes", "TEXT NOT NULL DEFAULT '[]'"),
 )
+
+
+@attr.s(frozen=True, auto_attribs=True)
+class VolumeRecord:
+    """
+    One row of the volumes table: a volume of one identity (sandboxd/volumes/).
+    """
+
+    identity: str
+    name: str
+    size: int
+    created: float
 
 
 def _migrate(db):
@@ -324,3 +343,21 @@ class Store:
             query += " WHERE sandbox_id = ?"
             args = (sandbox_id,)
         return [TunnelRecord(*row) for row in self._db.execute(query + " ORDER BY created", args)]
+
+    # Volumes
+
+    def putVolume(self, record):
+        self._db.execute(
+            "INSERT OR REPLACE INTO volumes (identity, name, size, created) VALUES (?, ?, ?, ?)",
+            attr.astuple(record),
+        )
+
+    def deleteVolume(self, identity, name):
+        self._db.execute("DELETE FROM volumes WHERE identity = ? AND name = ?", (identity, name))
+
+    def volumes(self):
+        """
+        Every recorded volume, oldest first.
+        """
+        return [VolumeRecord(*row) for row in self._db.execute(
+            "SELECT identity, name, size, created FROM volumes ORDER BY created")]

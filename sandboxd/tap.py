@@ -26,6 +26,7 @@ from sandboxd.service import ManagerService
 from sandboxd.stats import SandboxStats
 from sandboxd.store import Store, StoreError
 from sandboxd.templates import builder_for, catalog_for
+from sandboxd.volumes.registry import volumes_for
 from sandboxd.tunnels import Tunnels
 from sandboxd.tunnels.ingress import load_key
 from sandboxd.tunnels.streaming import StreamingRequest
@@ -98,7 +99,8 @@ def makeService(options, reactor=None):
     templates = catalog_for(reactor, config, runtime, manager, events)
     api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor),
                      events=events, metrics=metrics, tunnels=tunnels, templates=templates,
-                     builder=builder_for(runtime))
+                     builder=builder_for(runtime),
+                     volumes=volumes_for(reactor, store, config, manager))
     # Bodies are JSON: never parsed as form submissions (Twisted would answer
     # a malformed multipart body with an empty 400 before any route saw it).
     # Path-proxy bodies stream to the sandbox as they come (StreamingRequest).

@@ -269,6 +269,7 @@ class Daemon:
         if remove and self.process is not None:
             import docker
 
+            self.unmount_volumes()
             for pid in self.vm_pids():
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -283,6 +284,16 @@ class Daemon:
                 except docker.errors.NotFound:
                     pass
         return code
+
+    def unmount_volumes(self):
+        """
+        Unmount the volumes this daemon left mounted (sandboxd/volumes/).
+        """
+        with open("/proc/self/mounts") as f:
+            points = [line.split()[1] for line in f]
+        for point in points:
+            if point.startswith(self.dir + "/"):
+                subprocess.run(["umount", "-l", point], check=False)
 
     def vm_pids(self):
         """

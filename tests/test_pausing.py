@@ -26,10 +26,10 @@ class CannotPause(FakeRuntime):
 
 class PauseTests(ManagerTestCase):
     def pause(self, sandbox):
-        return self.successResultOf(Deferred.fromCoroutine(self.manager.pause(sandbox)))
+        return self.successResultOf(Deferred.fromCoroutine(self.manager.pauser.pause(sandbox)))
 
     def resume(self, sandbox):
-        return self.successResultOf(Deferred.fromCoroutine(self.manager.resume(sandbox)))
+        return self.successResultOf(Deferred.fromCoroutine(self.manager.pauser.resume(sandbox)))
 
     def test_pauseAndResume(self):
         """
@@ -97,7 +97,7 @@ class PauseTests(ManagerTestCase):
         self.makeManager()
         sandbox = self.create(ttl=30)
         self.runtime.watcher(sandbox.container_id, "die")
-        for change in (self.manager.pause, self.manager.resume):
+        for change in (self.manager.pauser.pause, self.manager.pauser.resume):
             self.failureResultOf(Deferred.fromCoroutine(change(sandbox)), NotPausable)
 
     def test_ttlActionPause(self):
@@ -162,7 +162,7 @@ class OutsideTests(ManagerTestCase):
         runtime.pause = lambda container_id: held
         self.makeManager(runtime)
         sandbox = self.create(ttl=30)
-        pausing = Deferred.fromCoroutine(self.manager.pause(sandbox))
+        pausing = Deferred.fromCoroutine(self.manager.pauser.pause(sandbox))
         self.runtime.watcher(sandbox.container_id, "pause")
         self.assertIs(sandbox.state, State.RUNNING)
         held.callback(None)
@@ -187,7 +187,7 @@ class AdoptPausedTests(ManagerTestCase):
         self.makeManager()
         sandbox = self.create(ttl=30)
         self.sessions.opened(sandbox, FakeSession())
-        self.successResultOf(Deferred.fromCoroutine(self.manager.pause(sandbox)))
+        self.successResultOf(Deferred.fromCoroutine(self.manager.pauser.pause(sandbox)))
         connections = len(self.connections)
         manager = self.restart([(sandbox.container_id, {"sandboxd.owner": "/data"})])
         (adopted,) = manager.list()
@@ -195,7 +195,7 @@ class AdoptPausedTests(ManagerTestCase):
                          (sandbox.id, State.PAUSED, None))
         self.assertEqual(len(self.connections), connections)
         self.clock.advance(10_000)
-        self.successResultOf(Deferred.fromCoroutine(manager.resume(adopted)))
+        self.successResultOf(Deferred.fromCoroutine(manager.pauser.resume(adopted)))
         self.assertEqual(len(self.connections), connections + 1)
         self.assertIs(adopted.state, State.DISCONNECTED)
         self.assertIsNotNone(adopted.connection)
@@ -207,11 +207,11 @@ class AdoptPausedTests(ManagerTestCase):
         """
         self.makeManager()
         sandbox = self.create(ttl=30)
-        self.successResultOf(Deferred.fromCoroutine(self.manager.pause(sandbox)))
+        self.successResultOf(Deferred.fromCoroutine(self.manager.pauser.pause(sandbox)))
         manager = self.restart([(sandbox.container_id, {"sandboxd.owner": "/data"})])
         (adopted,) = manager.list()
         self.unreachable.add(adopted.id)
-        self.failureResultOf(Deferred.fromCoroutine(manager.resume(adopted)))
+        self.failureResultOf(Deferred.fromCoroutine(manager.pauser.resume(adopted)))
         self.assertIs(adopted.state, State.FAILED)
 
 
@@ -239,7 +239,7 @@ class ExpiryTests(AdoptPausedTests):
         self.makeManager()
         sandbox = self.create(ttl=3000, expires_at=self.clock.seconds() + 100)
         self.manager.update(sandbox, expires_at=self.clock.seconds() + 500)
-        self.successResultOf(Deferred.fromCoroutine(self.manager.pause(sandbox)))
+        self.successResultOf(Deferred.fromCoroutine(self.manager.pauser.pause(sandbox)))
         self.assertEqual(self.store.sandboxes()[0].expires_at, self.clock.seconds() + 500)
         manager = self.restart([(sandbox.container_id, {"sandboxd.owner": "/data"})])
         self.clock.advance(499)

@@ -29,6 +29,7 @@ from agent.wire import Code, FrameType
 from sandboxd.api import detached
 from sandboxd.api import session as session_module
 from sandboxd.lifecycle import Lifecycle
+from sandboxd.sandbox import State
 from sandboxd.api.session import (
     CLOSE_AGENT_LOST,
     CLOSE_NORMAL,
@@ -108,6 +109,7 @@ class FakeSandbox:
         self.connection = connection
         self.ttl = ttl
         self.alive = True
+        self.state = State.RUNNING
 
 
 class FakeManager:
@@ -343,6 +345,25 @@ class ClientToAgentTests(SessionTestCase):
         (error,) = self.toClient()
         self.assertEqual((error.stream, error.json()["code"]), (3, Code.SANDBOX_UNAVAILABLE))
         self.assertEqual(self.connection.streams, {})
+
+    def test_requestWhilePaused(self):
+        """
+        A REQUEST while the sandbox is paused gets ERROR SANDBOX_PAUSED on
+        its stream and opens nothing; frames of streams already open still
+        go to the agent (they wait there); resumed, requests are relayed.
+        """
+        stream = self.openStream(5)
+        self.toAgent()
+        self.sandbox.state = State.PAUSED
+        self.fromClient(wire.request(3, "ping"))
+        (error,) = self.toClient()
+        self.assertEqual((error.stream, error.json()["code"]), (3, Code.SANDBOX_PAUSED))
+        self.fromClient(wire.data(5, b"more"))
+        (relayed,) = self.toAgent()
+        self.assertEqual((relayed.type, relayed.stream), (FrameType.DATA, stream))
+        self.sandbox.state = State.RUNNING
+        self.fromClient(wire.request(3, "ping"))
+        self.assertEqual(len(self.toAgent()), 1)
 
     def test_ping(self):
         """

@@ -35,6 +35,7 @@ from sandboxd.api.requests import (
 )
 from sandboxd.api.session import SessionFactory
 from sandboxd.api.templates import TemplateRoutes, install as install_template_routes
+from sandboxd.api.volumes import install as install_volume_routes
 from sandboxd.metrics import CONTENT_TYPE
 from sandboxd.ratelimit import RateLimiter
 from sandboxd.pausing import NotPausable
@@ -62,8 +63,10 @@ class SandboxAPI:
     log = Logger()
 
     def __init__(self, manager, config, clock, stats=None, events=None, metrics=None,
-                 tunnels=None, templates=None, builder=None):
+                 tunnels=None, templates=None, builder=None, volumes=None):
         self._manager = manager
+        #: The volumes (sandboxd/volumes/registry.py), or None.
+        self.volumes = volumes
         self.templates = TemplateRoutes(templates, manager, builder, config.limits)
         self._events = events
         self._metrics = metrics
@@ -75,7 +78,8 @@ class SandboxAPI:
             burst=config.limits.create_rate_burst,
         )
         self._gate = None
-        self._creator = Creator(manager, self._creates, self.templates, config.limits, clock)
+        self._creator = Creator(manager, self._creates, self.templates, config.limits, clock,
+                                volumes)
         factory = SessionFactory(manager, clock, metrics)
         self._tokens = factory.tokens
         self._sessions = WebSocketResource(factory)
@@ -105,6 +109,8 @@ class SandboxAPI:
         """
         self._config = config
         self._creator.limits = config.limits
+        if self.volumes is not None:
+            self.volumes.limits = config.limits
         self.templates.reload(config.limits)
         self._creates.reload(config.limits.create_rate_limit, config.limits.rate_limit_entries,
                              config.limits.create_rate_burst)
@@ -216,13 +222,13 @@ class SandboxAPI:
     @app.route("/sandboxes/<sandbox_id>/pause", methods=["POST"])
     async def pause(self, request, sandbox_id):
         sandbox = self._sandbox(sandbox_id, request)
-        await self._freeze(self._manager.pause, sandbox)
+        await self._freeze(self._manager.pauser.pause, sandbox)
         return _json(request, sandbox.toJSON())
 
     @app.route("/sandboxes/<sandbox_id>/resume", methods=["POST"])
     async def resume(self, request, sandbox_id):
         sandbox = self._sandbox(sandbox_id, request)
-        await self._freeze(self._manager.resume, sandbox)
+        await self._freeze(self._manager.pauser.resume, sandbox)
         return _json(request, sandbox.toJSON())
 
     async def _freeze(self, change, sandbox):
@@ -268,8 +274,9 @@ class SandboxAPI:
         sandbox = self._sandbox(sandbox_id, request)
         return _json(request, self._tokens.mint(sandbox.id, sandbox.identity), 201)
 
-    # Templates (sandboxd/api/templates.py)
+    # Templates (sandboxd/api/templates.py), volumes (sandboxd/api/volumes.py)
     install_template_routes(app)
+    install_volume_routes(app)
 
     # Pools (admin: the Unix socket only)
 

@@ -10,7 +10,7 @@ from sandboxd.api.identity import caller_identity, caller_tenant, rate_key
 from sandboxd.api.requests import parse_create
 from sandboxd.booting import SandboxDestroyed
 from sandboxd.capacity import AtCapacity
-from sandboxd.manager import UnknownProfile
+from sandboxd.manager import UnknownProfile, VolumesNotSupported
 from sandboxd.ratelimit import RateLimited
 from sandboxd.runtimes.interface import RuntimeFailure
 from sandboxd.tenancy.quotas import ConcurrencyQuota, QuotaExceeded, effective_ttl
@@ -123,7 +123,7 @@ class Creator:
             headers = {"Retry-After": str(e.retry_after)} if e.retry_after else None
             raise ApiError(e.status, e.code, e.message, headers=headers)
         try:
-            volumes = self._mounts(request, wanted.volumes)
+            volumes = await self._mounts(request, wanted.volumes)
             return await self._manager.create(
                 template=template,
                 profile=wanted.profile,
@@ -141,6 +141,8 @@ class Creator:
             raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {e.args[0]!r}")
         except AtCapacity as e:
             raise ApiError(503, "AT_CAPACITY", str(e), headers={"Retry-After": "1"})
+        except VolumesNotSupported as e:
+            raise ApiError(501, "VOLUMES_NOT_SUPPORTED", str(e))
         except SandboxDestroyed as e:
             raise ApiError(409, "SANDBOX_DESTROYED", f"{e}: DELETE came first")
         except RuntimeFailure as e:
@@ -148,7 +150,7 @@ class Creator:
         finally:
             release()
 
-    def _mounts(self, request, mounts):
+    async def _mounts(self, request, mounts):
         """
         The caller's volumes for ``mounts``, with their host sources.
         """
@@ -156,7 +158,7 @@ class Creator:
             return ()
         if self.volumes is None:
             raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no volumes")
-        return self.volumes.sources(caller_identity(request), mounts)
+        return await self.volumes.sources(caller_identity(request), mounts)
 
 
 def check_expiry(quotas, expires_at, now):

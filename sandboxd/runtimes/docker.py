@@ -95,6 +95,12 @@ def container_config(spec, network, agent_port):
         # What a sandbox prints on its console must not fill the host.
         "LogConfig": {"Type": "json-file", "Config": {"max-size": "1m", "max-file": "1"}},
     }
+    if spec.mounts:
+        host_config["Mounts"] = [
+            {"Type": "bind", "Source": source, "Target": target, "ReadOnly": read_only,
+             "BindOptions": {"Propagation": "rprivate"}}
+            for source, target, read_only in spec.mounts
+        ]
     oci = OCI_RUNTIMES[spec.runtime]
     if oci is not None:
         host_config["Runtime"] = oci

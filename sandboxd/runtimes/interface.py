@@ -22,6 +22,8 @@ class SandboxSpec:
     profile: str = "default"
     labels: dict = attr.ib(factory=dict)
     owner: str = ""  # which daemon made it (its data_dir): label sandboxd.owner
+    #: Volumes to bind-mount: (host source, path inside, read-only) triples.
+    mounts: tuple = ()
 
 
 @attr.s(frozen=True, auto_attribs=True)
