@@ -74,7 +74,9 @@ class FakeManager:
     def destroy(self, sandbox_id):
         return self.sandboxes.pop(sandbox_id, None) is not None
 
-    def update(self, sandbox, ttl=None, labels=None):
+    def update(self, sandbox, ttl=None, labels=None, expires_at=None):
+        if expires_at is not None:
+            sandbox.expires_at = expires_at
         if ttl is not None:
             sandbox.ttl = ttl
         if labels is not None:
@@ -290,6 +292,38 @@ class APITests(TestCase):
         self.assertEqual((got["ttl"], got["labels"]), (60, {"a": "1", "c": "3"}))
         await self.assertError("PATCH", "/sandboxes/sbx-nope", {"ttl": 1}, 404,
                                "SANDBOX_NOT_FOUND")
+
+    async def test_lifecycle_fields(self):
+        """
+        ``ttl_action`` and ``expires_at`` (ISO 8601 with a zone, in the
+        future, within limits.max_ttl) reach the manager on create and
+        PATCH; a bad action, an unzoned, unparsable or past time is
+        INVALID_FIELD, one too far LIMIT_EXCEEDED, and nothing is created;
+        a create's volumes with no volumes served is 501 NOT_AVAILABLE.
+        """
+        self.clock.advance(1_800_000_000)  # 2027-01-15T08:00:00Z
+        response, made = await self.call("POST", "/sandboxes", {
+            "ttl_action": "pause", "expires_at": "2027-01-15T08:05:00Z"})
+        self.assertEqual(response.code, 201, made)
+        asked = self.manager.created[-1]
+        self.assertEqual((asked["ttl_action"], asked["expires_at"]), ("pause", 1_800_000_300))
+        cases = [({"ttl_action": "sleep"}, "INVALID_FIELD"),
+                 ({"expires_at": "tomorrow"}, "INVALID_FIELD"),
+                 ({"expires_at": 1_800_000_300}, "INVALID_FIELD"),
+                 ({"expires_at": "2027-01-15T08:05:00"}, "INVALID_FIELD"),
+                 ({"expires_at": "2027-01-15T07:59:59Z"}, "INVALID_FIELD"),
+                 ({"expires_at": "2027-01-15T09:10:01+01:00"}, "LIMIT_EXCEEDED")]
+        for body, code in cases:
+            await self.assertError("POST", "/sandboxes", body, 400, code)
+        self.assertEqual(len(self.manager.created), 1)
+        await self.assertError("POST", "/sandboxes", {"volumes": [{"name": "v", "path": "/v"}]},
+                               501, "NOT_AVAILABLE")
+        response, patched = await self.call("PATCH", f"/sandboxes/{made['id']}",
+                                            {"expires_at": "2027-01-15T09:08:00+01:00"})
+        self.assertEqual((response.code, patched["expires_at"]), (200, "2027-01-15T08:08:00Z"),
+                         patched)
+        for body, code in cases[1:]:
+            await self.assertError("PATCH", f"/sandboxes/{made['id']}", body, 400, code)
 
     async def test_unknown_routes_and_methods(self):
         """

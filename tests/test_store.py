@@ -170,3 +170,28 @@ class MigrationTests(TestCase):
         self.addCleanup(again.close)
         self.assertEqual("vserial:/run/x.sock",
                          {r.id: r.endpoint for r in again.sandboxes()}["sbx-new"])
+        # Columns added since default for the old rows.
+        old = {r.id: r for r in again.sandboxes()}["sbx-4"]
+        self.assertEqual((old.ttl_action, old.expires_at, old.volumes), ("destroy", None, []))
+
+
+class VolumeRecordTests(TestCase):
+    def test_volumes(self):
+        """
+        Volume rows are kept per (identity, name), oldest first, and
+        deleted one at a time; sandbox rows keep their lifecycle fields.
+        """
+        from sandboxd.store import VolumeRecord
+
+        store = Store(self.mktemp())
+        self.addCleanup(store.close)
+        store.putVolume(VolumeRecord("a", "v", 1 << 20, 2.0))
+        store.putVolume(VolumeRecord("b", "v", 2 << 20, 1.0))
+        self.assertEqual([(v.identity, v.size) for v in store.volumes()],
+                         [("b", 2 << 20), ("a", 1 << 20)])
+        store.deleteVolume("a", "v")
+        self.assertEqual([v.identity for v in store.volumes()], ["b"])
+        mounts = [{"name": "v", "path": "/data", "read_only": True, "source": "/x/mnt"}]
+        store.put(record("sbx-9", ttl_action="pause", expires_at=5.5, volumes=mounts))
+        (kept,) = store.sandboxes()
+        self.assertEqual((kept.ttl_action, kept.expires_at, kept.volumes), ("pause", 5.5, mounts))
