@@ -7,10 +7,11 @@ export const root = location.pathname.replace(/\/ui\/.*$/, "");
 
 /** Take a key given in the URL fragment (#key=...) into this tab's storage. */
 export function adoptKeyFromFragment() {
-  const match = /(?:^#|&)key=([^&]+)/.exec(location.hash);
+  const match = /(^#|&)key=([^&]+)/.exec(location.hash);
   if (match) {
-    sessionStorage.setItem(KEY, decodeURIComponent(match[1]));
-    history.replaceState(null, "", location.pathname + location.search + "#/");
+    sessionStorage.setItem(KEY, decodeURIComponent(match[2]));
+    const rest = location.hash.slice(0, match.index) + (match[1] === "#" ? "#" : "") + location.hash.slice(match.index + match[0].length);
+    history.replaceState(null, "", location.pathname + location.search + (rest.length > 1 ? rest : "#/"));
   }
 }
 

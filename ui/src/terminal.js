@@ -19,6 +19,7 @@ export async function openTerminal(element, sandboxId, onStatus = () => {}) {
   term.loadAddon(fit);
   term.open(element);
   fit.fit();
+  element.dataset.size = `${term.cols}x${term.rows}`;
 
   const minted = await request("POST", `/sandboxes/${encodeURIComponent(sandboxId)}/session-token`);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -42,9 +43,12 @@ export async function openTerminal(element, sandboxId, onStatus = () => {}) {
       send(wire.encode(FrameType.DATA, PTY, chunk, 0));
     }
   };
+  const resizing = new Map();  // stream id -> "COLSxROWS" asked for
   const resize = ({ cols, rows }) => {
+    element.dataset.size = `${cols}x${rows}`;
     if (pid === null) return;
     const id = nextId;
+    resizing.set(id, `${cols}x${rows}`);
     nextId = nextId + 2 > 0x7ffffff0 ? PTY + 2 : nextId + 2;
     send(wire.encodeJSON(FrameType.REQUEST, id, { method: "process.resize", params: { pid, cols, rows } }));
   };
@@ -63,11 +67,19 @@ export async function openTerminal(element, sandboxId, onStatus = () => {}) {
       if (frame.type === FrameType.PING) send(wire.encode(FrameType.PONG, 0, frame.payload));
       return;
     }
-    if (frame.stream !== PTY) return;  // a resize's RESULT or ERROR
+    if (frame.stream !== PTY) {  // a resize's RESULT or ERROR
+      if (frame.type === FrameType.RESULT && resizing.has(frame.stream)) element.dataset.resized = resizing.get(frame.stream);
+      if (frame.type === FrameType.RESULT || frame.type === FrameType.ERROR) resizing.delete(frame.stream);
+      return;
+    }
     switch (frame.type) {
       case FrameType.EVENT: {
         const event = wire.decodeJSON(frame.payload);
-        if (typeof event.pid === "number") { pid = event.pid; resize({ cols: term.cols, rows: term.rows }); }
+        if (typeof event.pid === "number") {
+          pid = event.pid;
+          element.dataset.pid = String(pid);
+          resize({ cols: term.cols, rows: term.rows });
+        }
         break;
       }
       case FrameType.DATA:
@@ -105,13 +117,14 @@ export async function openTerminal(element, sandboxId, onStatus = () => {}) {
   term.onData((text) => { pending.push(wire.utf8.encode(text)); flush(); });
   term.onResize(resize);
   const refit = () => { try { fit.fit(); } catch { /* detached */ } };
-  window.addEventListener("resize", refit);
+  const observer = new ResizeObserver(refit);
+  observer.observe(element);
   term.focus();
 
   return {
     term,
     close() {
-      window.removeEventListener("resize", refit);
+      observer.disconnect();
       if (!closed) ws.close(1000);
       term.dispose();
     },
