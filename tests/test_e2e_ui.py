@@ -149,6 +149,7 @@ class DashboardTests(SynchronousTestCase):
         self.page.keyboard.type("stty size\r")
         self.page.wait_for_function("""(want) => [...document.querySelectorAll('#terminal .xterm-rows > div')]
             .some((row) => row.textContent.trim() === want)""", arg=f"{rows} {cols}")
+        self.page.wait_for_selector(".charts figure")
         self.browser.screenshot(self, "sandbox", self.shots)
         self.page.click("#destroy")
         self.page.click("#confirm-ok")

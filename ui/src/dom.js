@@ -62,3 +62,28 @@ export function sparkline(points, { width = 240, height = 48, max = null, title 
   }
   return svg;
 }
+
+/** A bar chart of `values` (null: no data, drawn as a tick) in 0..max, oldest first. */
+export function bars(values, { width = 240, height = 48, max = 1, title = "" } = {}) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  for (const [k, v] of Object.entries({ viewBox: `0 0 ${width} ${height}`, width, height, class: "chart", role: "img", "aria-label": title })) svg.setAttribute(k, v);
+  const frame = document.createElementNS(ns, "rect");
+  frame.setAttribute("width", width); frame.setAttribute("height", height); frame.setAttribute("class", "frame");
+  svg.append(frame);
+  const slot = (width - 4) / values.length;
+  values.forEach((v, i) => {
+    const bar = document.createElementNS(ns, "rect");
+    const tall = v === null ? 1 : Math.max(1, (Math.min(v, max) / max) * (height - 4));
+    bar.setAttribute("x", (2 + i * slot + 1).toFixed(1));
+    bar.setAttribute("width", Math.max(1, slot - 2).toFixed(1));
+    bar.setAttribute("y", (height - 2 - tall).toFixed(1));
+    bar.setAttribute("height", tall.toFixed(1));
+    bar.setAttribute("class", v === null ? "empty" : "bar");
+    const tip = document.createElementNS(ns, "title");
+    tip.textContent = v === null ? "no creates" : `${Math.round(100 * v)} %`;
+    bar.append(tip);
+    svg.append(bar);
+  });
+  return svg;
+}

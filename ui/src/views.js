@@ -2,7 +2,7 @@
 // mount(element, ctx) -> unmount; ctx = { feed, config, confirm, navigate }.
 
 import { bounded, request, root } from "./api.js";
-import { age, bytes, esc, h, labelText, sparkline } from "./dom.js";
+import { age, bars, bytes, esc, h, labelText, sparkline } from "./dom.js";
 import { openTerminal } from "./terminal.js";
 
 const STATES = ["", "running", "creating", "ready", "disconnected", "destroying", "failed"];
@@ -90,19 +90,16 @@ export function sandboxesView(el, ctx) {
 
 // -- Pools -------------------------------------------------------------------
 
-/** Hit rate per 5-minute bucket of the last hour, from sandbox.created events. */
+/** Hit rate per 5-minute slot of the last hour (12, oldest first; null: no creates), from sandbox.created events. */
 export function hitRates(events, profile, now = Date.now()) {
-  const buckets = new Map();
+  const slots = Array.from({ length: 12 }, () => [0, 0]);
   for (const e of events) {
     if (e.type !== "sandbox.created" || !e.data || e.data.profile !== profile) continue;
-    const t = Date.parse(e.timestamp);
-    if (now - t > HOUR) continue;
-    const b = Math.floor(t / 300000) * 300000;
-    const v = buckets.get(b) || [0, 0];
-    v[e.data.method === "warm" ? 0 : 1] += 1;
-    buckets.set(b, v);
+    const ago = now - Date.parse(e.timestamp);
+    if (ago < 0 || ago >= HOUR) continue;
+    slots[11 - Math.floor(ago / 300000)][e.data.method === "warm" ? 0 : 1] += 1;
   }
-  return [...buckets.entries()].sort((a, b) => a[0] - b[0]).map(([t, [w, c]]) => [t, w / (w + c)]);
+  return slots.map(([w, c]) => (w + c ? w / (w + c) : null));
 }
 
 export function poolsView(el, ctx) {
@@ -126,8 +123,8 @@ export function poolsView(el, ctx) {
         h("div", { class: "meter" }, h("div", { class: "fill", style: `width:${fill}%` })),
         h("p", {}, `ready ${p.ready} / target ${p.target}`, p.starting ? `, ${p.starting} starting` : "",
           ` · hits ${p.hits}, misses ${p.misses}`, p.hit_rate === null ? "" : ` (${(100 * p.hit_rate).toFixed(1)} %)`),
-        h("p", { class: "muted" }, "hit rate, last hour (5-minute buckets)"),
-        sparkline(rates, { max: 1, title: `${profile} hit rate` }),
+        h("p", { class: "muted" }, "hit rate, last hour (5-minute slots, newest right)"),
+        bars(rates, { max: 1, title: `${profile} hit rate` }),
         p.last_error ? h("p", { class: "error" }, p.last_error) : null);
     }));
   };
