@@ -192,13 +192,13 @@ export function sandboxView(el, ctx, sandboxId) {
     } catch (e) {
       if (e.code === "SANDBOX_NOT_FOUND") {
         gone = true;
-        details.replaceChildren(h("p", { class: "gone", id: "gone" }, `Sandbox ${sandboxId} is gone.`));
+        details.replaceChildren(h("p", { class: "gone", id: "gone" }, `Sandbox ${sandboxId} is gone (or not yours to see).`));
         actions.replaceChildren();
       } else details.replaceChildren(errorBox(e));
     }
   };
   const sample = async () => {
-    if (gone || !sandbox || sandbox.state !== "running") return;
+    if (gone || !sandbox || !["running", "disconnected"].includes(sandbox.state)) return;
     try {
       const st = await request("GET", `/sandboxes/${id}/stats`);
       const t = Date.now();
