@@ -17,7 +17,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sandbox import FileError, PathNotFoundError, create_sandbox
 from tests.daemon import on_gvisor, on_qemu, runtime_daemon
-from tests.dockerutil import require_docker
+from tests.dockerutil import missing, require_docker
 from tests.sdkwait import until_gone, until_running
 
 
@@ -725,7 +725,7 @@ class AttachTests(AgentE2ETestCase):
         import shutil
 
         if not shutil.which("tmux"):
-            self.skipTest("tmux is not installed")
+            missing("tmux is not installed")
         sandbox_id = self.create()
         work = os.path.abspath(self.mktemp())
         os.mkdir(work)
