@@ -446,7 +446,9 @@ PATHS = {
     "/ui/{name}": {
         "get": _operation("dashboardFile", "A file of the dashboard (app.js, app.css, "
                           "index.html), no auth", {
-            "200": _ok("The file", {"type": "string"}, "text/javascript"),
+            "200": {"description": "The file",
+                    "content": {kind: {"schema": {"type": "string"}}
+                                for kind in ("text/javascript", "text/css", "text/html")}},
             "404": _error("No such file, or off on TCP", "NOT_FOUND", "UI_DISABLED"),
         }, parameters=[{"name": "name", "in": "path", "required": True,
                         "schema": {"type": "string", "maxLength": 256}}], tags=["dashboard"]),
