@@ -6,6 +6,9 @@
 #   - node and npm (Debian's nodejs and npm when no node is installed yet)
 #   - sdk/typescript/node_modules: ws, and typescript + @types/node for the
 #     type check, from the npm registry the machine is configured with
+#   - ui/node_modules: esbuild and xterm.js at the lock file's versions, to
+#     check that the committed dashboard bundle rebuilds byte for byte
+#     (tests/test_ui_bundle.py; docs/ui.md)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -13,17 +16,8 @@ missing=()
 command -v go >/dev/null || missing+=(golang-go)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
-if ((${#missing[@]})); then
-    echo "setup: installing Debian packages for the SDKs: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    aptlog=$(mktemp /tmp/sandboxd-apt.XXXXXX.log)
-    if ! { apt-get update -q && apt-get install -y -q "${missing[@]}"; } >"$aptlog" 2>&1 </dev/null; then
-        tail -n 40 "$aptlog" >&2
-        echo "setup: apt-get failed (full log: $aptlog)" >&2
-        exit 1
-    fi
-    rm -f "$aptlog"
-fi
+source scripts/apt-install.sh
+apt_install "${missing[@]}"
 
 # npm install only when package.json changed since the last one.
 ts=sdk/typescript
@@ -32,5 +26,14 @@ want=$(sha256sum "$ts/package.json" | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
     echo "setup: npm install in $ts"
     (cd "$ts" && npm install --silent --no-audit --no-fund --no-package-lock)
+    echo "$want" >"$stamp"
+fi
+
+# The dashboard's build tools, at the lock file's versions (npm ci) when the lock changed.
+stamp=ui/node_modules/.sandboxd-setup-stamp
+want=$(sha256sum ui/package-lock.json | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    echo "setup: npm ci in ui"
+    (cd ui && npm ci --silent --no-audit --no-fund)
     echo "$want" >"$stamp"
 fi
