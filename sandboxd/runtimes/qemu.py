@@ -34,7 +34,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from sandboxd.runtimes import _cpio, vmproc
+from sandboxd.runtimes import _cpio, qmp, vmproc
 from sandboxd.runtimes._disks import DiskCache, run
 from sandboxd.runtimes.interface import (
     IRuntime, PauseNotSupported, RuntimeFailure, RuntimeUnavailable, Started,
@@ -46,6 +46,8 @@ MACHINE = ["-M", "pc,acpi=off", "-bios", "qboot.rom"]
 #: Seconds a VM may take from start to an answering agent (TCG is slow).
 BOOT_DEADLINE = 120.0
 AGENT_SOCKET = "agent.sock"
+#: The VM's QMP monitor (pause and resume: sandboxd/runtimes/qmp.py).
+MONITOR_SOCKET = "qmp.sock"
 MANAGED_LABEL = "sandboxd.managed"
 
 
@@ -90,6 +92,7 @@ def qemu_argv(binary, accel, vm_dir, kernel, initrd, disk, spec):
         "-device", "virtio-serial-pci",
         "-chardev", f"socket,id=agent,path={os.path.join(vm_dir, AGENT_SOCKET)},server=on,wait=off",
         "-device", "virtserialport,chardev=agent,name=sandbox.agent",
+        "-qmp", f"unix:{os.path.join(vm_dir, MONITOR_SOCKET)},server=on,wait=off",
         # seccomp; spawn=deny and elevateprivileges=deny would stop -daemonize.
         "-sandbox", "on,obsolete=deny,resourcecontrol=deny",
         "-daemonize", "-pidfile", os.path.join(vm_dir, "qemu.pid"),
@@ -235,10 +238,26 @@ class QemuRuntime:
             self._reactor.callLater(0, died)
 
     def pause(self, container_id):
-        return fail(PauseNotSupported("the qemu runtime cannot pause sandboxes yet"))
+        """
+        Stop the VM's CPUs (QMP ``stop``): its memory stays, it uses no CPU.
+        """
+        return self._monitor(container_id, "stop")
 
     def resume(self, container_id):
-        return succeed(None)
+        """
+        Let the VM's CPUs run again (QMP ``cont``; running already is fine).
+        """
+        return self._monitor(container_id, "cont")
+
+    def _monitor(self, container_id, command):
+        try:
+            path = os.path.join(self._vmDir(container_id), MONITOR_SOCKET)
+        except RuntimeFailure as e:
+            return fail(e)
+        if not os.path.exists(path):
+            # A VM started before monitors were.
+            return fail(PauseNotSupported(f"sandbox {container_id} has no QMP monitor"))
+        return Deferred.fromCoroutine(qmp.execute(self._reactor, path, command))
 
     def stats(self, container_id):
         try:
