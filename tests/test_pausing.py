@@ -171,13 +171,18 @@ class OutsideTests(ManagerTestCase):
         self.assertEqual(self.events(sandbox), ["sandbox.created", "sandbox.paused"])
 
 
-class AdoptPausedTests(ManagerTestCase):
+class RestartTestCase(ManagerTestCase):
     def restart(self, owned):
+        """
+        A new manager on the same store, the engine listing ``owned``.
+        """
         self.manager.reaper.stop()
         self.manager.expiry.stop()
         self.manager.pools.stop()
         return self.makeManager(FakeRuntime(owned))
 
+
+class AdoptPausedTests(RestartTestCase):
     def test_adoptedPausedResumes(self):
         """
         After a restart a paused sandbox is adopted without reaching its
@@ -215,7 +220,7 @@ class AdoptPausedTests(ManagerTestCase):
         self.assertIs(adopted.state, State.FAILED)
 
 
-class ExpiryTests(AdoptPausedTests):
+class ExpiryTests(RestartTestCase):
     def test_expiresAtWhateverItDoes(self):
         """
         A sandbox with ``expires_at`` is destroyed at that time though a
