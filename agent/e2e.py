@@ -51,7 +51,7 @@ LABEL = b"sandboxd-e2e-v1"
 #: A sealed payload's counter and tag.
 TAG_SIZE = 16
 COUNTER = struct.Struct("!Q")
-OVERHEAD = COUNTER.size + TAG_SIZE  # 24
+OVERHEAD = COUNTER.size + TAG_SIZE  # 24, wire.SEALED_OVERHEAD
 #: A sealed REQUEST's clear prefix: version, session id, method length.
 SESSION_ID_SIZE = 16
 #: Frames sealed under one key: 2^16 frames of at most 1 MiB is 64 GiB,

@@ -16,6 +16,7 @@ anything else that should be sealed but is not is ``E2E_UNSEALED``.
 
 from . import wire
 from .e2e import CODES, OVERHEAD, SEALED, Code, E2EError
+from .wire import sealed_method  # noqa: F401 (re-exported)
 
 _FT = wire.FrameType
 SEALABLE = frozenset({_FT.REQUEST, _FT.DATA, _FT.END, _FT.RESULT, _FT.EVENT, _FT.ERROR})
@@ -30,18 +31,6 @@ MAX_SEALED_DATA = wire.MAX_PAYLOAD - OVERHEAD
 
 def is_sealed(frame):
     return bool(frame.flags & SEALED)
-
-
-def sealed_method(frame):
-    """
-    The method name of a sealed REQUEST frame (what the daemon reads), or
-    None if it is malformed.
-    """
-    payload = frame.payload
-    if len(payload) < 18:
-        return None
-    n = payload[17]
-    return bytes(payload[18 : 18 + n]).decode("ascii", "replace")
 
 
 def session_of(frame):

@@ -52,6 +52,8 @@ SEALED = 0x80
 #: What sealing adds to a JSON payload at most: a REQUEST's clear prefix
 #: (version, session id, method name) and the counter and tag.
 SEALED_EXTRA = 1 + 16 + 1 + 255 + 24
+#: A sealed frame's counter (8 bytes) and AES-GCM tag (16 bytes).
+SEALED_OVERHEAD = 24
 
 
 class FrameType(enum.IntEnum):
@@ -511,6 +513,20 @@ def chunks(buffer, size=CHUNK_SIZE):
     view = memoryview(buffer)
     for start in range(0, len(view), size):
         yield view[start : start + size]
+
+
+def sealed_method(frame):
+    """
+    The method a sealed REQUEST names in clear (version, a 16-byte session
+    id, the name's length and the name: docs/security.md), or None.
+    """
+    payload = frame.payload
+    if len(payload) < 18 or not frame.flags & SEALED:
+        return None
+    n = payload[17]
+    if len(payload) < 18 + n:
+        return None
+    return bytes(payload[18 : 18 + n]).decode("ascii", "replace")
 
 
 def restream(message, stream):

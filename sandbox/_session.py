@@ -17,8 +17,14 @@ import asyncio
 import collections
 
 from agent import wire
+from agent.e2e_codes import CODES as E2E_CODES, E2EError
 from agent.wire import FrameType
-from sandbox.errors import ProtocolError, SandboxUnavailableError, error_from_payload
+from sandbox.errors import (
+    ProtocolError,
+    SandboxUnavailableError,
+    error_from,
+    error_from_payload,
+)
 
 _DATA = FrameType.DATA
 _WINDOW = FrameType.WINDOW
@@ -33,6 +39,20 @@ def _json(frame):
         return frame.json()
     except wire.ProtocolError as e:
         raise ProtocolError(e.code, f"the daemon sent {e.message}") from None
+
+
+def _e2e_code(frame):
+    """
+    The body of a clear ERROR with an E2E_* code (the agent ended the
+    encrypted session), else None.
+    """
+    if frame.type is not _ERROR or frame.flags & wire.SEALED or not frame.stream:
+        return None
+    try:
+        body = frame.json()
+    except wire.ProtocolError:
+        return None
+    return body if body.get("code") in E2E_CODES else None
 
 
 def _fresh(error):
@@ -63,7 +83,41 @@ class Session:
         self._closing = False
         self._connection_error = None
         self._background = set()
+        #: The encrypted session's frames (agent.e2e_frames.Sealing), once
+        #: ``encrypt`` agreed keys with the agent.
+        self._sealing = None
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @property
+    def encrypted(self):
+        return self._sealing is not None
+
+    @property
+    def fingerprint(self):
+        """
+        The agent's key fingerprint of an encrypted session, else None.
+        """
+        return self._sealing.channel.fingerprint if self._sealing is not None else None
+
+    async def encrypt(self, pin=None):
+        """
+        Agree keys with the agent (``e2e.hello``, docs/security.md) and seal
+        every later frame; ``pin`` (the agent's key fingerprint, known out
+        of band) refuses any other key with IdentityMismatchError.
+        """
+        # Imported here on purpose: cryptography is needed only by
+        # encrypted sessions.
+        from agent import e2e, e2e_frames
+
+        if self._sealing is not None:
+            return
+        try:
+            handshake = e2e.ClientHandshake(self.sandbox_id, pin)
+            result = await self.call("e2e.hello", handshake.hello())
+            channel = handshake.finish(result)
+        except E2EError as e:
+            raise error_from(e.code, f"sandbox {self.sandbox_id}: {e.message}") from None
+        self._sealing = e2e_frames.Sealing(channel, client=True)
 
     @property
     def closed(self):
@@ -78,6 +132,14 @@ class Session:
         Send one encoded frame; SandboxUnavailableError once the session is gone.
         """
         self._check()
+        if self._sealing is not None:
+            try:
+                data = self._sealing.seal(data)
+            except E2EError as e:
+                raise self._e2e_failed(e) from None
+        await self._send_sealed(data)
+
+    async def _send_sealed(self, data):
         ws = self._ws
         try:
             await ws.send(data)
@@ -85,7 +147,8 @@ class Session:
             from websockets.exceptions import ConnectionClosed
 
             if isinstance(e, ConnectionClosed) and await self._resumed_from(ws):
-                return await self.send(data)
+                self._check()
+                return await self._send_sealed(data)
             if self._failure is not None:
                 raise _fresh(self._failure) from None
             error = self._closed_error(e)
@@ -191,6 +254,31 @@ class Session:
     def _forget(self, stream):
         if self._streams.pop(stream.id, None) is not None:
             self._slots.release()
+            if self._sealing is not None:
+                self._sealing.forget(stream.id)
+
+    def _e2e_failed(self, error):
+        """
+        The encrypted session broke (``error``, an E2EError): fail every
+        call with its typed error and close; returns that error.
+        """
+        failure = error_from(error.code, f"sandbox {self.sandbox_id}: {error.message}")
+        if self._failure is None:
+            self._fail_all(failure)
+            self.send_soon_close()
+        return _fresh(self._failure)
+
+    def send_soon_close(self):
+        task = asyncio.get_running_loop().create_task(self._close_quietly())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _close_quietly(self):
+        self._closing = True
+        try:
+            await self._ws.close(1002, "E2E")
+        except Exception:
+            pass
 
     async def close(self):
         """
@@ -198,6 +286,8 @@ class Session:
         """
         if self._reader.done():
             return
+        if self._sealing is not None and self._failure is None:
+            await self._close_e2e()
         self._closing = True
         try:
             await self._ws.close()
@@ -206,6 +296,20 @@ class Session:
                 await self._reader
             except Exception:
                 pass
+
+    async def _close_e2e(self):
+        """
+        Tell the agent to forget the session's keys (a clear ``e2e.close``;
+        its answer is not awaited: the daemon relays in order).
+        """
+        stream_id = self._next_id
+        while stream_id in self._streams:
+            stream_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
+        session = self._sealing.channel.session_id.hex()
+        try:
+            await self._send_sealed(wire.request(stream_id, "e2e.close", {"session": session}))
+        except Exception:
+            pass
 
     async def _read_loop(self):
         from websockets.exceptions import ConnectionClosed
@@ -232,6 +336,24 @@ class Session:
                     )
                     await ws.close(1002, e.code)
                     break
+                if self._sealing is not None:
+                    ended = _e2e_code(frame)
+                    if ended is not None:
+                        failure = error_from(ended["code"], f"sandbox {self.sandbox_id}: the agent "
+                                             f"ended the encrypted session: {ended.get('message')}")
+                        await ws.close(1002, "E2E")
+                        break
+                    try:
+                        frame = self._sealing.open(frame)
+                    except (E2EError, wire.ProtocolError) as e:
+                        failure = error_from(
+                            getattr(e, "code", "E2E_MALFORMED"),
+                            f"sandbox {self.sandbox_id}: {e.message}",
+                        )
+                        await ws.close(1002, "E2E")
+                        break
+                    if frame is None:
+                        continue
                 dispatch(frame)
         except asyncio.CancelledError:
             failure = self._closed_error(None)

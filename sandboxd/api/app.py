@@ -60,7 +60,7 @@ class SandboxAPI:
     log = Logger()
 
     def __init__(self, manager, config, clock, stats=None, events=None, metrics=None,
-                 tunnels=None, templates=None, builder=None):
+                 tunnels=None, templates=None, builder=None, relay_tap=None):
         self._manager = manager
         self.templates = TemplateRoutes(templates, manager, builder, config.limits)
         self._events = events
@@ -74,7 +74,7 @@ class SandboxAPI:
         )
         self._gate = None
         self._creator = Creator(manager, self._creates, self.templates, config.limits)
-        factory = SessionFactory(manager, clock, metrics)
+        factory = SessionFactory(manager, clock, metrics, tap=relay_tap)
         self._tokens = factory.tokens
         self._sessions = WebSocketResource(factory)
         self._tunnels = tunnels
