@@ -428,3 +428,43 @@ class EncryptedSuiteTests(EncryptedTestCase):
             self.assertEqual((await sbx.process.exec_("echo after")).stdout, "after\n")
 
         self.run_with(body, ttl=60)
+
+
+class CommandLineTests(EncryptedTestCase):
+    """
+    ``sbx --encrypted``, ``--pin`` and ``sbx fingerprint``.
+    """
+
+    def sbx(self, *args):
+        import subprocess
+        import sys
+
+        done = subprocess.run(
+            [sys.executable, "-m", "sbx.main", *args],
+            capture_output=True, env=self.daemon.env, timeout=120,
+        )
+        return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+    def test_encrypted_exec_and_pin(self):
+        """
+        ``sbx fingerprint`` prints the agent's key; ``--encrypted exec`` and
+        ``--pin`` with it run the command (none of it in the relay tap);
+        another pin exits 1 saying which key it found instead.
+        """
+        status, sandbox = self.daemon.request("POST", "/sandboxes", {"ttl": 600})
+        self.assertEqual(status, 201, sandbox)
+        self.addCleanup(self.daemon.request, "DELETE", f"/sandboxes/{sandbox['id']}")
+        sid = sandbox["id"]
+        code, fingerprint, err = self.sbx("--encrypted", "fingerprint", sid)
+        self.assertEqual(code, 0, err)
+        fingerprint = fingerprint.strip()
+        self.assertRegex(fingerprint, r"^sha256:[0-9a-f]{64}$")
+        code, out, err = self.sbx("--encrypted", "exec", sid, "echo", "cli-marker-$((6*7))")
+        self.assertEqual((code, out), (0, "cli-marker-$((6*7))\n"), err)
+        code, out, err = self.sbx("--pin", fingerprint, "exec", sid, "sh", "-c", "echo $((6*7))")
+        self.assertEqual((code, out), (0, "42\n"), err)
+        self.assertNotIn(b"cli-marker", self.relayed(sid))
+        wrong = "sha256:" + "0" * 64
+        code, out, err = self.sbx("--pin", wrong, "exec", sid, "echo", "no")
+        self.assertEqual((code, out), (1, ""))
+        self.assertIn("not the pinned " + wrong, err)
