@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from .e2e_codes import CODES, Code, E2EError  # noqa: F401 (re-exported)
-from .wire import SEALED, FrameType
+from .wire import HEADER, SEALED, FrameType
 
 VERSION = 1
 LABEL = b"sandboxd-e2e-v1"
@@ -255,6 +255,15 @@ def _ad(frame_type, flags, lstream, index, extra=b""):
     return _AD.pack(_AD_LABEL, frame_type, flags, lstream, index) + extra
 
 
+def sealed_header(frame_type, flags, stream, size):
+    """
+    The wire header of a sealed frame of ``size`` plaintext (and clear
+    prefix) bytes.
+    """
+    length = size + OVERHEAD + 6
+    return HEADER.pack(length, frame_type, flags | SEALED, stream)
+
+
 def request_prefix(session_id, method):
     """
     The clear start of a sealed REQUEST's payload: version, session id, the
@@ -317,7 +326,12 @@ class Channel:
         """
         return self._sent + 1
 
-    def seal(self, frame_type, flags, lstream, index, plaintext, prefix=b"", counter=None):
+    def seal(self, frame_type, flags, lstream, index, plaintext, prefix=b"", counter=None,
+             head=b""):
+        """
+        ``head`` (the frame header, when the caller knows it) goes in front,
+        so that a whole frame is put together with one copy.
+        """
         self._check()
         n = self._sent + 1 if counter is None else counter
         if n > MAX_COUNTER:
@@ -330,15 +344,19 @@ class Channel:
         sealed = keys.aead.encrypt(
             _nonce(n), bytes(plaintext), _ad(frame_type, flags | SEALED, lstream, index, prefix)
         )
-        return prefix + COUNTER.pack(n) + sealed
+        return b"".join((head, prefix, COUNTER.pack(n), sealed))
 
-    def seal_request(self, flags, plaintext, method):
+    def seal_request(self, flags, plaintext, method, stream=None):
         """
-        A sealed REQUEST payload; returns (payload, logical stream).
+        A sealed REQUEST payload (the whole frame on ``stream`` if given);
+        returns (bytes, logical stream).
         """
         n = self._sent + 1
         prefix = request_prefix(self.session_id, method)
-        return self.seal(FrameType.REQUEST, flags, n, 0, plaintext, prefix, n), n
+        head = b""
+        if stream is not None:
+            head = sealed_header(FrameType.REQUEST, flags, stream, len(prefix) + len(plaintext))
+        return self.seal(FrameType.REQUEST, flags, n, 0, plaintext, prefix, n, head), n
 
     def peek_counter(self, payload, offset=0):
         if len(payload) < offset + OVERHEAD:

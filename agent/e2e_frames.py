@@ -15,7 +15,7 @@ anything else that should be sealed but is not is ``E2E_UNSEALED``.
 """
 
 from . import wire
-from .e2e import CODES, OVERHEAD, SEALED, Code, E2EError
+from .e2e import CODES, OVERHEAD, SEALED, Code, E2EError, sealed_header
 from .wire import sealed_method  # noqa: F401 (re-exported)
 
 _FT = wire.FrameType
@@ -77,18 +77,29 @@ class Sealing:
             if not self.client:
                 raise E2EError(Code.MALFORMED, "the agent sends no REQUEST")
             method = wire.decode_json(payload, stream).get("method")
-            sealed, lstream = self.channel.seal_request(flags, payload, str(method))
+            frame, lstream = self.channel.seal_request(flags, payload, str(method), stream)
             state = self.streams[stream] = _Stream(lstream)
             state.sent = 1
-        else:
-            state = self.streams.get(stream)
-            if state is None:
-                return data  # an ERROR answering a clear request, say
-            sealed = self.channel.seal(frame_type, flags, state.lstream, state.sent, payload)
-            state.sent += 1
-            if not self.client and frame_type in wire.FINAL_TYPES:
-                del self.streams[stream]
-        return wire.encode(frame_type, stream, sealed, flags | SEALED)
+            return self._bounded(frame, stream)
+        state = self.streams.get(stream)
+        if state is None:
+            return data  # an ERROR answering a clear request, say
+        head = sealed_header(frame_type, flags, stream, len(payload))
+        frame = self.channel.seal(
+            frame_type, flags, state.lstream, state.sent, payload, head=head
+        )
+        state.sent += 1
+        if not self.client and frame_type in wire.FINAL_TYPES:
+            del self.streams[stream]
+        return self._bounded(frame, stream)
+
+    @staticmethod
+    def _bounded(frame, stream):
+        if len(frame) - wire.HEADER_SIZE > wire.MAX_PAYLOAD:
+            raise wire.ProtocolError(
+                wire.Code.FRAME_TOO_LARGE, "the sealed frame exceeds MAX_PAYLOAD", stream
+            )
+        return frame
 
     def open(self, frame):
         """
