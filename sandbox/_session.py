@@ -17,14 +17,10 @@ import asyncio
 import collections
 
 from agent import wire
-from agent.e2e_codes import CODES as E2E_CODES, E2EError
+from agent.e2e_codes import E2EError
 from agent.wire import FrameType
-from sandbox.errors import (
-    ProtocolError,
-    SandboxUnavailableError,
-    error_from,
-    error_from_payload,
-)
+from sandbox import _e2e
+from sandbox.errors import ProtocolError, SandboxUnavailableError, error_from_payload
 
 _DATA = FrameType.DATA
 _WINDOW = FrameType.WINDOW
@@ -39,20 +35,6 @@ def _json(frame):
         return frame.json()
     except wire.ProtocolError as e:
         raise ProtocolError(e.code, f"the daemon sent {e.message}") from None
-
-
-def _e2e_code(frame):
-    """
-    The body of a clear ERROR with an E2E_* code (the agent ended the
-    encrypted session), else None.
-    """
-    if frame.type is not _ERROR or frame.flags & wire.SEALED or not frame.stream:
-        return None
-    try:
-        body = frame.json()
-    except wire.ProtocolError:
-        return None
-    return body if body.get("code") in E2E_CODES else None
 
 
 def _fresh(error):
@@ -105,19 +87,8 @@ class Session:
         every later frame; ``pin`` (the agent's key fingerprint, known out
         of band) refuses any other key with IdentityMismatchError.
         """
-        # Imported here on purpose: cryptography is needed only by
-        # encrypted sessions.
-        from agent import e2e, e2e_frames
-
-        if self._sealing is not None:
-            return
-        try:
-            handshake = e2e.ClientHandshake(self.sandbox_id, pin)
-            result = await self.call("e2e.hello", handshake.hello())
-            channel = handshake.finish(result)
-        except E2EError as e:
-            raise error_from(e.code, f"sandbox {self.sandbox_id}: {e.message}") from None
-        self._sealing = e2e_frames.Sealing(channel, client=True)
+        if self._sealing is None:
+            self._sealing = await _e2e.handshake(self, pin)
 
     @property
     def closed(self):
@@ -160,9 +131,10 @@ class Session:
 
     def send_soon(self, data):
         """
-        Send a frame in the background (CANCEL, PONG), ignoring failures.
+        Send a frame in the background (CANCEL, PONG), ignoring failures;
+        None closes the WebSocket (an encrypted session that broke).
         """
-        if self._failure is not None:
+        if self._failure is not None and data is not None:
             return
         task = asyncio.get_running_loop().create_task(self._send_quietly(data))
         self._background.add(task)
@@ -210,8 +182,15 @@ class Session:
         return False
 
     async def _send_quietly(self, data):
+        """
+        Send ``data`` ignoring failures; None closes the WebSocket instead.
+        """
         try:
-            await self._ws.send(data)
+            if data is None:
+                self._closing = True
+                await self._ws.close(1002, "E2E")
+            else:
+                await self._ws.send(data)
         except Exception:
             pass
 
@@ -225,9 +204,7 @@ class Session:
         if self._failure is not None:
             self._slots.release()
             raise _fresh(self._failure)
-        stream_id = self._next_id
-        while stream_id in self._streams:
-            stream_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
+        stream_id = self._free_id()
         self._next_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
         stream = Stream(self, stream_id)
         self._streams[stream_id] = stream
@@ -242,6 +219,12 @@ class Session:
             stream.abandon()
             raise
         return stream
+
+    def _free_id(self):
+        stream_id = self._next_id
+        while stream_id in self._streams:
+            stream_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
+        return stream_id
 
     async def call(self, method, params=None):
         """
@@ -262,23 +245,10 @@ class Session:
         The encrypted session broke (``error``, an E2EError): fail every
         call with its typed error and close; returns that error.
         """
-        failure = error_from(error.code, f"sandbox {self.sandbox_id}: {error.message}")
         if self._failure is None:
-            self._fail_all(failure)
-            self.send_soon_close()
+            self._fail_all(_e2e.failure(self.sandbox_id, error))
+            self.send_soon(None)
         return _fresh(self._failure)
-
-    def send_soon_close(self):
-        task = asyncio.get_running_loop().create_task(self._close_quietly())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _close_quietly(self):
-        self._closing = True
-        try:
-            await self._ws.close(1002, "E2E")
-        except Exception:
-            pass
 
     async def close(self):
         """
@@ -287,7 +257,7 @@ class Session:
         if self._reader.done():
             return
         if self._sealing is not None and self._failure is None:
-            await self._close_e2e()
+            await self._send_quietly(_e2e.close_request(self._sealing, self._free_id()))
         self._closing = True
         try:
             await self._ws.close()
@@ -296,20 +266,6 @@ class Session:
                 await self._reader
             except Exception:
                 pass
-
-    async def _close_e2e(self):
-        """
-        Tell the agent to forget the session's keys (a clear ``e2e.close``;
-        its answer is not awaited: the daemon relays in order).
-        """
-        stream_id = self._next_id
-        while stream_id in self._streams:
-            stream_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
-        session = self._sealing.channel.session_id.hex()
-        try:
-            await self._send_sealed(wire.request(stream_id, "e2e.close", {"session": session}))
-        except Exception:
-            pass
 
     async def _read_loop(self):
         from websockets.exceptions import ConnectionClosed
@@ -337,19 +293,10 @@ class Session:
                     await ws.close(1002, e.code)
                     break
                 if self._sealing is not None:
-                    ended = _e2e_code(frame)
-                    if ended is not None:
-                        failure = error_from(ended["code"], f"sandbox {self.sandbox_id}: the agent "
-                                             f"ended the encrypted session: {ended.get('message')}")
-                        await ws.close(1002, "E2E")
-                        break
                     try:
-                        frame = self._sealing.open(frame)
+                        frame = _e2e.open(self._sealing, frame)
                     except (E2EError, wire.ProtocolError) as e:
-                        failure = error_from(
-                            getattr(e, "code", "E2E_MALFORMED"),
-                            f"sandbox {self.sandbox_id}: {e.message}",
-                        )
+                        failure = _e2e.failure(self.sandbox_id, e)
                         await ws.close(1002, "E2E")
                         break
                     if frame is None:

@@ -351,3 +351,65 @@ class SealingTests(SynchronousTestCase):
         self.assertRaises(
             wire.ProtocolError, decode, wire.encode(_FT.WINDOW, 1, b"\0\0\0\1", wire.SEALED)
         )
+
+
+class DaemonSideTests(SynchronousTestCase):
+    """
+    What the daemon does with sealed frames: reads the method, counts DATA
+    credit in plaintext, copies relayed frames to a tap.
+    """
+
+    def test_sealed_method(self):
+        """
+        The daemon reads a sealed REQUEST's method from its clear prefix
+        (and nothing from a clear frame or a truncated prefix).
+        """
+        from sandboxd.api.session import _method_of
+
+        client, _ = sealings()
+        sealed = decode(client.seal(wire.request(1, "fs.download", {"path": "/secret"})))
+        self.assertEqual(_method_of(sealed), "fs.download")
+        self.assertEqual(_method_of(decode(wire.request(3, "ping"))), "ping")
+        short = wire.Frame(_FT.REQUEST, 5, sealed.payload[:20], wire.SEALED)
+        self.assertIsNone(wire.sealed_method(short))
+
+    def test_sealed_data_spends_plaintext_credit(self):
+        """
+        A window's worth of sealed DATA (each frame 24 bytes longer than its
+        plaintext) fits the daemon's credit for an agent stream; a byte
+        more is WINDOW_EXCEEDED.
+        """
+        from twisted.internet.task import Clock
+
+        from sandboxd.protocols.inbound import InboundLimits
+
+        client, agent = sealings()
+        exchange(client, agent, [wire.request(1, "fs.read", {"path": "/big"})])
+        limits = InboundLimits(Clock())
+        limits.opened(1)
+        for _ in range(wire.INITIAL_WINDOW // wire.CHUNK_SIZE):
+            limits.check(decode(agent.seal(wire.data(1, b"\0" * wire.CHUNK_SIZE, 1))))
+        e = self.assertRaises(
+            wire.ProtocolError, limits.check, decode(agent.seal(wire.data(1, b"\0", 1)))
+        )
+        self.assertEqual(e.code, wire.Code.WINDOW_EXCEEDED)
+
+    def test_relay_tap(self):
+        """
+        The relay tap keeps every frame with its direction and sandbox, in
+        order, as bytes.
+        """
+        import os
+        import tempfile
+
+        from sandboxd.api.relaytap import RelayTap, read_records
+
+        path = os.path.join(tempfile.mkdtemp(), "tap")
+        tap = RelayTap(path)
+        tap.relayed(">", "sbx-1", wire.request(1, "ping"))
+        tap.relayed("<", "sbx-1", memoryview(wire.result(1, {})))
+        tap.close()
+        self.assertEqual(
+            read_records(path),
+            [(">", "sbx-1", wire.request(1, "ping")), ("<", "sbx-1", wire.result(1, {}))],
+        )
