@@ -1,415 +1,462 @@
 """
-Tests for L{agent.e2e} and L{agent.e2e_frames}: the handshake, pinning,
-sealing, rekeying, and the named errors for tampered, replayed, reordered,
-dropped, spliced and unsealed frames (docs/security.md).
+End-to-end tests: a real ``twistd -n sandboxd``, real containers, the real
+agent, driven through the ``sbx`` CLI, the Python SDK and raw HTTP.
+
+One daemon is shared by the tests of this module (started on first use,
+stopped when the test process exits); tests that stop or break a daemon make
+their own.
 """
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
 from twisted.trial.unittest import SynchronousTestCase
 
-from agent import e2e, wire
-from agent.e2e import Code, E2EError
-from agent.e2e_frames import Sealing, sealed_method
+from agent import wire
+from sandbox import (
+    DaemonUnavailableError,
+    NotFoundError,
+    SandboxUnavailableError,
+    create_sandbox,
+)
+from tests.daemon import Daemon, on_gvisor, runtime_daemon
+from tests.dockerutil import require_docker
+from tests.sdkwait import until_running
 
-_FT = wire.FrameType
 
 
-def pair(rekey_shift=e2e.REKEY_SHIFT, sandbox="sbx-0123abcd", pin=None, identity=None):
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+class E2ETestCase(SynchronousTestCase):
     """
-    A client channel and an agent channel that agreed keys.
-    """
-    identity = identity or e2e.Identity()
-    client = e2e.ClientHandshake(sandbox, pin=pin, rekey_shift=rekey_shift)
-    result, agent = e2e.agent_handshake(identity, client.hello(), rekey_shift)
-    return client.finish(result), agent
-
-
-def sealings():
-    client, agent = pair()
-    return Sealing(client, client=True), Sealing(agent, client=False)
-
-
-def decode(data):
-    return wire.decode_one(data)
-
-
-class HandshakeTests(SynchronousTestCase):
-    """
-    Key agreement, confirmation and pinning.
+    A shared daemon whose default profile runs on C{runtime} (runc here;
+    the C{GVisor*} subclasses at the end of the module use gVisor).
     """
 
-    def test_both_ends_agree(self):
-        """
-        A frame sealed by the client opens at the agent and one sealed by
-        the agent opens at the client; the keys differ per direction.
-        """
-        client, agent = pair()
-        sealed = client.seal(_FT.DATA, 0, 1, 1, b"hello")
-        self.assertEqual(agent.open(_FT.DATA, 0, 1, 1, sealed), (b"hello", 0))
-        back = agent.seal(_FT.DATA, 1, 1, 0, b"hello")
-        self.assertNotEqual(back[8:], sealed[8:])
-        self.assertEqual(client.open(_FT.DATA, 1, 1, 0, back)[0], b"hello")
+    runtime = "docker"
 
-    def test_pin_matches(self):
-        """
-        A pin equal to the agent's fingerprint (in any accepted spelling) is
-        accepted and the channel reports that fingerprint.
-        """
-        identity = e2e.Identity()
-        for pin in (identity.fingerprint, identity.fingerprint[7:].upper()):
-            client, _ = pair(pin=pin, identity=identity)
-            self.assertEqual(client.fingerprint, identity.fingerprint)
+    def setUp(self):
+        require_docker()
+        self.daemon = runtime_daemon(self.runtime)
 
-    def test_wrong_pin(self):
+    def sbx(self, *args, stdin=None, env=None):
         """
-        Another key's fingerprint as the pin fails with E2E_IDENTITY_MISMATCH.
+        Run the sbx CLI against the daemon: (exit code, stdout, stderr).
         """
-        e = self.assertRaises(
-            E2EError, pair, pin=e2e.Identity().fingerprint, identity=e2e.Identity()
+        done = subprocess.run(
+            [sys.executable, "-m", "sbx.main", *args],
+            input=stdin,
+            capture_output=True,
+            env=env or self.daemon.env,
+            timeout=60,
         )
-        self.assertEqual(e.code, Code.IDENTITY_MISMATCH)
+        return done.returncode, done.stdout, done.stderr
 
-    def test_substituted_identity(self):
-        """
-        A man in the middle that swaps the agent's static key in the answer
-        (keeping the pin's key) cannot confirm: E2E_HANDSHAKE_FAILED.
-        """
-        identity, other = e2e.Identity(), e2e.Identity()
-        client = e2e.ClientHandshake("sbx-1", pin=identity.fingerprint)
-        result, _ = e2e.agent_handshake(other, client.hello())
-        result["identity"] = identity.public.hex()
-        e = self.assertRaises(E2EError, client.finish, result)
-        self.assertEqual(e.code, Code.HANDSHAKE_FAILED)
-
-    def test_transcript_binds_sandbox(self):
-        """
-        An agent that heard another sandbox id derives other keys: the
-        client refuses its confirmation.
-        """
-        client = e2e.ClientHandshake("sbx-aaaaaaaa")
-        hello = dict(client.hello(), sandbox="sbx-bbbbbbbb")
-        result, _ = e2e.agent_handshake(e2e.Identity(), hello)
-        e = self.assertRaises(E2EError, client.finish, result)
-        self.assertEqual(e.code, Code.HANDSHAKE_FAILED)
-
-    def test_bad_hello(self):
-        """
-        Malformed hellos are E2E_HANDSHAKE_FAILED, never another exception.
-        """
-        identity = e2e.Identity()
-        for hello in (
-            None,
-            {"version": 2},
-            {"version": 1, "sandbox": 5, "client_key": "00" * 32},
-            {"version": 1, "sandbox": "s", "client_key": "zz"},
-            {"version": 1, "sandbox": "s", "client_key": "00" * 31},
-            {"version": 1, "sandbox": "s", "client_key": "00" * 32},  # low order
-        ):
-            e = self.assertRaises(E2EError, e2e.agent_handshake, identity, hello)
-            self.assertEqual(e.code, Code.HANDSHAKE_FAILED, hello)
-
-    def test_normalise_pin(self):
-        """
-        Pins are fingerprints: anything else is refused by name.
-        """
-        self.assertEqual(e2e.normalise_pin("SHA256:" + "AB" * 32), "sha256:" + "ab" * 32)
-        e = self.assertRaises(E2EError, e2e.normalise_pin, "sha256:abc")
-        self.assertEqual(e.code, Code.IDENTITY_MISMATCH)
+    def create(self, **body):
+        # Tests open several sessions one after the other: outlive each.
+        body.setdefault("ttl", 600)
+        status, sandbox = self.daemon.request("POST", "/sandboxes", body)
+        self.assertEqual(status, 201, sandbox)
+        self.addCleanup(self.daemon.request, "DELETE", f"/sandboxes/{sandbox['id']}")
+        return sandbox
 
 
-class ChannelTests(SynchronousTestCase):
+class CLITests(E2ETestCase):
     """
-    Sealing and opening single payloads.
+    The tour of the README through ``sbx``.
     """
 
-    @settings(max_examples=200, deadline=None)
-    @given(
-        data=st.binary(min_size=0, max_size=300),
-        position=st.integers(min_value=0),
-        bit=st.integers(min_value=0, max_value=7),
-    )
-    def test_any_flipped_bit(self, data, position, bit):
+    def test_create_exec_fs_ls_rm(self):
         """
-        Flipping any one bit of a sealed payload (counter, ciphertext or
-        tag) fails the frame with E2E_TAMPERED or E2E_REPLAYED, and the
-        channel stays failed.
+        sbx create prints an id; exec prints the output and passes the exit
+        code through; fs write/read round-trip stdin bytes; ls lists the
+        sandbox (also as JSON); rm removes it.
         """
-        client, agent = pair()
-        agent.open(_FT.DATA, 0, 1, 0, client.seal(_FT.DATA, 0, 1, 0, b"first"))
-        sealed = bytearray(client.seal(_FT.DATA, 0, 1, 1, data))
-        sealed[position % len(sealed)] ^= 1 << bit
-        e = self.assertRaises(E2EError, agent.open, _FT.DATA, 0, 1, 1, bytes(sealed))
-        self.assertIn(e.code, (Code.TAMPERED, Code.REPLAYED))
-        later = client.seal(_FT.DATA, 0, 1, 2, b"later")
-        self.assertRaises(E2EError, agent.open, _FT.DATA, 0, 1, 2, later)
+        code, out, err = self.sbx("create")
+        self.assertEqual(code, 0, err)
+        sandbox_id = out.decode().strip()
+        self.assertRegex(sandbox_id, r"^sbx-[0-9a-f]{8}$")
+        self.addCleanup(self.sbx, "rm", sandbox_id)
 
-    @settings(max_examples=100, deadline=None)
-    @given(
-        kind=st.sampled_from(sorted(wire.SEALABLE_TYPES)),
-        channel=st.sampled_from(wire.CHANNELS),
-        lstream=st.integers(0, 2**64 - 1),
-        index=st.integers(0, 2**64 - 1),
-        which=st.sampled_from(["type", "flags", "lstream", "index"]),
-    )
-    def test_header_is_bound(self, kind, channel, lstream, index, which):
+        self.assertEqual(self.sbx("exec", sandbox_id, "echo hello")[:2], (0, b"hello\n"))
+        code, out, err = self.sbx("exec", sandbox_id, "echo oops >&2; exit 7")
+        self.assertEqual((code, out, err), (7, b"", b"oops\n"))
+
+        content = bytes(range(256)) * 1000
+        code, _, err = self.sbx("fs", "write", sandbox_id, "/root/a.bin", stdin=content)
+        self.assertEqual(code, 0, err)
+        code, out, err = self.sbx("fs", "read", sandbox_id, "/root/a.bin")
+        self.assertEqual((code, out), (0, content), err)
+
+        code, out, _ = self.sbx("ls")
+        self.assertIn(sandbox_id, out.decode())
+        code, out, _ = self.sbx("ls", "--json")
+        self.assertIn(sandbox_id, [s["id"] for s in json.loads(out)])
+
+        self.assertEqual(self.sbx("rm", sandbox_id)[0], 0)
+        status, _ = self.daemon.request("GET", f"/sandboxes/{sandbox_id}")
+        self.assertEqual(status, 404)
+
+    def test_rm_all(self):
         """
-        The header in the associated data: opening a frame as another type,
-        channel, logical stream or index fails with E2E_TAMPERED.
+        sbx rm --all destroys every sandbox of the daemon.
         """
-        client, agent = pair()
-        sealed = client.seal(kind, channel, lstream, index, b"payload")
-        fields = {"type": kind, "flags": channel, "lstream": lstream, "index": index}
-        fields[which] = {
-            "type": _FT.EVENT if kind != _FT.EVENT else _FT.RESULT,
-            "flags": (channel + 1) % 3,
-            "lstream": lstream ^ 1,
-            "index": index ^ 1,
-        }[which]
-        e = self.assertRaises(
-            E2EError,
-            agent.open,
-            fields["type"],
-            fields["flags"],
-            fields["lstream"],
-            fields["index"],
-            sealed,
+        for _ in range(2):
+            self.assertEqual(self.sbx("create")[0], 0)
+        self.assertEqual(self.sbx("rm", "--all")[0], 0)
+        self.assertEqual(self.daemon.request("GET", "/sandboxes"), (200, []))
+
+    def test_unknown_id_and_daemon_down(self):
+        """
+        An unknown id and an unreachable daemon are one-line errors with exit
+        code 1.
+        """
+        code, _, err = self.sbx("exec", "sbx-00000000", "true")
+        self.assertEqual(code, 1)
+        self.assertIn(b"sbx-00000000 not found", err)
+        env = dict(self.daemon.env, SANDBOX_ENDPOINT="unix:///nonexistent/sandboxd.sock")
+        code, _, err = self.sbx("ls", env=env)
+        self.assertEqual(code, 1)
+        self.assertIn(b"/nonexistent/sandboxd.sock", err)
+        self.assertEqual(err.count(b"\n"), 1, err)
+
+    def test_update(self):
+        """
+        ``sbx update`` sets the ttl and labels (``--unlabel`` removes one);
+        the SDK's ``set_ttl`` and ``update`` do the same through PATCH; an
+        unknown id is a one-line error.
+        """
+        code, out, err = self.sbx("create", "--ttl", "30", "-l", "a=1", "-l", "b=2")
+        self.assertEqual(code, 0, err)
+        sandbox_id = out.decode().strip()
+        self.addCleanup(self.sbx, "rm", sandbox_id)
+        code, out, err = self.sbx("update", sandbox_id, "--ttl", "900", "-l", "c=3",
+                                  "--unlabel", "a", "--json")
+        self.assertEqual(code, 0, err)
+        info = json.loads(out)
+        self.assertEqual((info["ttl"], info["labels"]), (900, {"b": "2", "c": "3"}))
+        code, _, err = self.sbx("update", "sbx-00000000", "--ttl", "5")
+        self.assertEqual((code, err.decode().strip()),
+                         (1, "sbx: error: sandbox sbx-00000000 not found"))
+
+        async def scenario():
+            from sandbox import connect_sandbox
+
+            async with await connect_sandbox(sandbox_id, endpoint=self.daemon.endpoint) as sbx:
+                await sbx.set_ttl(1200)
+                info = await sbx.update(labels={"b": None})
+                self.assertEqual((info["ttl"], info["labels"]), (1200, {"c": "3"}))
+                self.assertEqual((await sbx.refresh())["ttl"], 1200)
+
+        run(scenario())
+
+    def test_health_and_version(self):
+        """
+        sbx health reports the pool; sbx version the client and server
+        versions.
+        """
+        code, out, _ = self.sbx("health", "--json")
+        self.assertEqual(code, 0)
+        self.assertEqual(json.loads(out)["status"], "ok")
+        code, out, _ = self.sbx("version")
+        self.assertEqual(code, 0)
+        self.assertEqual(out.decode().count("0.1.0"), 2, out)
+
+
+class SDKTests(E2ETestCase):
+    """
+    The Python SDK against real sandboxes.
+    """
+
+    def test_readme_snippet(self):
+        """
+        Write a Python file, run it, stream output that arrives over time.
+        """
+
+        async def scenario():
+            async with await create_sandbox(endpoint=self.daemon.endpoint) as sbx:
+                await sbx.fs.write("/root/main.py", "print('hello')")
+                result = await sbx.process.exec_("python3 /root/main.py")
+                self.assertEqual((result.stdout, result.exit_code), ("hello\n", 0))
+                handle = await sbx.process.stream_exec(
+                    "for i in 1 2 3; do echo $i; sleep 0.2; done"
+                )
+                seen = []
+                loop = asyncio.get_running_loop()
+                async for event in handle:
+                    seen.append((loop.time(), event.channel, event.data))
+                self.assertEqual(await handle.exit_code(), 0)
+                await sbx.destroy()
+                return seen
+
+        seen = run(scenario())
+        self.assertEqual([d for _, _, d in seen], ["1\n", "2\n", "3\n"])
+        self.assertEqual({c for _, c, _ in seen}, {"stdout"})
+        # Chunks came as produced, not all at the end.
+        self.assertGreater(seen[-1][0] - seen[0][0], 0.3)
+
+    def test_warm_and_cold(self):
+        """
+        A default create is served from the warm pool; a create with another
+        memory size is a cold start with that limit applied.
+        """
+        self.daemon.waitReady(60)
+        warm = self.create()
+        self.assertEqual(warm["method"], "warm")
+        cold = self.create(memory="300m")
+        self.assertEqual((cold["method"], cold["memory"]), ("cold", 300 << 20))
+
+        async def limit():
+            from sandbox import connect_sandbox
+
+            async with await connect_sandbox(cold["id"], endpoint=self.daemon.endpoint) as sbx:
+                # cgroup v2, else v1; gVisor shows no cgroups but sizes
+                # its /proc/meminfo to the limit.
+                return (await sbx.process.exec_(
+                    "cat /sys/fs/cgroup/memory.max 2>/dev/null"
+                    " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null"
+                    " || echo $(( $(awk '/^MemTotal:/ {print $2}' /proc/meminfo) * 1024 ))"
+                )).stdout
+
+        self.assertEqual(run(limit()).strip(), str(300 << 20))
+
+    def test_session_fails_when_destroyed(self):
+        """
+        A call pending when the sandbox is destroyed fails at once with
+        SandboxUnavailableError instead of hanging.
+        """
+
+        async def scenario():
+            sbx = await create_sandbox(endpoint=self.daemon.endpoint)
+            pending = asyncio.ensure_future(sbx.process.exec_("sleep 30"))
+            await until_running(sbx, "sleep 30")
+            status, _ = await asyncio.to_thread(
+                self.daemon.request, "DELETE", f"/sandboxes/{sbx.id}"
+            )
+            self.assertEqual(status, 204)
+            with self.assertRaises(SandboxUnavailableError):
+                await asyncio.wait_for(pending, 5)
+            await sbx.close()
+
+        run(scenario())
+
+    def test_errors_are_typed(self):
+        """
+        Unknown sandboxes, missing files and an absent daemon raise the SDK's
+        typed errors.
+        """
+
+        async def scenario():
+            from sandbox import connect_sandbox
+
+            with self.assertRaises(NotFoundError):
+                await connect_sandbox("sbx-00000000", endpoint=self.daemon.endpoint)
+            async with await create_sandbox(endpoint=self.daemon.endpoint) as sbx:
+                with self.assertRaises(NotFoundError) as caught:
+                    await sbx.fs.read("/root/missing")
+                self.assertEqual(caught.exception.code, "ENOENT")
+                await sbx.destroy()
+            with self.assertRaises(DaemonUnavailableError):
+                await create_sandbox(endpoint="unix:///nonexistent.sock")
+
+        run(scenario())
+
+
+class HTTPTests(E2ETestCase):
+    """
+    Raw HTTP against the real daemon.
+    """
+
+    def test_errors_and_tcp(self):
+        """
+        Bad bodies and unknown ids get named errors; the TCP listener serves
+        the same API.
+        """
+        status, body = self.daemon.request("POST", "/sandboxes", {"memory": "lots"})
+        self.assertEqual((status, body["error"]["code"]), (400, "INVALID_FIELD"))
+        status, body = self.daemon.request("DELETE", "/sandboxes/sbx-00000000")
+        self.assertEqual((status, body["error"]["code"]), (404, "SANDBOX_NOT_FOUND"))
+        status, body = self.daemon.tcpRequest("GET", "/health")
+        self.assertEqual((status, body["status"]), (200, "ok"))
+
+    def test_labels_filter(self):
+        """
+        GET /sandboxes?label=k:v keeps only the sandboxes having that label.
+        """
+        a = self.create(labels={"team": "red"})
+        self.create(labels={"team": "blue"})
+        status, listed = self.daemon.request("GET", "/sandboxes?label=team:red")
+        self.assertEqual([s["id"] for s in listed], [a["id"]])
+
+
+class IsolationTests(E2ETestCase):
+    """
+    What a sandbox's processes cannot do, proven by trying it.
+    """
+
+    def execIn(self, sandbox_id, cmd):
+        async def scenario():
+            from sandbox import connect_sandbox
+
+            async with await connect_sandbox(sandbox_id, endpoint=self.daemon.endpoint) as sbx:
+                return await sbx.process.exec_(cmd)
+
+        return run(scenario())
+
+    def test_writes_only_tmp_and_root(self):
+        """
+        The root filesystem is read-only; /tmp and /root are writable.
+        """
+        sandbox = self.create()
+        for path in ("/etc/x", "/usr/x", "/x", "/usr/lib/python3/dist-packages/agent/x.py"):
+            result = self.execIn(sandbox["id"], f"touch {path}")
+            self.assertNotEqual(result.exit_code, 0, path)
+            self.assertIn("Read-only file system", result.stderr)
+        result = self.execIn(sandbox["id"], "touch /tmp/x /root/x && echo ok")
+        self.assertEqual(result.stdout, "ok\n")
+
+    def test_no_capabilities(self):
+        """
+        Processes have no capabilities at all and cannot gain privileges
+        (no_new_privs, read with prctl: gVisor's /proc/self/status lacks the
+        NoNewPrivs line).
+        """
+        sandbox = self.create()
+        result = self.execIn(
+            sandbox["id"], "grep -E '^(CapEff|CapPrm|CapBnd)' /proc/self/status"
         )
-        self.assertEqual(e.code, Code.TAMPERED)
-
-    @settings(max_examples=100, deadline=None)
-    @given(st.lists(st.binary(max_size=40), min_size=2, max_size=8), st.data())
-    def test_replay_and_reorder(self, payloads, data):
-        """
-        Replaying any earlier frame, or delivering two frames in the wrong
-        order, is E2E_REPLAYED.
-        """
-        client, agent = pair()
-        sealed = [client.seal(_FT.DATA, 0, 1, i, p) for i, p in enumerate(payloads)]
-        if data.draw(st.booleans(), "replay"):
-            upto = data.draw(st.integers(1, len(sealed) - 1))
-            for i in range(upto):
-                agent.open(_FT.DATA, 0, 1, i, sealed[i])
-            again = data.draw(st.integers(0, upto - 1))
-            e = self.assertRaises(E2EError, agent.open, _FT.DATA, 0, 1, again, sealed[again])
-        else:
-            first = data.draw(st.integers(0, len(sealed) - 2))
-            second = data.draw(st.integers(first + 1, len(sealed) - 1))
-            agent.open(_FT.DATA, 0, 1, second, sealed[second])
-            e = self.assertRaises(E2EError, agent.open, _FT.DATA, 0, 1, first, sealed[first])
-        self.assertEqual(e.code, Code.REPLAYED)
-
-    def test_rekey(self):
-        """
-        Counters crossing epoch boundaries change the key (the same plaintext
-        at the same index seals differently beyond the counter) and both
-        ends follow, including a gap that skips into the next epoch.
-        """
-        client, agent = pair(rekey_shift=2)
-        seen = set()
-        for i in range(20):
-            sealed = client.seal(_FT.DATA, 0, 1, i, b"x")
-            seen.add(sealed[8:])
-            if i in (9, 10):
-                continue  # dropped by the daemon: a gap
-            self.assertEqual(agent.open(_FT.DATA, 0, 1, i, sealed)[0], b"x")
-        self.assertEqual(client._send.epoch, 19 >> 2)
-        self.assertEqual(agent._recv.epoch, 19 >> 2)
-        self.assertEqual(len(seen), 20)
-
-    def test_gap_bound(self):
-        """
-        A counter jumping more than one epoch ahead is refused (so a forged
-        counter cannot make the receiver ratchet for long).
-        """
-        client, agent = pair(rekey_shift=2)
-        sealed = client.seal(_FT.DATA, 0, 1, 0, b"x", counter=50)
-        e = self.assertRaises(E2EError, agent.open, _FT.DATA, 0, 1, 0, sealed)
-        self.assertEqual(e.code, Code.REPLAYED)
-
-    def test_truncated(self):
-        """
-        A sealed payload shorter than counter and tag is E2E_MALFORMED.
-        """
-        _, agent = pair()
-        e = self.assertRaises(E2EError, agent.open, _FT.DATA, 0, 1, 0, b"\0" * 23)
-        self.assertEqual(e.code, Code.MALFORMED)
-
-
-def exchange(client, agent, frames_to_agent):
-    """
-    Seal ``frames_to_agent`` at the client and open them at the agent.
-    """
-    return [agent.open(decode(client.seal(f))) for f in frames_to_agent]
-
-
-class SealingTests(SynchronousTestCase):
-    """
-    Whole frames: what travels sealed, what in clear, and what the daemon
-    can read.
-    """
-
-    def test_round_trip(self):
-        """
-        A request, its body and the agent's answer pass sealed; the daemon
-        sees the method name, WINDOW and CANCEL in clear, nothing else.
-        """
-        client, agent = sealings()
-        out = [
-            wire.request(1, "process.exec", {"cmd": "echo top-secret"}),
-            wire.data(1, b"stdin secret"),
-            wire.end(1),
-            wire.window(1, 5),
-        ]
-        sealed = [client.seal(f) for f in out]
-        self.assertEqual(sealed_method(decode(sealed[0])), "process.exec")
-        self.assertTrue(all(b"secret" not in s for s in sealed))
-        self.assertEqual(sealed[3], out[3])
-        opened = [agent.open(decode(wire.restream(s, 77))) for s in sealed]
-        self.assertEqual(opened[0].json()["params"]["cmd"], "echo top-secret")
-        self.assertEqual(opened[1].payload, b"stdin secret")
-        self.assertEqual([f.stream for f in opened], [77] * 4)
-        back = [
-            agent.seal(wire.data(77, b"out secret", wire.CHANNEL_STDOUT)),
-            agent.seal(wire.result(77, {"exit_code": 0, "secret": 1})),
-        ]
-        self.assertTrue(all(b"secret" not in s for s in back))
-        answers = [client.open(decode(wire.restream(s, 1))) for s in back]
-        self.assertEqual(answers[0].flags, wire.CHANNEL_STDOUT)
-        self.assertEqual(answers[1].json()["exit_code"], 0)
-        self.assertEqual(client.streams, {})
-        self.assertEqual(agent.streams, {})
-
-    def test_splice_between_streams(self):
-        """
-        A sealed DATA frame moved to another stream of the same session
-        fails with E2E_TAMPERED.
-        """
-        client, agent = sealings()
-        exchange(client, agent, [wire.request(1, "fs.write", {"path": "/a"})])
-        exchange(client, agent, [wire.request(3, "fs.write", {"path": "/b"})])
-        moved = wire.restream(client.seal(wire.data(1, b"for a")), 3)
-        e = self.assertRaises(E2EError, agent.open, decode(moved))
-        self.assertEqual(e.code, Code.TAMPERED)
-
-    def test_dropped_frame_in_stream(self):
-        """
-        A DATA frame dropped inside a stream makes the next one fail
-        (E2E_TAMPERED): the index is in the associated data.
-        """
-        client, agent = sealings()
-        exchange(client, agent, [wire.request(1, "fs.write", {"path": "/a"})])
-        client.seal(wire.data(1, b"chunk 1"))
-        e = self.assertRaises(E2EError, agent.open, decode(client.seal(wire.data(1, b"chunk 2"))))
-        self.assertEqual(e.code, Code.TAMPERED)
-
-    def test_changed_method(self):
-        """
-        The daemon renaming a sealed request's method fails authentication.
-        """
-        client, agent = sealings()
-        sealed = bytearray(client.seal(wire.request(1, "fs.read", {"path": "/x"})))
-        sealed[wire.HEADER_SIZE + 18 : wire.HEADER_SIZE + 25] = b"fs.stat"
-        e = self.assertRaises(E2EError, agent.open, decode(bytes(sealed)))
-        self.assertEqual(e.code, Code.TAMPERED)
-
-    def test_unsealed_frames_refused(self):
-        """
-        On an encrypted stream, a clear DATA or END to the agent and a clear
-        DATA, RESULT or foreign ERROR to the client are E2E_UNSEALED; the
-        daemon's own clear ERRORs and WINDOWs pass, its EVENTs are ignored.
-        """
-        client, agent = sealings()
-        exchange(client, agent, [wire.request(1, "fs.write", {"path": "/a"})])
-        for frame in (wire.data(1, b"x"), wire.end(1)):
-            e = self.assertRaises(E2EError, agent.open, decode(frame))
-            self.assertEqual(e.code, Code.UNSEALED)
-        self.assertEqual(agent.open(decode(wire.cancel(1))).type, _FT.CANCEL)
-        for frame in (
-            wire.data(1, b"x", 1),
-            wire.result(1, {}),
-            wire.error(1, "ENOENT", "forged"),
-        ):
-            e = self.assertRaises(E2EError, client.open, decode(frame))
-            self.assertEqual(e.code, Code.UNSEALED)
-        self.assertIsNone(client.open(decode(wire.event(1, {"dropped_bytes": 5}))))
-        self.assertEqual(client.open(decode(wire.window(1, 9))).window(), 9)
-        lost = client.open(decode(wire.error(1, "SANDBOX_UNAVAILABLE", "gone")))
-        self.assertEqual(lost.json()["code"], "SANDBOX_UNAVAILABLE")
-
-    def test_sealed_frames_pass_the_framer(self):
-        """
-        Sealed frames of every sealable type decode with the SEALED flag; a
-        sealed JSON payload may exceed MAX_JSON by the sealing overhead.
-        """
-        client, agent = sealings()
-        big = {"cmd": "x" * (wire.MAX_JSON - 100)}
-        frame = decode(client.seal(wire.request(1, "process.exec", big)))
-        self.assertEqual(frame.flags, wire.SEALED)
-        self.assertGreater(len(frame.payload), wire.MAX_JSON - 100)
-        self.assertEqual(agent.open(frame).json()["params"], big)
-        self.assertRaises(
-            wire.ProtocolError, decode, wire.encode(_FT.WINDOW, 1, b"\0\0\0\1", wire.SEALED)
-        )
-
-
-class DaemonSideTests(SynchronousTestCase):
-    """
-    What the daemon does with sealed frames: reads the method, counts DATA
-    credit in plaintext, copies relayed frames to a tap.
-    """
-
-    def test_sealed_method(self):
-        """
-        The daemon reads a sealed REQUEST's method from its clear prefix
-        (and nothing from a clear frame or a truncated prefix).
-        """
-        from sandboxd.api.session import _method_of
-
-        client, _ = sealings()
-        sealed = decode(client.seal(wire.request(1, "fs.download", {"path": "/secret"})))
-        self.assertEqual(_method_of(sealed), "fs.download")
-        self.assertEqual(_method_of(decode(wire.request(3, "ping"))), "ping")
-        short = wire.Frame(_FT.REQUEST, 5, sealed.payload[:20], wire.SEALED)
-        self.assertIsNone(wire.sealed_method(short))
-
-    def test_sealed_data_spends_plaintext_credit(self):
-        """
-        A window's worth of sealed DATA (each frame 24 bytes longer than its
-        plaintext) fits the daemon's credit for an agent stream; a byte
-        more is WINDOW_EXCEEDED.
-        """
-        from twisted.internet.task import Clock
-
-        from sandboxd.protocols.inbound import InboundLimits
-
-        client, agent = sealings()
-        exchange(client, agent, [wire.request(1, "fs.read", {"path": "/big"})])
-        limits = InboundLimits(Clock())
-        limits.opened(1)
-        for _ in range(wire.INITIAL_WINDOW // wire.CHUNK_SIZE):
-            limits.check(decode(agent.seal(wire.data(1, b"\0" * wire.CHUNK_SIZE, 1))))
-        e = self.assertRaises(
-            wire.ProtocolError, limits.check, decode(agent.seal(wire.data(1, b"\0", 1)))
-        )
-        self.assertEqual(e.code, wire.Code.WINDOW_EXCEEDED)
-
-    def test_relay_tap(self):
-        """
-        The relay tap keeps every frame with its direction and sandbox, in
-        order, as bytes.
-        """
-        import os
-        import tempfile
-
-        from sandboxd.api.relaytap import RelayTap, read_records
-
-        path = os.path.join(tempfile.mkdtemp(), "tap")
-        tap = RelayTap(path)
-        tap.relayed(">", "sbx-1", wire.request(1, "ping"))
-        tap.relayed("<", "sbx-1", memoryview(wire.result(1, {})))
-        tap.close()
+        fields = dict(line.split(":\t") for line in result.stdout.splitlines())
         self.assertEqual(
-            read_records(path),
-            [(">", "sbx-1", wire.request(1, "ping")), ("<", "sbx-1", wire.result(1, {}))],
+            fields,
+            {"CapPrm": "0000000000000000", "CapEff": "0000000000000000",
+             "CapBnd": "0000000000000000"},
         )
+        result = self.execIn(
+            sandbox["id"],
+            "python3 -c 'import ctypes; print(ctypes.CDLL(None).prctl(39, 0, 0, 0, 0))'",
+        )
+        self.assertEqual(result.stdout, "1\n", result.stderr)  # PR_GET_NO_NEW_PRIVS
+        result = self.execIn(sandbox["id"], "mount -t tmpfs none /mnt")
+        self.assertNotEqual(result.exit_code, 0)
+
+    def test_secret_is_unreadable(self):
+        """
+        The agent's secret is neither in a process's environment nor in the
+        agent processes' /proc entries: unreadable under runc (the agent is
+        not dumpable), scrubbed from the environment block under gVisor
+        (whose /proc shows it to the sandbox's processes).
+        """
+        sandbox = self.create()
+        result = self.execIn(sandbox["id"], "env")
+        self.assertNotIn("SANDBOX_AGENT_SECRET", result.stdout)
+        self.assertEqual(result.exit_code, 0)
+        agents = self.execIn(
+            sandbox["id"], "grep -l -a '[m].agent' /proc/[0-9]*/cmdline | cut -d/ -f3"
+        ).stdout.split()
+        self.assertIn("1", agents)
+        self.assertGreaterEqual(len(agents), 2, agents)  # init and server
+        for pid in agents:
+            result = self.execIn(sandbox["id"], f"cat /proc/{pid}/environ | tr '\\0' '\\n'")
+            self.assertNotRegex(result.stdout, "[0-9a-f]{64}", pid)
+            if self.runtime == "docker":
+                self.assertIn("Permission denied", result.stderr, pid)
+
+    def test_sandboxes_cannot_reach_each_other(self):
+        """
+        From sandbox A, sandbox B's agent port does not answer, while the
+        host (the daemon's side of the bridge) reaches it.
+        """
+        a = self.create()
+        b = self.create()
+        address = self.execIn(
+            b["id"],
+            "python3 -c \"import socket; print(socket.gethostbyname(socket.gethostname()))\"",
+        ).stdout.strip()
+        self.assertRegex(address, r"^\d+\.\d+\.\d+\.\d+$")
+        with socket.create_connection((address, 7070), timeout=5) as s:
+            s.settimeout(5)
+            framer = wire.Framer()
+            frames = []
+            while not frames:
+                frames = framer.feed(s.recv(4096))
+            self.assertIs(frames[0].type, wire.FrameType.HELLO)
+        probe = (
+            "import socket\n"
+            "s = socket.socket(); s.settimeout(2)\n"
+            f"print(s.connect_ex(('{address}', 7070)))\n"
+        )
+        result = self.execIn(a["id"], f"python3 -c \"{probe}\"")
+        self.assertNotEqual(result.stdout.strip(), "0", result)
+        self.assertEqual(result.exit_code, 0, result.stderr)
+
+
+class LifecycleTests(SynchronousTestCase):
+    """
+    A daemon's own start and stop.
+    """
+
+    def test_stop_removes_its_containers(self):
+        """
+        Stopping the daemon destroys its warm and running sandboxes; no
+        container labelled with its owner remains.
+        """
+        client = require_docker()
+        daemon = Daemon(min_base=1)
+        daemon.start()
+        try:
+            status, _ = daemon.request("POST", "/sandboxes", {})
+            self.assertEqual(status, 201)
+            daemon.start()  # returns once the pool has refilled
+            owner = os.path.abspath(os.path.join(daemon.dir, "data"))
+            mine = client.api.containers(all=True, filters={"label": f"sandboxd.owner={owner}"})
+            self.assertGreaterEqual(len(mine), 2)
+        finally:
+            # twistd exits by re-raising the SIGTERM it handled.
+            self.assertIn(daemon.stop(), (0, -signal.SIGTERM), daemon.logTail())
+        mine = client.api.containers(all=True, filters={"label": f"sandboxd.owner={owner}"})
+        self.assertEqual(mine, [])
+
+    def test_stop_during_refill_leaves_nothing(self):
+        """
+        Stopping the daemon while a warm-pool refill is booting waits for
+        that boot and removes its container too.
+        """
+        client = require_docker()
+        daemon = Daemon(min_base=2)
+        daemon.start()
+        owner = os.path.abspath(os.path.join(daemon.dir, "data"))
+        try:
+            for _ in range(2):
+                status, _ = daemon.request("POST", "/sandboxes", {})
+                self.assertEqual(status, 201)
+            _, health = daemon.request("GET", "/health")
+            self.assertGreater(health["pool"]["default"]["starting"], 0)
+        finally:
+            self.assertIn(daemon.stop(), (0, -signal.SIGTERM), daemon.logTail())
+        mine = client.api.containers(all=True, filters={"label": f"sandboxd.owner={owner}"})
+        self.assertEqual(mine, [])
+
+    def test_bad_config_fails_start(self):
+        """
+        A config with an unknown key stops twistd with a message naming it.
+        """
+        daemon = Daemon()
+        with open(daemon.config, "a") as f:
+            f.write("[nonsense]\nkey = 1\n")
+        done = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "-n", "--pidfile=", "sandboxd", "--config", daemon.config],
+            capture_output=True, timeout=60,
+        )
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn(b"nonsense", done.stdout + done.stderr)
+
+
+on_gvisor(globals(), CLITests, SDKTests, HTTPTests, IsolationTests)
