@@ -6,6 +6,9 @@ real daemon (docs/security.md, docs/benchmarks.md):
 - 100 MiB fs.write and fs.read: MB/s each way, clear and encrypted
 - the agent server's RSS before any encrypted session and after one (the
   agent loads ``cryptography`` only then)
+- the CPU cost of sealing (bench/e2e_cost.py) with the SDK's cryptography
+  and with the image's, which a loaded machine distorts far less than the
+  wall-clock numbers above
 
 Both sessions talk to the same sandbox, alternating, so the machine's load
 falls on both alike.  Goals (issue 22): RTT overhead <= 0.3 ms at the p50,
@@ -158,6 +161,15 @@ def main():
         out = asyncio.run(bench(daemon, args.iterations, args.rounds))
     finally:
         daemon.stop()
+    import e2e_cost
+
+    out["cpu_cost_sdk"] = e2e_cost.cost()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out["cpu_cost_agent_image"] = json.loads(subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{repo}:/repo:ro", "-w", "/repo", "--entrypoint",
+         "python3", test_daemon.TEST_IMAGE, "bench/e2e_cost.py"],
+        check=True, capture_output=True, text=True,
+    ).stdout)
     out["load_1min"] = os.getloadavg()[0]
     text = json.dumps(out, indent=2)
     print(text)

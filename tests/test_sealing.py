@@ -1,5 +1,5 @@
 """
-Tests for L{agent.e2e} and L{agent.e2e_frames}: the handshake, pinning,
+Tests for L{agent.e2e} and L{agent.e2e_frames} (end-to-end encryption): the handshake, pinning,
 sealing, rekeying, and the named errors for tampered, replayed, reordered,
 dropped, spliced and unsealed frames (docs/security.md).
 """
