@@ -152,10 +152,15 @@ class ClientHandshake:
     the client's Channel.
     """
 
-    def __init__(self, sandbox_id, pin=None, rekey_shift=REKEY_SHIFT):
+    def __init__(self, sandbox_id, pin=None, rekey_shift=REKEY_SHIFT, private=None):
+        """
+        ``private`` (32 bytes) fixes the ephemeral key: for test vectors only.
+        """
         self.sandbox_id = sandbox_id
         self.pin = normalise_pin(pin) if pin else None
-        self._key = X25519PrivateKey.generate()
+        self._key = (
+            X25519PrivateKey.from_private_bytes(private) if private else X25519PrivateKey.generate()
+        )
         self.client_key = _public_bytes(self._key)
         self._rekey_shift = rekey_shift
 
@@ -187,10 +192,12 @@ class ClientHandshake:
         return Channel(session_id, seen, c2a, a2c, self._rekey_shift)
 
 
-def agent_handshake(identity, params, rekey_shift=REKEY_SHIFT):
+def agent_handshake(identity, params, rekey_shift=REKEY_SHIFT, ephemeral=None, session_id=None):
     """
     The agent's half: the client's ``e2e.hello`` params -> (the RESULT
     object, the agent's Channel).  E2EError on a malformed hello.
+    ``ephemeral`` and ``session_id`` (bytes) fix what is otherwise random:
+    for test vectors only.
     """
     if not isinstance(params, dict) or params.get("version") != VERSION:
         raise E2EError(Code.HANDSHAKE_FAILED, f"e2e version must be {VERSION}")
@@ -198,9 +205,11 @@ def agent_handshake(identity, params, rekey_shift=REKEY_SHIFT):
     if not isinstance(sandbox_id, str) or len(sandbox_id.encode()) > 256:
         raise E2EError(Code.HANDSHAKE_FAILED, "sandbox must be a string (<= 256 bytes)")
     client_key = _hex(params.get("client_key"), 32, "client_key")
-    ephemeral = X25519PrivateKey.generate()
+    ephemeral = (
+        X25519PrivateKey.from_private_bytes(ephemeral) if ephemeral else X25519PrivateKey.generate()
+    )
     agent_key = _public_bytes(ephemeral)
-    session_id = os.urandom(SESSION_ID_SIZE)
+    session_id = session_id or os.urandom(SESSION_ID_SIZE)
     th = _transcript(sandbox_id, client_key, session_id, agent_key, identity.public)
     try:
         peer = X25519PublicKey.from_public_bytes(client_key)

@@ -59,12 +59,21 @@ function expand(secret, info) {
 
 /** The client's half of the handshake: hello() is e2e.hello's params; finish(result) the Sealing. */
 export class ClientHandshake {
-  constructor(sandboxId, pin = null) {
+  // `keys` ({privateKey, publicKey}: raw 32-byte Buffers) fixes the ephemeral key: for test vectors only.
+  constructor(sandboxId, pin = null, keys = null) {
     this.sandboxId = sandboxId;
     this.pin = pin ? normalisePin(pin) : null;
-    const { privateKey, publicKey } = crypto.generateKeyPairSync("x25519");
-    this.privateKey = privateKey;
-    this.clientKey = rawPublic(publicKey);
+    if (keys) {
+      this.privateKey = crypto.createPrivateKey({
+        key: { kty: "OKP", crv: "X25519", d: keys.privateKey.toString("base64url"), x: keys.publicKey.toString("base64url") },
+        format: "jwk",
+      });
+      this.clientKey = rawPublic(crypto.createPublicKey(this.privateKey));
+    } else {
+      const { privateKey, publicKey } = crypto.generateKeyPairSync("x25519");
+      this.privateKey = privateKey;
+      this.clientKey = rawPublic(publicKey);
+    }
   }
 
   hello() {

@@ -187,3 +187,24 @@ export declare class TamperedError extends EncryptionError {}
 export declare function errorFrom(code: string, message: string, status?: number | null, details?: Record<string, unknown>, retryAfter?: number | null): SandboxError;
 export declare function errorFromPayload(obj: Record<string, unknown>, status?: number | null, retryAfter?: number | null): SandboxError;
 export declare function errorFromHttp(status: number, reason: string, headers: Record<string, string | string[] | undefined>, body: Buffer | string): SandboxError;
+
+/** End-to-end encrypted sessions' client half (docs/security.md); the SDK uses it for `encrypted: true`. */
+export declare namespace e2e {
+  const SEALED: number;
+  const OVERHEAD: number;
+  class E2EError extends Error { readonly code: string; readonly detail: string }
+  function fingerprint(publicKey: Buffer): string;
+  function normalisePin(pin: string): string;
+  interface Frame { type: number; flags: number; stream: number; payload: Buffer }
+  class Sealing {
+    readonly fingerprint: string;
+    seal(frame: Buffer): Buffer;
+    open(frame: Frame): Frame | null;
+    forget(stream: number): void;
+  }
+  class ClientHandshake {
+    constructor(sandboxId: string, pin?: string | null, keys?: { privateKey: Buffer; publicKey: Buffer } | null);
+    hello(): Record<string, unknown>;
+    finish(result: Record<string, unknown>): Sealing;
+  }
+}
