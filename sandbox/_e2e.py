@@ -15,7 +15,14 @@ from sandbox.errors import error_from
 def _modules():
     # Imported on first use, on purpose: only encrypted sessions need
     # cryptography.
-    return importlib.import_module("agent.e2e"), importlib.import_module("agent.e2e_frames")
+    try:
+        return importlib.import_module("agent.e2e"), importlib.import_module("agent.e2e_frames")
+    except ImportError as e:
+        raise error_from(
+            "E2E_UNSUPPORTED",
+            f"encrypted sessions need the cryptography package "
+            f"(pip install 'sandboxd-sdk[encryption]'): {e}",
+        ) from None
 
 
 async def handshake(session, pin=None):
