@@ -23,6 +23,7 @@ from sandbox import (
     connect_sandbox,
 )
 from sbx import _format
+from sbx._ui import Forwarder
 
 CHUNK_SIZE = 256 * 1024
 
@@ -483,3 +484,21 @@ async def cmd_pool_flush(client, args):
     status = await client.request("POST", f"/pools/{args.profile}/flush")
     print(f"flushed {status.get('flushed', 0)} warm sandboxes of {args.profile}")
     return 0
+
+
+async def cmd_ui(client, args):
+    endpoint = client.endpoint
+    if not endpoint.is_unix:
+        raise Failure(f"the daemon is on TCP: open {endpoint.url.rstrip('/')}/ui/ in a browser "
+                      "(with [ui] enabled in its configuration)")
+    await client.health()  # the daemon answers on the socket
+    forwarder = Forwarder(endpoint.path, read_only=args.read_only)
+    url = await forwarder.start(args.port)
+    mode = " (read-only)" if args.read_only else ""
+    print(f"The dashboard of {endpoint.url}{mode} is at\n  {url}\n"
+          "The URL holds this session's key: share it as you would the socket. Ctrl-C stops.",
+          flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await forwarder.close()

@@ -205,6 +205,13 @@ def build_parser():
                         help="only this type, or prefix like 'sandbox.' (repeatable)")
     events.add_argument("--json", action="store_true", help="print one JSON object a line")
 
+    ui = commands.add_parser(
+        "ui", help="the web dashboard: a loopback port forwarding to the Unix socket (docs/ui.md)")
+    ui.add_argument("--port", type=int, default=0, metavar="N",
+                    help="listen on 127.0.0.1:N (default: a free port)")
+    ui.add_argument("--read-only", action="store_true",
+                    help="forward GET requests only, and the page shows no actions or terminal")
+
     tpl = commands.add_parser("tpl", help="templates: save, list, remove (docs/templates.md)")
     tpl_commands = tpl.add_subparsers(dest="tpl_command", metavar="COMMAND", required=True)
     save = tpl_commands.add_parser("save", help="save a sandbox's /root as a template")

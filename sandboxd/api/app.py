@@ -35,6 +35,7 @@ from sandboxd.api.requests import (
 )
 from sandboxd.api.session import SessionFactory
 from sandboxd.api.templates import TemplateRoutes, install as install_template_routes
+from sandboxd.api.ui import Dashboard
 from sandboxd.metrics import CONTENT_TYPE
 from sandboxd.ratelimit import RateLimiter
 from sandboxd.runtimes.interface import RuntimeFailure
@@ -79,6 +80,7 @@ class SandboxAPI:
         self._sessions = WebSocketResource(factory)
         self._tunnels = tunnels
         self._ports = tunnels and TunnelResource(tunnels, manager.get, clock, visible=_visible)
+        self._dashboard = Dashboard()
 
     def resource(self):
         """
@@ -329,6 +331,20 @@ class SandboxAPI:
             raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no metrics")
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
         return self._metrics.exposition()
+
+    # The dashboard (sandboxd/api/ui.py, docs/ui.md)
+
+    @app.route("/ui/", methods=["GET"])
+    def dashboard(self, request):
+        return self._dashboard.serve(request, self._config, "")
+
+    @app.route("/ui/config.json", methods=["GET"])
+    def dashboardSettings(self, request):
+        return self._dashboard.settings(request, self._config)
+
+    @app.route("/ui/<name>", methods=["GET"])
+    def dashboardFile(self, request, name):
+        return self._dashboard.serve(request, self._config, name)
 
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):
