@@ -10,6 +10,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from sandboxd.api.app import SandboxAPI
+from sandboxd.api.relaytap import RelayTap
 from sandboxd.config import ConfigError, load_config
 from sandboxd.defaults import defaults_loader
 from sandboxd.eventfeed import EventFeed
@@ -46,6 +47,9 @@ class Options(usage.Options):
     synopsis = "[--config PATH]"
     optParameters = [
         ["config", "c", None, "TOML configuration file (default: built-in defaults)"],
+        ["relay-tap", None, None,
+         "append every frame the sessions relay to this file (debugging: shows what the "
+         "operator sees of a session, docs/security.md)"],
     ]
 
     def postOptions(self):
@@ -100,6 +104,7 @@ def makeService(options, reactor=None):
     api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor),
                      events=events, metrics=metrics, tunnels=tunnels, templates=templates,
                      builder=builder_for(runtime),
+                     relay_tap=RelayTap(options["relay-tap"]) if options.get("relay-tap") else None,
                      volumes=volumes_for(reactor, store, config, manager))
     # Bodies are JSON: never parsed as form submissions (Twisted would answer
     # a malformed multipart body with an empty 400 before any route saw it).

@@ -82,6 +82,27 @@ async def _main(args):
         return await handler(client, args)
 
 
+def _connect(client, args):
+    """
+    The session of sandbox ``args.id``, end-to-end encrypted with
+    ``--encrypted`` (pinned to the agent key ``--pin``).
+    """
+    return connect_sandbox(
+        args.id,
+        client=client,
+        encrypted=getattr(args, "encrypted", False),
+        pin=getattr(args, "pin", None),
+    )
+
+
+async def cmd_fingerprint(client, args):
+    with about(args.id):
+        sbx = await _connect(client, args)
+    async with sbx:
+        print(sbx.fingerprint or await sbx.agent_fingerprint())
+    return 0
+
+
 @contextlib.contextmanager
 def about(sandbox_id):
     """
@@ -178,7 +199,7 @@ async def cmd_rm(client, args):
 async def cmd_exec(client, args):
     cmd = args.cmd[0] if len(args.cmd) == 1 else args.cmd
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         handle = await sbx.process.stream_exec(
             cmd,
@@ -207,7 +228,7 @@ async def cmd_attach(client, args):
     if args.cmd:
         cmd = args.cmd[0] if len(args.cmd) == 1 else args.cmd
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         code = await attach(sbx, cmd)
     return code if 0 <= code <= 255 else 1
@@ -225,7 +246,7 @@ async def _to_stdout(chunks):
 
 async def cmd_fs_read(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         await _to_stdout(sbx.fs.read_stream(args.path))
     return 0
@@ -242,7 +263,7 @@ async def _stdin_chunks():
 
 async def cmd_fs_write(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         await sbx.fs.write(args.path, _stdin_chunks(), mode=args.mode, append=args.append)
     return 0
@@ -250,7 +271,7 @@ async def cmd_fs_write(client, args):
 
 async def cmd_fs_upload(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         counts = await sbx.fs.upload(args.path, _stdin_chunks())
     sys.stderr.write(
@@ -262,7 +283,7 @@ async def cmd_fs_upload(client, args):
 
 async def cmd_fs_download(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         await _to_stdout(sbx.fs.download(args.path))
     return 0
@@ -270,7 +291,7 @@ async def cmd_fs_download(client, args):
 
 async def cmd_fs_ls(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         entries = await sbx.fs.list(args.path, depth=args.depth)
     if args.json:

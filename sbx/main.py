@@ -60,6 +60,13 @@ def build_parser():
         "--ca-file", metavar="PEM",
         help="CA certificate to verify an https daemon with (default: $SANDBOX_CA_FILE,"
         " else the system's trust store)")
+    parser.add_argument(
+        "--encrypted", action="store_true",
+        help="encrypt the session end to end, so that the daemon sees method names and sizes"
+        " only (docs/security.md)")
+    parser.add_argument(
+        "--pin", metavar="FINGERPRINT",
+        help="with --encrypted (implied): refuse any agent key but this one (sha256:...)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     create = commands.add_parser("create", help="create a sandbox, print its id")
@@ -183,6 +190,10 @@ def build_parser():
         "--depth", type=int, default=1, metavar="N",
         help="also list subdirectories, N levels deep (default 1)",
     )
+
+    fingerprint = commands.add_parser(
+        "fingerprint", help="the fingerprint of the sandbox agent's key (to pin it)")
+    fingerprint.add_argument("id", metavar="ID")
 
     stats = commands.add_parser("stats", help="CPU, memory, network and PID stats")
     stats.add_argument("id", metavar="ID")

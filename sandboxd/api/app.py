@@ -64,7 +64,7 @@ class SandboxAPI:
     log = Logger()
 
     def __init__(self, manager, config, clock, stats=None, events=None, metrics=None,
-                 tunnels=None, templates=None, builder=None, volumes=None):
+                 tunnels=None, templates=None, builder=None, relay_tap=None, volumes=None):
         self._manager = manager
         #: The volumes (sandboxd/volumes/registry.py), or None.
         self.volumes = volumes
@@ -81,7 +81,7 @@ class SandboxAPI:
         self._gate = None
         self._creator = Creator(manager, self._creates, self.templates, config.limits, clock,
                                 volumes)
-        factory = SessionFactory(manager, clock, metrics)
+        factory = SessionFactory(manager, clock, metrics, tap=relay_tap)
         self._tokens = factory.tokens
         self._sessions = WebSocketResource(factory)
         self._tunnels = tunnels
@@ -253,7 +253,7 @@ class SandboxAPI:
     def session(self, request, sandbox_id):
         if self._sandbox(sandbox_id, request).state is State.PAUSED:
             raise sandbox_paused(sandbox_id)
-        return self._sessions
+        return self._upgrade(request)
 
     @app.route("/sandboxes/new/ws", methods=["GET"])
     async def createWithSession(self, request):
@@ -268,7 +268,20 @@ class SandboxAPI:
                            "GET /sandboxes/new/ws is a WebSocket upgrade",
                            headers={"Upgrade": "websocket"})
         sandbox = await self._creator.create(request, body_from_query(request.args))
+        if request.channel is None:
+            # The caller left while the sandbox was made: nobody will use it.
+            self._manager.destroy(sandbox.id, reason="its creator disconnected")
+            return b""
         request.uri = b"/sandboxes/%s/ws?created=1" % sandbox.id.encode()
+        return self._upgrade(request)
+
+    def _upgrade(self, request):
+        """
+        Hand the request to the WebSocket sessions, unless its connection
+        is already gone (autobahn would trip over the missing channel).
+        """
+        if request.channel is None:
+            return b""
         return self._sessions
 
     @app.route("/sandboxes/<sandbox_id>/session-token", methods=["POST"])
