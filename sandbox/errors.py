@@ -191,6 +191,7 @@ _BY_CODE = {
     "INTERNAL": ServerError,
     "RUNTIME_ERROR": ServerError,
     "SANDBOX_UNAVAILABLE": SandboxUnavailableError,
+    "CLUSTER_UNAVAILABLE": ServerError,
     "TIMEOUT": SandboxTimeoutError,
     "CANCELLED": RequestCancelledError,
     "TOO_MANY_REDIRECTS": NetworkError,
