@@ -168,6 +168,7 @@ class Router(Resource):
         headers = forwarded_headers(request)
         reasons = []
         for node in ranked:
+            warm = "yes" if node.warm.get(profile, 0) > 0 else "no"
             try:
                 response = await self._forwarder.request(node, b"POST", request.uri, headers,
                                                          request.content)
@@ -176,7 +177,6 @@ class Router(Resource):
                 continue
             if response.code == 201:
                 self._directory.reserve(node.node_id, profile, _quota(request)[0])
-                warm = "yes" if node.warm.get(profile, 0) > 0 else "no"
                 self._metrics.placements.labels(node.node_id, warm).inc()
             return self._forwarder.deliver(request, response, node.node_id)
         self._finish(request, error_body(request, 503, "CLUSTER_UNAVAILABLE",

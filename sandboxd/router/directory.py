@@ -134,13 +134,18 @@ class NodeDirectory:
         for node_id in sorted(before.keys() - seen.keys()):
             self.lost += 1
             self.log.info("node {node} lost (its lease expired)", node=node_id)
-            for observer in list(self._observers):
-                observer.nodeLost(node_id)
+            self._tell("nodeLost", node_id)
         for node_id in sorted(seen.keys() - before.keys()):
             self.log.info("node {node} joined at {endpoint}", node=node_id,
                           endpoint=seen[node_id].endpoint)
-            for observer in list(self._observers):
-                observer.nodeJoined(seen[node_id])
+            self._tell("nodeJoined", seen[node_id])
+
+    def _tell(self, event, argument):
+        for observer in list(self._observers):
+            try:
+                getattr(observer, event)(argument)
+            except Exception:
+                self.log.failure("telling {observer} {event}", observer=observer, event=event)
 
     def get(self, node_id):
         """The live Node of that id, or None."""

@@ -119,6 +119,7 @@ class MergedEventStream:
         self._headers = forwarded_headers(request)
         self._headers.removeHeader(b"last-event-id")
         self._closed = False
+        self._retries = set()
         self._ping = LoopingCall(self._write, b": keep-alive\n\n")
         self._ping.clock = clock
 
@@ -147,6 +148,10 @@ class MergedEventStream:
             if stream.transport is not None:
                 stream.transport.stopProducing()
         self._streams.clear()
+        for call in list(self._retries):
+            if call.active():
+                call.cancel()
+        self._retries.clear()
 
     def _subscribe(self, node):
         if self._closed or node.node_id in self._streams:
@@ -199,9 +204,11 @@ class MergedEventStream:
             return
         del self._streams[node_id]
         if not self._closed:
-            self._clock.callLater(RETRY, self._retry, node_id)
+            call = self._clock.callLater(RETRY, self._retry, node_id)
+            self._retries.add(call)
 
     def _retry(self, node_id):
+        self._retries = {c for c in self._retries if c.active()}
         node = self._directory.get(node_id)
         if node is not None:
             self._subscribe(node)

@@ -111,8 +111,11 @@ class Forwarder:
 
     def nodeLost(self, node_id):
         """Fail what is waiting on a lost node; close its relayed sockets."""
-        for thing in list(self._inflight.pop(node_id, ())):
-            thing()
+        for cancel in list(self._inflight.pop(node_id, ())):
+            try:
+                cancel()
+            except Exception:
+                self.log.failure("ending a request to lost node {node}", node=node_id)
 
     def _track(self, node_id, cancel):
         self._inflight.setdefault(node_id, set()).add(cancel)
@@ -166,7 +169,7 @@ class Forwarder:
                 request.responseHeaders.setRawHeaders(name, values)
         relay = _Relay(request, gone)
         response.deliverBody(relay)
-        untrack = self._track(node_id, lambda *_: relay.transport.abortConnection())
+        untrack = self._track(node_id, lambda *_: relay.transport.stopProducing())
         # A caller that leaves (an SSE stream closed) ends the node read.
         finished = request.notifyFinish()
         finished.addErrback(lambda _: relay.transport.stopProducing())
