@@ -28,7 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from sandboxd.router.events import CursorError, MergedEventStream, parse_cursor
-from sandboxd.router.forward import NodeUnreachable, error_body, forwarded_headers
+from sandboxd.router.forward import NodeUnreachable, error_body, forwarded_headers, no_delay
 from sandboxd.router.metrics import CONTENT_TYPE
 from sandboxd.router.placement import PlacementError, rank
 
@@ -78,6 +78,7 @@ class Router(Resource):
         self._clock = clock
 
     def render(self, request):
+        no_delay(request.transport)
         path = request.path.rstrip(b"/") or b"/"
         parts = path.split(b"/")[1:]
         route, answer = self._dispatch(request, path, parts)

@@ -16,7 +16,7 @@ import json
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import Logger
@@ -27,6 +27,7 @@ from twisted.web.client import (
     HTTPConnectionPool,
     readBody,
 )
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
@@ -35,8 +36,48 @@ from sandboxd.tunnels.relay import Pipe, take_over
 #: Request headers never forwarded (hop by hop; Twisted frames the body).
 DROPPED = {b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection",
            b"te", b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length"}
-#: Response headers not copied back.
+#: Response headers not copied back (a known length is set again).
 _HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
+
+
+def no_delay(transport):
+    """
+    Turn Nagle's algorithm off on ``transport`` (if it is TCP): a request's
+    head and body, or a response's last chunk, are separate small writes
+    that would otherwise wait for the peer's delayed ACK (tens of ms).
+    """
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
+
+
+class _NoDelayEndpoint:
+    """A client endpoint whose connections have TCP_NODELAY set."""
+
+    def __init__(self, endpoint):
+        self._endpoint = endpoint
+
+    def connect(self, factory):
+        def connected(protocol):
+            no_delay(protocol.transport)
+            return protocol
+        return self._endpoint.connect(factory).addCallback(connected)
+
+
+class _NodeEndpoints:
+    """The Agent's endpoint factory: TCP (or TLS) to a node, no Nagle delay."""
+
+    def __init__(self, reactor, timeout, policy):
+        self._reactor = reactor
+        self._timeout = timeout
+        self._policy = policy
+
+    def endpointForURI(self, uri):
+        host = uri.host.decode("ascii")
+        endpoint = HostnameEndpoint(self._reactor, host, uri.port, timeout=self._timeout)
+        if uri.scheme == b"https":
+            endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
+        return _NoDelayEndpoint(endpoint)
 
 
 class NodeUnreachable(Exception):
@@ -97,8 +138,9 @@ class Forwarder:
         self._pool = HTTPConnectionPool(reactor)
         self._pool.maxPersistentPerHost = 16
         self._pool.retryAutomatically = False
-        self._agent = Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trust),
-                            connectTimeout=connect_timeout, pool=self._pool)
+        self._agent = Agent.usingEndpointFactory(
+            reactor, _NodeEndpoints(reactor, connect_timeout, BrowserLikePolicyForHTTPS(trust)),
+            pool=self._pool)
         self._inflight = {}  # node_id -> set of cancellable things
 
     def close(self):
@@ -167,6 +209,8 @@ class Forwarder:
         for name, values in response.headers.getAllRawHeaders():
             if name.lower() not in _HOP:
                 request.responseHeaders.setRawHeaders(name, values)
+        if response.length is not UNKNOWN_LENGTH:
+            request.setHeader(b"content-length", b"%d" % response.length)
         relay = _Relay(request, gone)
         response.deliverBody(relay)
         untrack = self._track(node_id, lambda *_: relay.transport.stopProducing())
@@ -198,7 +242,7 @@ class Forwarder:
     def _endpoint(self, node):
         parts = urlsplit(node.endpoint)
         tls = parts.scheme == "https"
-        endpoint = TCP4ClientEndpoint(self._reactor, parts.hostname,
+        endpoint = HostnameEndpoint(self._reactor, parts.hostname,
                                       parts.port or (443 if tls else 80), timeout=self._timeout)
         if tls:
             endpoint = wrapClientTLS(
@@ -223,6 +267,7 @@ class Forwarder:
             if gone:
                 outbound.transport.loseConnection()
                 return
+            no_delay(outbound.transport)
             outbound.transport.write(head)
             take_over(request, outbound)
             self._track(node.node_id, outbound.transport.abortConnection)
