@@ -10,15 +10,19 @@ SANDBOX_UNAVAILABLE instead of hanging.
 import json
 
 from treq.client import HTTPClient
+from twisted.application.service import IServiceMaker
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock, deferLater
+from twisted.plugin import getPlugins
+from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
+from sandboxd.router import tap
 from sandboxd.router.app import Router
 from sandboxd.router.config import RouterConfigError, parse_router_config
 from sandboxd.router.directory import Node, NodeDirectory
@@ -401,3 +405,35 @@ class RouterTests(TestCase):
         text = (await response.content()).decode()
         self.assertIn("sandboxd_router_nodes 3.0", text)
         self.assertIn('sandboxd_router_node_warm{node="n2",profile="default"} 1.0', text)
+
+
+class PluginTests(SynchronousTestCase):
+    """``twistd sandboxd-router`` finds the plugin, its options and its wiring."""
+
+    def test_discovered(self):
+        """The plugin is an IServiceMaker named sandboxd-router, wired to sandboxd.router.tap."""
+        found = [p for p in getPlugins(IServiceMaker) if p.tapname == "sandboxd-router"]
+        self.assertEqual(len(found), 1)
+        self.assertIs(found[0].options, tap.Options)
+
+    def test_options(self):
+        """--config is required; a bad file is a UsageError naming the key."""
+        with self.assertRaises(usage.UsageError):
+            tap.Options().parseOptions([])
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('poll = "never"\n')
+        with self.assertRaises(usage.UsageError) as raised:
+            tap.Options().parseOptions(["--config", path])
+        self.assertIn("poll", str(raised.exception))
+
+    def test_service(self):
+        """makeService builds the directory reader and the listener, nothing started."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('listen = "tcp:0:interface=127.0.0.1"\n')
+        options = tap.Options()
+        options.parseOptions(["--config", path])
+        service = tap.makeService(options, Clock())
+        kinds = sorted(type(s).__name__ for s in service)
+        self.assertEqual(kinds, ["DirectoryService", "StreamServerEndpointService"])
