@@ -15,7 +15,7 @@ WebSocket to it closed, so nothing waits on a dead node.
 import json
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
@@ -27,7 +27,8 @@ from twisted.web.client import (
     HTTPConnectionPool,
     readBody,
 )
-from twisted.web.iweb import UNKNOWN_LENGTH
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
 from twisted.web.http_headers import Headers
 from twisted.web.server import NOT_DONE_YET
 
@@ -78,6 +79,47 @@ class _NodeEndpoints:
         if uri.scheme == b"https":
             endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
         return _NoDelayEndpoint(endpoint)
+
+
+#: Bodies up to this size are sent in one write (bigger ones are streamed
+#: from the request's file by a FileBodyProducer).
+SMALL_BODY = 1 << 16
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A small body written at once (a FileBodyProducer takes reactor turns)."""
+
+    def __init__(self, data):
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer):
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+def body_producer(body):
+    """An IBodyProducer for ``body`` (a file, read from its start), or None if empty."""
+    if body is None:
+        return None
+    body.seek(0)
+    head = body.read(SMALL_BODY + 1)
+    if not head:
+        return None
+    if len(head) <= SMALL_BODY:
+        return _BytesProducer(head)
+    body.seek(0)
+    return FileBodyProducer(body)
 
 
 class NodeUnreachable(Exception):
@@ -170,12 +212,8 @@ class Forwarder:
         Send one request to ``node``; fires with the response (headers
         read, body not), or fails with L{NodeUnreachable}.
         """
-        producer = None
-        if body is not None:
-            body.seek(0)
-            producer = FileBodyProducer(body)
         answer = self._agent.request(method, node.endpoint.rstrip("/").encode() + uri,
-                                     headers, producer)
+                                     headers, body_producer(body))
         untrack = self._track(node.node_id, answer.cancel)
         answer.addBoth(lambda result: (untrack(), result)[1])
 
