@@ -23,9 +23,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from sandbox import Client, connect_sandbox, create_sandbox
 from tests.clusterutil import Etcd, Router, cluster_node
 
-#: Creates of the spreading test (the issue asks 60; each is a real
+#: Creates of the spreading test (as the issue asks; each is a real
 #: container on this loaded 2-vCPU machine).
-CREATES = 30
+CREATES = 60
 #: The nodes' lease; a killed node must be reported lost within it (plus the
 #: routers' poll and some slack for a loaded machine).
 LEASE = 3.0
