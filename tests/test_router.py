@@ -287,6 +287,26 @@ class RouterTests(TestCase):
         text = self.metrics.render().decode()
         self.assertIn('sandboxd_router_placements_total{node="n2",warm="yes"} 1.0', text)
 
+    async def test_quota_across_nodes(self):
+        """
+        A signed create whose identity already holds its
+        X-Sandbox-Max-Concurrent over the nodes (as published) is refused
+        429 QUOTA_EXCEEDED by the router, no node asked; under the quota it
+        is forwarded with the signature headers untouched.
+        """
+        self.directory.get("n1").identities["alice"] = 1
+        self.directory.get("n2").identities["alice"] = 1
+        signed = {"X-Sandbox-Signature": "sig", "X-Sandbox-Identity": "alice",
+                  "X-Sandbox-Max-Concurrent": "2"}
+        before = len(self.nodes["n1"].seen) + len(self.nodes["n2"].seen)
+        status, body = await self.call("POST", "/sandboxes", b"{}", signed)
+        self.assertEqual((status, body["error"]["code"]), (429, "QUOTA_EXCEEDED"))
+        self.assertEqual(len(self.nodes["n1"].seen) + len(self.nodes["n2"].seen), before)
+        signed["X-Sandbox-Max-Concurrent"] = "3"
+        status, body = await self.call("POST", "/sandboxes", b"{}", signed)
+        self.assertEqual(status, 201)
+        self.assertEqual(self.directory.counted("alice"), 3)
+
     async def test_forward_by_id(self):
         """A sandbox route reaches the node in its id, path and query kept."""
         status, body = await self.call("GET", "/sandboxes/sbx-n1-0000abcd/stats?x=1")
