@@ -32,7 +32,7 @@ REFERENCE = os.path.join(_ROOT, "docs", "config.md")
 KEY = base64.b64encode(bytes(range(32))).decode("ascii")
 SHORT_KEY = base64.b64encode(bytes(31)).decode("ascii")
 SECTIONS = ("server", "multi_tenant", "limits", "network", "tunnels", "pool", "firecracker", "qemu",
-            "cluster")
+            "ui", "cluster")
 
 
 def parse(text, environ=None):
