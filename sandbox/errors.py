@@ -222,6 +222,7 @@ _BY_CODE = {
     "RUNTIME_ERROR": ServerError,
     "SANDBOX_UNAVAILABLE": SandboxUnavailableError,
     "SANDBOX_PAUSED": SandboxPausedError,
+    "CLUSTER_UNAVAILABLE": ServerError,
     "TIMEOUT": SandboxTimeoutError,
     "CANCELLED": RequestCancelledError,
     "TOO_MANY_REDIRECTS": NetworkError,

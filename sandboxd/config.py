@@ -170,6 +170,22 @@ class QemuConfig:
     accel: str = _setting("str", "auto", values.accel)
 
 
+@attrs.frozen
+class ClusterConfig:
+    """C{[cluster]}: membership in a cluster of nodes behind routers (docs/deploy.md)."""
+
+    etcd: tuple = _setting("strings", [], values.urls)
+    advertise: str = _setting("str", "", values.url_or_empty)
+    prefix: str = _setting("str", "/sandboxd/", values.key_prefix)
+    lease_ttl: float = _setting("duration", "6s", values.positive)
+    refresh: float = _setting("duration", "2s", values.positive)
+
+    @property
+    def enabled(self):
+        """Whether the node joins a cluster (etcd endpoints are set)."""
+        return bool(self.etcd)
+
+
 def _default_profiles():
     return MappingProxyType({"default": Profile()})
 
@@ -189,6 +205,7 @@ class Config:
     firecracker: FirecrackerConfig = attrs.Factory(FirecrackerConfig)
     qemu: QemuConfig = attrs.Factory(QemuConfig)
     ui: UiConfig = attrs.Factory(UiConfig)
+    cluster: ClusterConfig = attrs.Factory(ClusterConfig)
 
     def endpoint_strings(self):
         """Strports descriptions for the Unix socket and the TCP (or TLS) listener."""
@@ -262,7 +279,8 @@ def _read_profiles(table, source):
 _SECTIONS = {"server": ServerConfig, "multi_tenant": MultiTenantConfig,
              "limits": LimitsConfig, "network": NetworkConfig, "tunnels": TunnelsConfig,
              "pool": PoolConfig,
-             "firecracker": FirecrackerConfig, "qemu": QemuConfig, "ui": UiConfig}
+             "firecracker": FirecrackerConfig, "qemu": QemuConfig, "ui": UiConfig,
+             "cluster": ClusterConfig}
 
 
 def _read_document(document, source, environ):
@@ -307,6 +325,16 @@ def _check_config(config, source):
         fail("server", "no listener: set server.socket or server.tcp")
     if config.multi_tenant.enabled and not config.multi_tenant.public_keys:
         fail("multi_tenant.public_keys", "required when multi_tenant.enabled is true")
+    cluster = config.cluster
+    if cluster.enabled:
+        if not server.node_id:
+            fail("server.node_id", "required because cluster.etcd is set (routers forward "
+                 "by the node id inside a sandbox id)")
+        if not cluster.advertise:
+            fail("cluster.advertise", "required because cluster.etcd is set")
+        if cluster.refresh >= cluster.lease_ttl:
+            fail("cluster.refresh", f"{cluster.refresh:g} s is not below cluster.lease_ttl "
+                 f"({cluster.lease_ttl:g} s): the lease would expire between refreshes")
     if limits.tunnel_port_min > limits.tunnel_port_max:
         fail("limits.tunnel_port_min", f"{limits.tunnel_port_min} is above "
              f"limits.tunnel_port_max ({limits.tunnel_port_max})")

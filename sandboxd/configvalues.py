@@ -10,6 +10,7 @@ import binascii
 import ipaddress
 import math
 import re
+from urllib.parse import urlsplit
 
 RUNTIMES = ("docker", "docker+gvisor", "firecracker", "qemu")
 DEFAULT_TCP_PORT = 7522
@@ -176,6 +177,24 @@ ttl_action = rule(("destroy", "pause").__contains__,
 accel = rule(("auto", "kvm", "tcg").__contains__,
                "unknown accelerator {value!r} (use auto, kvm or tcg)")
 vsock_cid = rule(lambda value: value >= 3, "must be at least 3 (0-2 are reserved), got {value}")
+
+
+def _is_url(value):
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+url_or_empty = rule(lambda value: not value or _is_url(value),
+                    "must be an http:// or https:// URL, got {value!r}")
+key_prefix = rule(lambda value: value.startswith("/") and value.endswith("/"),
+                  "must start and end with '/', got {value!r}")
+
+
+def urls(values):
+    """Check that every entry is an http(s) URL."""
+    for index, value in enumerate(values):
+        if not _is_url(value):
+            raise ValueError(f"entry {index} {value!r} is not an http:// or https:// URL")
 
 
 def tcp(value):

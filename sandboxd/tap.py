@@ -11,6 +11,8 @@ from twisted.web.server import Site
 
 from sandboxd.api.app import SandboxAPI
 from sandboxd.api.relaytap import RelayTap
+from sandboxd.cluster.etcd import EtcdClient
+from sandboxd.cluster.membership import Membership, describe_node, node_key
 from sandboxd.config import ConfigError, load_config
 from sandboxd.defaults import defaults_loader
 from sandboxd.eventfeed import EventFeed
@@ -77,6 +79,15 @@ def runtimes(config, reactor):
                        "firecracker": firecracker})
 
 
+def cluster_membership(config, manager, templates, reactor):
+    """The node's record in etcd (docs/deploy.md "Many hosts")."""
+    cluster = config.cluster
+    return Membership(EtcdClient(cluster.etcd, reactor), reactor,
+                      node_key(cluster.prefix, config.server.node_id),
+                      lambda: describe_node(config, manager, templates),
+                      cluster.lease_ttl, cluster.refresh)
+
+
 def makeService(options, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
@@ -117,6 +128,11 @@ def makeService(options, reactor=None):
     managing = ManagerService(manager, reactor)
     managing.setServiceParent(top)
     managing.ready.addCallback(lambda _: templates.start())
+    if config.cluster.enabled:
+        # Join once the adopted sandboxes are known: a router that sees the
+        # record forwards to them.
+        membership = cluster_membership(config, manager, templates, reactor)
+        managing.ready.addCallback(lambda _: membership.setServiceParent(top))
     managing.ready.addErrback(lambda _: None)
     path = options["config"]
     reloader = ConfigReloader(path, config, applier(manager, api), events,

@@ -4,7 +4,8 @@
 #   - Debian packages: docker.io (dockerd, containerd, runc), runsc (gVisor),
 #     mmdebstrap, iptables, tmux, chromium (the headless browser of the tunnel
 #     tests), wrk (bench/tunnels.py); for QEMU sandboxes qemu-system-x86 (with
-#     qboot), qemu-utils, busybox-static and e2fsprogs (mkfs.ext4 -d)
+#     qboot), qemu-utils, busybox-static and e2fsprogs (mkfs.ext4 -d); etcd-server
+#     (the cluster's membership store, docs/deploy.md)
 #   - .venv with the project installed in editable mode, plus the test extra
 #   - Twisted's plugin cache (twisted/plugins/dropin.cache)
 #   - the SDKs' toolchains and npm packages (scripts/setup-sdks.sh)
@@ -13,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # --- Debian packages: `apt-get update` only when something is missing. ---
 packages=(docker.io runsc mmdebstrap iptables tmux chromium wrk qemu-system-x86 qemu-utils busybox-static
-          e2fsprogs)
+          e2fsprogs etcd-server)
 missing=()
 for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

@@ -31,7 +31,8 @@ EXAMPLE = os.path.join(_ROOT, "config", "sandboxd.example.toml")
 REFERENCE = os.path.join(_ROOT, "docs", "config.md")
 KEY = base64.b64encode(bytes(range(32))).decode("ascii")
 SHORT_KEY = base64.b64encode(bytes(31)).decode("ascii")
-SECTIONS = ("server", "multi_tenant", "limits", "network", "tunnels", "pool", "firecracker", "qemu", "ui")
+SECTIONS = ("server", "multi_tenant", "limits", "network", "tunnels", "pool", "firecracker", "qemu",
+            "ui", "cluster")
 
 
 def parse(text, environ=None):
@@ -392,6 +393,16 @@ class FileErrorTests(ConfigErrorMixin, TestCase):
             ("[firecracker]\nvsock_cid_base = 2\n", "firecracker.vsock_cid_base", "at least 3"),
             ("[qemu]\naccel = 'hvf'\n", "qemu.accel", "use auto, kvm or tcg"),
             ("[qemu]\nkernel = ''\n", "qemu.kernel", "must not be empty"),
+            ("[cluster]\netcd = ['127.0.0.1:2379']\n", "cluster.etcd", "entry 0", "URL"),
+            ("[cluster]\nadvertise = 'tcp:7522'\n", "cluster.advertise", "URL"),
+            ("[cluster]\nprefix = 'sandboxd'\n", "cluster.prefix", "start and end with '/'"),
+            ("[cluster]\netcd = ['http://127.0.0.1:2379']\n", "server.node_id",
+             "required because cluster.etcd is set"),
+            ("[server]\nnode_id = 'n1'\n[cluster]\netcd = ['http://127.0.0.1:2379']\n",
+             "cluster.advertise", "required because cluster.etcd is set"),
+            ("[server]\nnode_id = 'n1'\n[cluster]\netcd = ['http://127.0.0.1:2379']\n"
+             "advertise = 'http://127.0.0.1:7522'\nrefresh = '6s'\n", "cluster.refresh",
+             "not below cluster.lease_ttl"),
         ]
         for text, key, *fragments in cases:
             self.assertConfigError(text, key, *fragments)
