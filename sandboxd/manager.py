@@ -18,6 +18,8 @@ from sandboxd.heartbeat import Heartbeat
 from sandboxd.lifecycle import Lifecycle
 from sandboxd.lifetimes import IdleReaper
 from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
+from sandboxd.egress.guard import NetworkUnsupported
+from sandboxd.egress.policy import OPEN_POLICY
 from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
 from sandboxd.recording import LifecycleRecorder
@@ -49,7 +51,8 @@ class SandboxManager:
     log = Logger()
 
     def __init__(
-        self, reactor, runtime, config, store, owner="", connect=connect_agent
+        self, reactor, runtime, config, store, owner="", connect=connect_agent,
+        egress=None,
     ):
         self._reactor = reactor
         self._runtime = runtime
@@ -69,8 +72,12 @@ class SandboxManager:
         self.lifecycle.observe(self.recorder)
         self.lifecycle.observe(self.reaper)
         self._failures = FailureWatch(self, self.recorder)
+        #: Applies egress policies (sandboxd/egress/guard.py); None: this
+        #: daemon enforces none, and refuses any policy but open.
+        self.egress = egress
         self._containers = Containers(
-            reactor, runtime, self.lifecycle, self._failures, connect, owner
+            reactor, runtime, self.lifecycle, self._failures, connect, owner,
+            released=egress.release if egress is not None else None,
         )
         self.heartbeat = Heartbeat(
             reactor, self._sandboxes.values, self.fail,
@@ -100,6 +107,8 @@ class SandboxManager:
             if labels.get("sandboxd.owner") == self._owner
         }
         adopted = await self._adopt(mine)
+        if self.egress is not None:
+            await self.egress.adopt(list(self._sandboxes.values()))
         orphans = mine - adopted
         if orphans:
             self.log.info("removing {n} orphaned sandboxes", n=len(orphans))
@@ -209,14 +218,16 @@ class SandboxManager:
 
     async def create(
         self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None,
-        identity="", template=None,
+        identity="", template=None, network=None,
     ):
         """
         A running sandbox for the caller (``identity``: its tenant, "" for
         none): warm when the pool has one of exactly this shape, cold
         otherwise.  From ``template`` (a TemplateRecord, sandboxd/templates/):
         its image and runtime, the shape of its profile (or of the default
-        one), its /root.
+        one), its /root.  ``network`` (a NetworkPolicy) replaces the
+        profile's egress policy; it is enforced before the caller hears of
+        the sandbox (sandboxd/egress/).
         """
         if not self._up:
             # Adoption and orphan removal first: a container made meanwhile
@@ -230,8 +241,11 @@ class SandboxManager:
         chosen = self.profiles.get(name)
         if chosen is None:
             raise UnknownProfile(name)
+        if network is None:
+            network = getattr(chosen, "network", OPEN_POLICY)
         if template is not None:
             chosen = TemplateProfile.of(template, chosen)
+        self._checkNetwork(network, chosen.runtime)
         shape = (
             memory if memory is not None else chosen.memory,
             cpu if cpu is not None else chosen.cpu,
@@ -263,9 +277,38 @@ class SandboxManager:
         sandbox.profile = name
         sandbox.ttl = ttl
         sandbox.labels = dict(labels or {})
+        await self._restrict(sandbox, network)
         sandbox.created = sandbox.idle_since = self._reactor.seconds()
         self.lifecycle.move(sandbox, State.RUNNING)
         return sandbox
+
+    def _checkNetwork(self, network, runtime):
+        """
+        Refuse (NetworkUnsupported) a policy this daemon cannot enforce.
+        """
+        if network.is_open:
+            return
+        if self.egress is None:
+            raise NetworkUnsupported(
+                f"this daemon enforces no egress rules: network {network.mode!r} refused")
+        self.egress.check(network, runtime)
+
+    async def _restrict(self, sandbox, network):
+        """
+        Enforce the sandbox's egress policy; if that fails it is destroyed.
+        """
+        if self.egress is None:
+            sandbox.network = network
+            return
+        try:
+            await self.egress.apply(sandbox, network)
+        except Exception:
+            self.destroy(sandbox.id, reason="its egress rules could not be applied")
+            raise
+        if not sandbox.alive:
+            # Destroyed meanwhile: its removal may have come before the rules.
+            self.egress.release(sandbox)
+            raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
 
     def _newSandbox(self, profile, memory, cpu, storage):
         sandbox = self._containers.new(

@@ -14,6 +14,8 @@ from sandboxd.config import ConfigError, load_config
 from sandboxd.defaults import defaults_loader
 from sandboxd.eventfeed import EventFeed
 from sandboxd.listeners import ListenerError, listener_services
+from sandboxd.egress.firewall import EgressFirewall
+from sandboxd.egress.guard import EgressGuard
 from sandboxd.manager import SandboxManager
 from sandboxd.metrics import DaemonMetrics, MeteredResource
 from sandboxd.reload import ConfigReloader, ReloadService, applier
@@ -88,7 +90,8 @@ def makeService(options, reactor=None):
     except StoreError as e:
         raise usage.UsageError(str(e))
     manager = SandboxManager(
-        reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
+        reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir),
+        egress=EgressGuard(reactor, EgressFirewall(reactor), store),
     )
     events = EventFeed(store, reactor)
     metrics = DaemonMetrics(reactor, manager, events, SandboxAPI.app.url_map)

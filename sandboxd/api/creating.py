@@ -10,6 +10,7 @@ from sandboxd.api.identity import caller_identity, caller_tenant, rate_key
 from sandboxd.api.requests import parse_create
 from sandboxd.booting import SandboxDestroyed
 from sandboxd.capacity import AtCapacity
+from sandboxd.egress.guard import EgressFailed, NetworkUnsupported
 from sandboxd.manager import UnknownProfile
 from sandboxd.ratelimit import RateLimited
 from sandboxd.runtimes.interface import RuntimeFailure
@@ -118,6 +119,7 @@ class Creator:
                 ttl=ttl,
                 labels=wanted.labels,
                 identity=caller_identity(request),
+                network=wanted.network,
             )
         except UnknownProfile as e:
             raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {e.args[0]!r}")
@@ -125,6 +127,10 @@ class Creator:
             raise ApiError(503, "AT_CAPACITY", str(e), headers={"Retry-After": "1"})
         except SandboxDestroyed as e:
             raise ApiError(409, "SANDBOX_DESTROYED", f"{e}: DELETE came first")
+        except NetworkUnsupported as e:
+            raise ApiError(400, "NETWORK_UNSUPPORTED", str(e))
+        except EgressFailed as e:
+            raise ApiError(502, "EGRESS_FAILED", str(e))
         except RuntimeFailure as e:
             raise ApiError(502, "RUNTIME_ERROR", str(e))
         finally:

@@ -8,6 +8,8 @@ import attr
 
 from sandboxd.api.errors import ApiError, invalid_field, limit_exceeded
 from sandboxd.config import parse_size
+from sandboxd.egress.policy import parse_network
+from sandboxd.egress.secrets import parse_secrets
 from sandboxd.sandbox import iso_time
 
 MAX_BODY = 1 << 20
@@ -17,7 +19,7 @@ MAX_LABEL_VALUE = 256
 MAX_EVENT_PAGE = 1000
 
 _CREATE_FIELDS = frozenset(
-    {"profile", "template", "memory", "cpu", "storage", "ttl", "labels"}
+    {"profile", "template", "memory", "cpu", "storage", "ttl", "labels", "network", "secrets"}
 )
 
 
@@ -30,6 +32,8 @@ class CreateRequest:
     storage: int = None
     ttl: int = 0
     labels: dict = attr.ib(factory=dict)
+    network: object = None  # a NetworkPolicy, None: the profile's
+    secrets: dict = attr.ib(factory=dict, repr=False)  # name -> SecretSpec
 
 
 def read_json_object(request):
@@ -81,7 +85,30 @@ def parse_create(body, limits):
         storage=storage,
         ttl=ttl,
         labels=_labels(body.get("labels")),
+        network=_network(body),
+        secrets=_secrets(body),
     )
+
+
+def _network(body):
+    """A body's ``network`` as a NetworkPolicy (None when absent)."""
+    if body.get("network") is None:
+        return None
+    try:
+        return parse_network(body["network"])
+    except ValueError as e:
+        raise invalid_field("network", str(e))
+
+
+def _secrets(body):
+    """A body's ``secrets`` as {name: SecretSpec} ({} when absent)."""
+    if body.get("secrets") is None:
+        return {}
+    try:
+        return parse_secrets(body["secrets"])
+    except ValueError as e:
+        # The message never quotes a value (sandboxd/egress/secrets.py).
+        raise invalid_field("secrets", str(e))
 
 
 def _ttl(body, limits):

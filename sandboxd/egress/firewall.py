@@ -1,0 +1,188 @@
+"""
+Per-sandbox egress rules in the host's iptables.
+
+A sandbox's packets to anywhere but the host cross the host's FORWARD
+chain, whose first rule jumps to Docker's C{DOCKER-USER} (kept by dockerd
+for its users).  sandboxd puts one jump there, to its chain
+C{SANDBOXD-EGRESS}; that chain holds, for every sandbox with a policy, one
+jump keyed by the sandbox's bridge address (C{-s IP/32}) to the sandbox's own
+chain C{SBXE-<hash>-<generation>}, which RETURNs what the policy allows (to
+Docker's rules, which still apply) and REJECTs the rest (a TCP reset, an
+ICMP port-unreachable: the sandbox learns at once, no timeouts).
+
+Replacing a sandbox's rules is fail-closed: the new chain is built
+complete, its jump inserted above the old one, then the old jump and chain
+are deleted.  Removal deletes the jump and the chain.  L{EgressFirewall.sweep}
+removes the rules of every sandbox not in a given set (after a restart).
+A sandbox without a policy (``open``) has no rules at all.
+"""
+
+import hashlib
+import os
+import shlex
+
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.logger import Logger
+
+from sandboxd.runtimes._firewall import FirewallError
+
+CHAIN = "SANDBOXD-EGRESS"
+#: Docker's chain for its users' rules, jumped to from the top of FORWARD.
+DOCKER_USER = "DOCKER-USER"
+PREFIX = "SBXE-"
+_REJECT = [
+    ["-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset"],
+    ["-j", "REJECT", "--reject-with", "icmp-port-unreachable"],
+]
+
+
+def chain_stem(sandbox_id):
+    """
+    The start of every chain name of C{sandbox_id} (a hash: chain names
+    take at most 28 characters).
+    """
+    return PREFIX + hashlib.sha256(sandbox_id.encode()).hexdigest()[:12]
+
+
+def chain_rules(allowed, nameservers=()):
+    """
+    The rules of a sandbox's chain: C{allowed} is [(cidr, port or None)]
+    (an empty list: nothing is allowed), C{nameservers} the resolvers the
+    sandbox's DNS queries go to, when it needs DNS.
+    """
+    rules = []
+    if allowed or nameservers:
+        rules.append(["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"])
+    for cidr, port in allowed:
+        if port is None:
+            rules.append(["-d", cidr, "-j", "RETURN"])
+        else:
+            for proto in ("tcp", "udp"):
+                rules.append(["-d", cidr, "-p", proto, "--dport", str(port), "-j", "RETURN"])
+    for server in nameservers:
+        for proto in ("udp", "tcp"):
+            rules.append(["-d", f"{server}/32", "-p", proto, "--dport", "53", "-j", "RETURN"])
+    return rules + _REJECT
+
+
+class EgressFirewall:
+    """
+    Installs, replaces and removes sandboxes' egress chains.  C{run(args)}
+    runs iptables with C{args} and fires with (stdout, stderr, exit code);
+    by default the real C{iptables}, off the reactor's thread.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, run=None, binary="iptables"):
+        self._reactor = reactor
+        self._binary = binary
+        self._run = run or self._spawn
+        self._ready = False
+
+    def _spawn(self, args):
+        return getProcessOutputAndValue(
+            self._binary, ["-w", *args], env={"PATH": "/usr/sbin:/sbin:/usr/bin:/bin"},
+            reactor=self._reactor,
+        )
+
+    async def _iptables(self, args, check=True):
+        try:
+            out, err, code = await self._run(args)
+        except OSError as e:
+            raise FirewallError(f"cannot run {self._binary}: {e}") from e
+        if check and code != 0:
+            message = err.decode(errors="replace").strip() or f"exit {code}"
+            raise FirewallError(f"{self._binary} {' '.join(args)}: {message}")
+        return code, out.decode(errors="replace")
+
+    async def _new_chain(self, name):
+        code, _ = await self._iptables(["-N", name], check=False)
+        if code != 0:
+            # It exists (a restart, a failed earlier try): start it afresh.
+            await self._iptables(["-F", name])
+
+    async def prepare(self):
+        """
+        Make C{SANDBOXD-EGRESS} and its jump from C{DOCKER-USER} (idempotent).
+        """
+        code, _ = await self._iptables(["-N", CHAIN], check=False)
+        jump = [DOCKER_USER, "-j", CHAIN]
+        code, _ = await self._iptables(["-C", *jump], check=False)
+        if code != 0:
+            await self._iptables(["-I", DOCKER_USER, "1", "-j", CHAIN])
+        self._ready = True
+
+    async def _jumps(self):
+        """
+        [(source address, chain, the rule's arguments)] of C{SANDBOXD-EGRESS}.
+        """
+        _, out = await self._iptables(["-S", CHAIN])
+        jumps = []
+        for line in out.splitlines():
+            words = shlex.split(line)
+            if words[:2] != ["-A", CHAIN] or "-j" not in words:
+                continue
+            target = words[words.index("-j") + 1]
+            source = words[words.index("-s") + 1] if "-s" in words else None
+            jumps.append((source, target, words[2:]))
+        return jumps
+
+    async def apply(self, sandbox_id, address, rules):
+        """
+        Send every packet of the sandbox at C{address} through C{rules}
+        (L{chain_rules}), replacing its earlier rules if any.
+        """
+        if not self._ready:
+            await self.prepare()
+        stem = chain_stem(sandbox_id)
+        name = f"{stem}-{os.urandom(2).hex()}"
+        await self._new_chain(name)
+        for rule in rules:
+            await self._iptables(["-A", name, *rule])
+        await self._iptables(["-I", CHAIN, "1", "-s", f"{address}/32", "-m", "comment",
+                              "--comment", sandbox_id[:200], "-j", name])
+        await self._drop(lambda target: target.startswith(stem) and target != name)
+        self.log.info("egress rules of {sandbox} ({address}) in {chain}",
+                      sandbox=sandbox_id, address=address, chain=name)
+
+    async def remove(self, sandbox_id):
+        """
+        Delete the sandbox's jump and chains (none: nothing to do).
+        """
+        if not self._ready:
+            await self.prepare()
+        stem = chain_stem(sandbox_id)
+        await self._drop(lambda target: target.startswith(stem))
+
+    async def sweep(self, keep):
+        """
+        Delete the rules of every sandbox whose id is not in C{keep}, and
+        any chain of ours no jump leads to.
+        """
+        if not self._ready:
+            await self.prepare()
+        stems = {chain_stem(sandbox_id) for sandbox_id in keep}
+        await self._drop(lambda target: target[:len(PREFIX) + 12] not in stems)
+        _, out = await self._iptables(["-S"])
+        for line in out.splitlines():
+            words = line.split()
+            if words[:1] == ["-N"] and words[1].startswith(PREFIX):
+                if words[1][:len(PREFIX) + 12] not in stems:
+                    await self._delete_chain(words[1])
+
+    async def _drop(self, doomed):
+        """
+        Delete the jumps to chains C{doomed(name)} is true of, then those chains.
+        """
+        chains = set()
+        for _, target, words in await self._jumps():
+            if target.startswith(PREFIX) and doomed(target):
+                await self._iptables(["-D", CHAIN, *words], check=False)
+                chains.add(target)
+        for name in sorted(chains):
+            await self._delete_chain(name)
+
+    async def _delete_chain(self, name):
+        await self._iptables(["-F", name], check=False)
+        await self._iptables(["-X", name], check=False)
