@@ -159,8 +159,9 @@ class RequestCancelledError(SandboxError):
 class NetworkError(SandboxError):
     """
     ``net.fetch`` failed: ``CONNECTION_REFUSED``, ``HOST_NOT_FOUND``,
-    ``TLS_ERROR``, ``TOO_MANY_REDIRECTS``, ``NET_ERROR`` (``TIMEOUT`` is a
-    SandboxTimeoutError).  ``details["url"]`` is the URL.
+    ``TLS_ERROR``, ``TOO_MANY_REDIRECTS``, ``NET_ERROR``, ``EGRESS_DENIED``
+    (the sandbox's network policy refused it at the daemon's egress proxy)
+    (``TIMEOUT`` is a SandboxTimeoutError).  ``details["url"]`` is the URL.
     """
 
 
@@ -198,6 +199,9 @@ _BY_CODE = {
     "HOST_NOT_FOUND": NetworkError,
     "TLS_ERROR": NetworkError,
     "NET_ERROR": NetworkError,
+    "EGRESS_DENIED": NetworkError,
+    "NETWORK_UNSUPPORTED": InvalidRequestError,
+    "EGRESS_FAILED": ServerError,
     "ENOENT": PathNotFoundError,
     "ESRCH": NotFoundError,
     "ENOTTY": InvalidRequestError,

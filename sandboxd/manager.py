@@ -218,7 +218,7 @@ class SandboxManager:
 
     async def create(
         self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None,
-        identity="", template=None, network=None,
+        identity="", template=None, network=None, secrets=None,
     ):
         """
         A running sandbox for the caller (``identity``: its tenant, "" for
@@ -227,7 +227,8 @@ class SandboxManager:
         its image and runtime, the shape of its profile (or of the default
         one), its /root.  ``network`` (a NetworkPolicy) replaces the
         profile's egress policy; it is enforced before the caller hears of
-        the sandbox (sandboxd/egress/).
+        the sandbox (sandboxd/egress/), and so are ``secrets`` ({name:
+        SecretSpec}: placeholders in its environment, values in the daemon).
         """
         if not self._up:
             # Adoption and orphan removal first: a container made meanwhile
@@ -245,7 +246,7 @@ class SandboxManager:
             network = getattr(chosen, "network", OPEN_POLICY)
         if template is not None:
             chosen = TemplateProfile.of(template, chosen)
-        self._checkNetwork(network, chosen.runtime)
+        self._checkNetwork(network, chosen.runtime, secrets)
         shape = (
             memory if memory is not None else chosen.memory,
             cpu if cpu is not None else chosen.cpu,
@@ -277,15 +278,20 @@ class SandboxManager:
         sandbox.profile = name
         sandbox.ttl = ttl
         sandbox.labels = dict(labels or {})
-        await self._restrict(sandbox, network)
+        await self._restrict(sandbox, network, secrets)
         sandbox.created = sandbox.idle_since = self._reactor.seconds()
         self.lifecycle.move(sandbox, State.RUNNING)
         return sandbox
 
-    def _checkNetwork(self, network, runtime):
+    def _checkNetwork(self, network, runtime, secrets):
         """
-        Refuse (NetworkUnsupported) a policy this daemon cannot enforce.
+        Refuse (NetworkUnsupported) a policy or secrets this daemon cannot
+        enforce.
         """
+        if secrets and self.egress is None:
+            raise NetworkUnsupported("this daemon runs no egress proxy: secrets refused")
+        if secrets:
+            self.egress.checkSecrets(secrets, runtime)
         if network.is_open:
             return
         if self.egress is None:
@@ -293,15 +299,19 @@ class SandboxManager:
                 f"this daemon enforces no egress rules: network {network.mode!r} refused")
         self.egress.check(network, runtime)
 
-    async def _restrict(self, sandbox, network):
+    async def _restrict(self, sandbox, network, secrets):
         """
-        Enforce the sandbox's egress policy; if that fails it is destroyed.
+        Enforce the sandbox's egress policy and give it its secrets'
+        placeholders; if that fails it is destroyed.
         """
         if self.egress is None:
             sandbox.network = network
             return
         try:
             await self.egress.apply(sandbox, network)
+            env = await self.egress.grant(sandbox, secrets)
+            if env:
+                await sandbox.connection.call("env.set", {"vars": env})
         except Exception:
             self.destroy(sandbox.id, reason="its egress rules could not be applied")
             raise

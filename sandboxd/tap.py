@@ -56,6 +56,23 @@ class Options(usage.Options):
             raise usage.UsageError(str(e))
 
 
+def egress_guard(reactor, config, store, runtime):
+    """
+    The guard of the sandboxes' egress (sandboxd/egress/): its rules are
+    keyed by this daemon's data directory; its proxy listens on the Docker
+    bridge's gateway.
+    """
+    owner = os.path.abspath(config.server.data_dir)
+
+    async def bridge():
+        engine = runtime.serving("docker").engine()
+        network = await engine.call("GET", f"/networks/{config.network.bridge_name}")
+        ipam = network["IPAM"]["Config"][0]
+        return ipam["Gateway"], ipam["Subnet"]
+
+    return EgressGuard(reactor, EgressFirewall(reactor, owner=owner), store, bridge=bridge)
+
+
 def runtimes(config, reactor):
     """
     The runtimes the profiles choose from, behind one IRuntime.
@@ -91,7 +108,7 @@ def makeService(options, reactor=None):
         raise usage.UsageError(str(e))
     manager = SandboxManager(
         reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir),
-        egress=EgressGuard(reactor, EgressFirewall(reactor), store),
+        egress=egress_guard(reactor, config, store, runtime),
     )
     events = EventFeed(store, reactor)
     metrics = DaemonMetrics(reactor, manager, events, SandboxAPI.app.url_map)

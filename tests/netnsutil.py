@@ -12,18 +12,23 @@ its FORWARD chain, exactly as it would to the outside world.
 import atexit
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
-#: Serves GET with "<address>:<port> <the request's Authorization header>".
+#: Serves GET with "<address>:<port>", and appends the request's
+#: Authorization header to the file argv[3] (on the host's side: what the
+#: server saw never goes back to the sandbox).
 SERVER = """
 import http.server, sys
 class Echo(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        auth = self.headers.get("Authorization", "")
-        body = f"{self.server.server_address[0]}:{self.server.server_address[1]} {auth}".encode()
+        with open(sys.argv[3], "a") as seen:
+            seen.write(self.headers.get("Authorization", "") + "\\n")
+        body = f"{self.server.server_address[0]}:{self.server.server_address[1]}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -53,6 +58,7 @@ class TestNetwork:
         base = f"198.{18 + random.randrange(2)}.{third}"
         self.gateway, self.near, self.far = f"{base}.1", f"{base}.2", f"{base}.3"
         self._servers = []
+        self.dir = tempfile.mkdtemp(prefix="sbxtest-net-")
         _ip("netns", "add", self.namespace)
         try:
             _ip("link", "add", self.host_link, "type", "veth", "peer", "name", self.ns_link)
@@ -68,7 +74,7 @@ class TestNetwork:
                 for port in PORTS:
                     self._servers.append(subprocess.Popen(
                         ["ip", "netns", "exec", self.namespace, sys.executable, "-c",
-                         SERVER, address, str(port)],
+                         SERVER, address, str(port), self.seen_path(address, port)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             self._wait_serving()
         except BaseException:
@@ -88,6 +94,17 @@ class TestNetwork:
                             raise
                         time.sleep(0.05)
 
+    def seen_path(self, address, port):
+        return os.path.join(self.dir, f"{address}_{port}")
+
+    def seen(self, address, port):
+        """The Authorization headers the server at address:port received."""
+        try:
+            with open(self.seen_path(address, port)) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
     @staticmethod
     def get(address, port, timeout=2):
         """GET from the host (no proxy): the body as text."""
@@ -101,6 +118,7 @@ class TestNetwork:
             server.wait()
         subprocess.run(["ip", "link", "del", self.host_link], capture_output=True)
         subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 _shared = []

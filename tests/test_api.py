@@ -153,7 +153,7 @@ class APITests(TestCase):
             self.manager.created[0],
             {"profile": None, "memory": 512 << 20, "cpu": 1.5, "storage": None,
              "ttl": 30, "labels": {"team": "a"}, "identity": "",
-             "template": None, "network": None},
+             "template": None, "network": None, "secrets": {}},
         )
 
     async def test_create_with_empty_body(self):

@@ -14,7 +14,7 @@ import time
 from twisted.trial.unittest import SynchronousTestCase
 
 from sandbox import NetworkError, connect_sandbox
-from sandboxd.egress.firewall import CHAIN, chain_stem
+from sandboxd.egress.firewall import CHAIN
 from tests.daemon import Daemon, on_gvisor, runtime_daemon
 from tests.hostile import probe_connect
 from tests.netnsutil import PORTS, TestNetwork, shared_network
@@ -31,8 +31,8 @@ def egress_rules():
 
 
 def has_rules(sandbox_id):
-    stem = chain_stem(sandbox_id)
-    return any(stem in line for line in egress_rules())
+    """Whether SANDBOXD-EGRESS jumps to a chain of the sandbox (tagged by its id)."""
+    return any(f"--comment {sandbox_id} " in line for line in egress_rules())
 
 
 class EgressTests(SynchronousTestCase):
@@ -182,7 +182,7 @@ class EgressRestartTests(SynchronousTestCase):
         self.assertEqual(201, status, created)
         daemon.kill()
         for line in egress_rules():
-            if chain_stem(created["id"]) in line:
+            if f"--comment {created['id']} " in line:
                 subprocess.run(["iptables", "-w", "-D", *line.split()[1:]], check=True)
         self.assertFalse(has_rules(created["id"]))
         daemon.process = None

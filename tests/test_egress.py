@@ -164,16 +164,21 @@ class FirewallTests(TestCase):
 
     async def test_sweep_keeps_only_the_given(self):
         """
-        sweep removes the jumps and chains of every sandbox not kept, and
-        chains no jump leads to.
+        sweep removes the jumps and chains of every sandbox of this daemon
+        not kept, and its chains no jump leads to; another daemon's rules
+        (another owner sharing the bridge) stay.
         """
         for n in range(3):
             await self.firewall.apply(f"sbx-{n}", f"172.18.0.{n + 2}", chain_rules([]))
-        self.iptables.chains["SBXE-000000000000-dead"] = []
+        self.iptables.chains[chain_stem("sbx-9") + "-dead"] = []
+        other = EgressFirewall(None, owner="/other", run=self.iptables)
+        await other.apply("sbx-0", "172.18.0.20", chain_rules([]))
         await self.firewall.sweep(["sbx-1"])
-        [chain] = self.iptables.ours()
-        self.assertTrue(chain.startswith(chain_stem("sbx-1")))
-        self.assertEqual(1, len(self.iptables.chains[CHAIN]))
+        self.assertEqual(2, len(self.iptables.ours()))
+        self.assertTrue(any(c.startswith(chain_stem("sbx-1")) for c in self.iptables.ours()))
+        self.assertTrue(any(c.startswith(chain_stem("sbx-0", "/other"))
+                            for c in self.iptables.ours()))
+        self.assertEqual(2, len(self.iptables.chains[CHAIN]))
 
     async def test_refused_is_named(self):
         """
@@ -199,6 +204,7 @@ class FakeStore:
 class FakeSandbox:
     def __init__(self, id, address="172.18.0.9", runtime="docker"):
         self.id, self.address, self.runtime, self.network = id, address, runtime, None
+        self.secret_names = ()
 
 
 class GuardTests(TestCase):
@@ -227,7 +233,8 @@ class GuardTests(TestCase):
             self.assertIn(["-d", f"{address}/32", "-p", "tcp", "--dport", "443", "-j", "RETURN"],
                           rules)
         self.assertIn(["-d", "192.0.2.53/32", "-p", "udp", "--dport", "53", "-j", "RETURN"], rules)
-        self.assertEqual({"sbx-a": {"allow": ["api.example.com:443"]}}, self.store.recorded)
+        self.assertEqual({"sbx-a": {"network": {"allow": ["api.example.com:443"]}, "secrets": []}},
+                         self.store.recorded)
         self.assertIs(policy, sandbox.network)
 
     async def test_unresolvable_fails_by_name(self):
@@ -264,12 +271,13 @@ class GuardTests(TestCase):
         that cannot be restored falls back to none (fail closed).
         """
         await self.guard.apply(FakeSandbox("sbx-gone"), parse_network("none"))
-        self.store.recorded["sbx-kept"] = {"allow": ["10.0.0.0/8"]}
-        self.store.recorded["sbx-lost"] = {"allow": ["api.example.com"]}
+        self.store.recorded["sbx-kept"] = {"network": {"allow": ["10.0.0.0/8"]}, "secrets": []}
+        self.store.recorded["sbx-lost"] = {"network": {"allow": ["api.example.com"]},
+                                           "secrets": []}
         self.resolved.clear()
         kept, lost = FakeSandbox("sbx-kept", "172.18.0.3"), FakeSandbox("sbx-lost", "172.18.0.4")
         await self.guard.adopt([kept, lost])
-        stems = {chain[:17] for chain in self.iptables.ours()}
+        stems = {chain[:len(chain_stem("x"))] for chain in self.iptables.ours()}
         self.assertEqual({chain_stem("sbx-kept"), chain_stem("sbx-lost")}, stems)
         self.assertEqual(NetworkPolicy("allow", (Rule(network="10.0.0.0/8"),)), kept.network)
         self.assertEqual("none", lost.network.mode)

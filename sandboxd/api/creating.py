@@ -120,6 +120,7 @@ class Creator:
                 labels=wanted.labels,
                 identity=caller_identity(request),
                 network=wanted.network,
+                secrets=wanted.secrets,
             )
         except UnknownProfile as e:
             raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {e.args[0]!r}")

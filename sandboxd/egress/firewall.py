@@ -6,7 +6,7 @@ chain, whose first rule jumps to Docker's C{DOCKER-USER} (kept by dockerd
 for its users).  sandboxd puts one jump there, to its chain
 C{SANDBOXD-EGRESS}; that chain holds, for every sandbox with a policy, one
 jump keyed by the sandbox's bridge address (C{-s IP/32}) to the sandbox's own
-chain C{SBXE-<hash>-<generation>}, which RETURNs what the policy allows (to
+chain C{SBXE-<daemon hash>-<sandbox hash>-<generation>}, which RETURNs what the policy allows (to
 Docker's rules, which still apply) and REJECTs the rest (a TCP reset, an
 ICMP port-unreachable: the sandbox learns at once, no timeouts).
 
@@ -14,7 +14,11 @@ Replacing a sandbox's rules is fail-closed: the new chain is built
 complete, its jump inserted above the old one, then the old jump and chain
 are deleted.  Removal deletes the jump and the chain.  L{EgressFirewall.sweep}
 removes the rules of every sandbox not in a given set (after a restart).
-A sandbox without a policy (``open``) has no rules at all.
+A sandbox without a policy (``open``) has no rules at all.  A sandbox with
+secrets may also reach the daemon's egress proxy: one ACCEPT rule in the
+host firewall's C{SANDBOXD-INPUT}, tagged with the sandbox's chain stem.
+Every name carries a hash of the daemon's data directory: daemons sharing
+the bridge (tests, several daemons on one host) keep to their own rules.
 """
 
 import hashlib
@@ -24,6 +28,7 @@ import shlex
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.logger import Logger
 
+from sandboxd.runtimes._firewall import CHAIN as INPUT_CHAIN
 from sandboxd.runtimes._firewall import FirewallError
 
 CHAIN = "SANDBOXD-EGRESS"
@@ -36,12 +41,24 @@ _REJECT = [
 ]
 
 
-def chain_stem(sandbox_id):
+def _hash(text, length):
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def owner_prefix(owner):
     """
-    The start of every chain name of C{sandbox_id} (a hash: chain names
+    The start of every chain name of one daemon (C{owner}: its data
+    directory): daemons sharing a bridge never touch each other's rules.
+    """
+    return f"{PREFIX}{_hash(owner, 6)}-"
+
+
+def chain_stem(sandbox_id, owner=""):
+    """
+    The start of every chain name of C{sandbox_id} (hashes: chain names
     take at most 28 characters).
     """
-    return PREFIX + hashlib.sha256(sandbox_id.encode()).hexdigest()[:12]
+    return owner_prefix(owner) + _hash(owner + "\0" + sandbox_id, 8)
 
 
 def chain_rules(allowed, nameservers=()):
@@ -74,8 +91,9 @@ class EgressFirewall:
 
     log = Logger()
 
-    def __init__(self, reactor, run=None, binary="iptables"):
+    def __init__(self, reactor, owner="", run=None, binary="iptables"):
         self._reactor = reactor
+        self._owner = owner
         self._binary = binary
         self._run = run or self._spawn
         self._ready = False
@@ -135,7 +153,7 @@ class EgressFirewall:
         """
         if not self._ready:
             await self.prepare()
-        stem = chain_stem(sandbox_id)
+        stem = chain_stem(sandbox_id, self._owner)
         name = f"{stem}-{os.urandom(2).hex()}"
         await self._new_chain(name)
         for rule in rules:
@@ -152,8 +170,40 @@ class EgressFirewall:
         """
         if not self._ready:
             await self.prepare()
-        stem = chain_stem(sandbox_id)
+        stem = chain_stem(sandbox_id, self._owner)
         await self._drop(lambda target: target.startswith(stem))
+        await self._close_proxy(lambda tag: tag == stem)
+
+    async def open_proxy(self, sandbox_id, address, gateway, port):
+        """
+        Let the sandbox at C{address} connect to the egress proxy at
+        C{gateway}:C{port} (above the host firewall's drop of the bridge).
+        """
+        rule = ["-s", f"{address}/32", "-d", f"{gateway}/32", "-p", "tcp", "--dport", str(port),
+                "-m", "comment", "--comment", chain_stem(sandbox_id, self._owner), "-j", "ACCEPT"]
+        code, _ = await self._iptables(["-C", INPUT_CHAIN, *rule], check=False)
+        if code != 0:
+            await self._iptables(["-I", INPUT_CHAIN, "1", *rule])
+
+    async def _close_proxy(self, doomed):
+        """
+        Delete the proxy rules of C{SANDBOXD-INPUT} whose tag C{doomed(tag)} is
+        true of (the chain missing: nothing to do).
+        """
+        code, out = await self._iptables(["-S", INPUT_CHAIN], check=False)
+        if code != 0:
+            return
+        for line in out.splitlines():
+            words = shlex.split(line)
+            if words[:2] != ["-A", INPUT_CHAIN] or "--comment" not in words:
+                continue
+            tag = words[words.index("--comment") + 1]
+            if tag.startswith(self._prefix) and doomed(tag):
+                await self._iptables(["-D", INPUT_CHAIN, *words[2:]], check=False)
+
+    @property
+    def _prefix(self):
+        return owner_prefix(self._owner)
 
     async def sweep(self, keep):
         """
@@ -162,13 +212,15 @@ class EgressFirewall:
         """
         if not self._ready:
             await self.prepare()
-        stems = {chain_stem(sandbox_id) for sandbox_id in keep}
-        await self._drop(lambda target: target[:len(PREFIX) + 12] not in stems)
+        stems = {chain_stem(sandbox_id, self._owner) for sandbox_id in keep}
+        size = len(self._prefix) + 8
+        await self._drop(lambda target: target[:size] not in stems)
+        await self._close_proxy(lambda tag: tag not in stems)
         _, out = await self._iptables(["-S"])
         for line in out.splitlines():
             words = line.split()
-            if words[:1] == ["-N"] and words[1].startswith(PREFIX):
-                if words[1][:len(PREFIX) + 12] not in stems:
+            if words[:1] == ["-N"] and words[1].startswith(self._prefix):
+                if words[1][:size] not in stems:
                     await self._delete_chain(words[1])
 
     async def _drop(self, doomed):
@@ -177,7 +229,7 @@ class EgressFirewall:
         """
         chains = set()
         for _, target, words in await self._jumps():
-            if target.startswith(PREFIX) and doomed(target):
+            if target.startswith(self._prefix) and doomed(target):
                 await self._iptables(["-D", CHAIN, *words], check=False)
                 chains.add(target)
         for name in sorted(chains):

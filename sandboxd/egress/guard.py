@@ -16,6 +16,8 @@ from twisted.logger import Logger
 
 from sandboxd.egress.firewall import chain_rules
 from sandboxd.egress.policy import NONE, parse_network
+from sandboxd.egress.proxy import EgressProxy
+from sandboxd.egress.secrets import SecretVault
 from sandboxd.runtimes._firewall import FirewallError
 
 #: The resolvers dockerd's embedded DNS uses when the host names only
@@ -68,12 +70,18 @@ class EgressGuard:
 
     log = Logger()
 
-    def __init__(self, reactor, firewall, store, resolve=None, nameservers=None):
+    def __init__(self, reactor, firewall, store, resolve=None, nameservers=None, bridge=None):
         self._reactor = reactor
         self._firewall = firewall
         self._store = store
         self._resolve = resolve or self._getaddrinfo
         self._nameservers = nameservers
+        #: ``bridge()`` fires with (gateway address, subnet) of the sandbox
+        #: bridge, where the egress proxy listens (None: no secrets).
+        self._bridge = bridge
+        self.vault = SecretVault()
+        self._proxy = None
+        self._proxyAddress = None
 
     def _getaddrinfo(self, host):
         def lookup():
@@ -119,19 +127,70 @@ class EgressGuard:
         self.check(policy, sandbox.runtime)
         sandbox.network = policy
         if policy.is_open or sandbox.address is None:
+            if getattr(sandbox, "secret_names", ()):
+                self._record(sandbox)
             return
         try:
             await self._firewall.apply(sandbox.id, sandbox.address, await self._rules(policy))
         except FirewallError as e:
             raise EgressFailed(f"cannot apply the egress rules of {sandbox.id}: {e}") from e
-        self._store.putNetwork(sandbox.id, policy.toJSON())
+        self._record(sandbox)
+
+    def _record(self, sandbox):
+        self._store.putNetwork(sandbox.id, {"network": sandbox.network.toJSON(),
+                                            "secrets": list(sandbox.secret_names)})
+
+    def checkSecrets(self, specs, runtime):
+        """
+        Refuse (L{NetworkUnsupported}) secrets where no proxy can carry them.
+        """
+        if not specs:
+            return
+        if self._bridge is None:
+            raise NetworkUnsupported("this daemon runs no egress proxy: secrets refused")
+        if runtime in ("qemu", "firecracker"):
+            raise NetworkUnsupported(f"runtime {runtime} gives sandboxes no network "
+                                     "device: secrets would have nowhere to go")
+
+    async def grant(self, sandbox, specs):
+        """
+        Hold the sandbox's secrets ({name: SecretSpec}) and let it reach the
+        egress proxy; return the environment it gets: each name with its
+        placeholder, and ``SANDBOX_EGRESS_PROXY`` (HOST:PORT).
+        """
+        if not specs:
+            return {}
+        self.checkSecrets(specs, sandbox.runtime)
+        try:
+            gateway, port = await self._listening()
+            await self._firewall.open_proxy(sandbox.id, sandbox.address, gateway, port)
+        except Exception as e:
+            raise EgressFailed(f"cannot start the egress proxy for {sandbox.id}: {e}") from e
+        env = self.vault.grant(sandbox.id, specs)
+        sandbox.secret_names = tuple(sorted(specs))
+        self._proxy.admit(sandbox)
+        self._record(sandbox)
+        return dict(env, SANDBOX_EGRESS_PROXY=f"{gateway}:{port}")
+
+    async def _listening(self):
+        if self._proxy is None:
+            gateway, subnet = await self._bridge()
+            proxy = EgressProxy(self._reactor, self.vault, self._resolve)
+            proxy.forbid(subnet)
+            port = proxy.listen(gateway)
+            self._proxy, self._proxyAddress = proxy, (gateway, port)
+        return self._proxyAddress
 
     def release(self, sandbox):
         """
         The sandbox's container is gone: remove its rules (in the background).
         """
+        self.vault.drop(sandbox.id)
+        if self._proxy is not None:
+            self._proxy.forget(sandbox)
         policy = getattr(sandbox, "network", None)
-        if policy is None or policy.is_open or sandbox.address is None:
+        if sandbox.address is None or (
+                (policy is None or policy.is_open) and not sandbox.secret_names):
             return
         done = Deferred.fromCoroutine(self._firewall.remove(sandbox.id))
         done.addErrback(lambda f: self.log.failure(
@@ -148,7 +207,13 @@ class EgressGuard:
             written = recorded.get(sandbox.id)
             if written is None:
                 continue
-            policy = parse_network(written)
+            policy = parse_network(written["network"])
+            sandbox.secret_names = tuple(written["secrets"])
+            if sandbox.secret_names:
+                # Their values were in the old process's memory only.
+                self.log.warn("sandbox {sandbox} lost its secrets in the restart",
+                              sandbox=sandbox.id)
+                await self._lose(sandbox)
             try:
                 await self.apply(sandbox, policy)
                 kept.append(sandbox.id)
@@ -163,3 +228,14 @@ class EgressGuard:
                 except Exception:
                     self.log.failure("cannot isolate {sandbox}", sandbox=sandbox.id)
         await self._firewall.sweep(kept)
+
+    async def _lose(self, sandbox):
+        """
+        An adopted sandbox's secrets are gone: its net.fetch goes direct
+        again (its placeholders leave unreplaced), and says so if it asks
+        the proxy.
+        """
+        try:
+            await sandbox.connection.call("env.delete", {"names": ["SANDBOX_EGRESS_PROXY"]})
+        except Exception:
+            self.log.failure("cannot tell {sandbox} its proxy is gone", sandbox=sandbox.id)

@@ -85,7 +85,8 @@ var byCode = map[string]Kind{
 	"SANDBOX_UNAVAILABLE": KindSandboxUnavailable, "TIMEOUT": KindTimeout, "CANCELLED": KindCancelled,
 	"TOO_MANY_REDIRECTS": KindNetwork, "CONNECTION_REFUSED": KindNetwork, "HOST_NOT_FOUND": KindNetwork,
 	"TLS_ERROR": KindNetwork, "NET_ERROR": KindNetwork, "ENOENT": KindPathNotFound, "ESRCH": KindNotFound,
-	"ENOTTY": KindInvalidRequest,
+	"ENOTTY": KindInvalidRequest, "EGRESS_DENIED": KindNetwork, "NETWORK_UNSUPPORTED": KindInvalidRequest,
+	"EGRESS_FAILED": KindServer,
 }
 
 // ErrorFrom is the error for code (falling back on the HTTP status when not 0).

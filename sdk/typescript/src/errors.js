@@ -54,6 +54,7 @@ const BY_CODE = {
   SANDBOX_UNAVAILABLE: SandboxUnavailableError, TIMEOUT: SandboxTimeoutError, CANCELLED: RequestCancelledError,
   TOO_MANY_REDIRECTS: NetworkError, CONNECTION_REFUSED: NetworkError, HOST_NOT_FOUND: NetworkError,
   TLS_ERROR: NetworkError, NET_ERROR: NetworkError, ENOENT: PathNotFoundError, ESRCH: NotFoundError,
+  EGRESS_DENIED: NetworkError, NETWORK_UNSUPPORTED: InvalidRequestError, EGRESS_FAILED: ServerError,
   ENOTTY: InvalidRequestError,
 };
 const BY_STATUS = { 400: InvalidRequestError, 404: NotFoundError, 405: InvalidRequestError };
