@@ -15,7 +15,8 @@ from sandbox._http import HTTPClient
 from sandbox._templates import Templates
 from sandbox.errors import ProtocolError, error_from_http
 
-_CREATE_FIELDS = ("profile", "template", "memory", "cpu", "storage", "ttl", "labels")
+_CREATE_FIELDS = ("profile", "template", "memory", "cpu", "storage", "ttl", "labels",
+                  "network", "secrets")
 
 
 class Client:
@@ -88,14 +89,19 @@ class Client:
         storage=None,
         ttl=None,
         labels=None,
+        network=None,
+        secrets=None,
         timeout=...,
     ):
         """
         ``POST /sandboxes``: create a sandbox, return its object (``id``,
         ``profile``, ``state``, ``created``, ``ttl``, ``labels``, ...).
         Fields left None are not sent (the daemon's defaults apply).
+        ``network``: "open", "none" or {"allow": ["host:port", "CIDR", ...]};
+        ``secrets``: {NAME: value or {"value": ..., "hosts": [...]}}
+        (docs/egress.md).
         """
-        values = (profile, template, memory, cpu, storage, ttl, labels)
+        values = (profile, template, memory, cpu, storage, ttl, labels, network, secrets)
         body = {k: v for k, v in zip(_CREATE_FIELDS, values) if v is not None}
         return await self.request("POST", "/sandboxes", body, timeout=timeout)
 
