@@ -123,8 +123,11 @@ class SecretTests(SynchronousTestCase):
             self.assertNotIn(value, repr(answer))
         with open(self.daemon.log, errors="replace") as f:
             self.assertNotIn(value, f.read())
-        with open(os.path.join(self.daemon.data_dir, "sandboxd.db"), "rb") as f:
-            self.assertNotIn(value.encode(), f.read())
+        for name in ("sandboxd.db", "sandboxd.db-wal"):
+            path = os.path.join(self.daemon.data_dir, name)
+            if os.path.exists(path):
+                with open(path, "rb") as f:
+                    self.assertNotIn(value.encode(), f.read())
 
     def test_proxy_obeys_the_policy(self):
         """
