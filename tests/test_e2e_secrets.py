@@ -35,6 +35,16 @@ while True:
 """
 
 
+#: A user process's request with the placeholder from its environment
+#: (urllib honours http_proxy).
+USER_FETCH = """
+import os, urllib.request
+request = urllib.request.Request("{url}",
+                                 headers={{"Authorization": "Bearer " + os.environ["API_TOKEN"]}})
+print(urllib.request.urlopen(request, timeout=10).read().decode())
+"""
+
+
 def run(coroutine):
     return asyncio.run(coroutine)
 
@@ -77,8 +87,9 @@ class SecretTests(SynchronousTestCase):
 
     def test_secret_reaches_only_its_host(self):
         """
-        The bound server sees the real value in the header; the other
-        server (same policy, not bound) sees the placeholder; nothing in
+        The bound server sees the real value in the header, from net.fetch
+        and from a user process's plain-http request (through http_proxy);
+        the other server (not bound) sees the placeholder; nothing in
         the sandbox (env, /proc/*/environ and cmdline, /root, /tmp) nor on
         its interface (the agent's traffic, the proxy hop) holds the value;
         GET /sandboxes shows the secret's name and never its value.
@@ -101,18 +112,24 @@ class SecretTests(SynchronousTestCase):
                 bearer = {"Authorization": f"Bearer {placeholder}"}
                 near = await sbx.net.fetch(f"http://{net.near}:{PORTS[0]}/", headers=bearer)
                 far = await sbx.net.fetch(f"http://{net.far}:{PORTS[0]}/", headers=bearer)
+                # A user process's plain-http request goes through http_proxy too.
+                user = await sbx.process.exec_(["python3", "-c", USER_FETCH.format(
+                    url=f"http://{net.near}:{PORTS[1]}/")])
                 dump = await sbx.process.exec_(
                     ["sh", "-c", "env; cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline;"
                      " grep -r -a . /root /tmp 2>/dev/null; true"], timeout=60)
-                return placeholder, near.text(), far.text(), dump.stdout + dump.stderr
+                return (placeholder, near.text(), far.text(), user.stdout.strip(),
+                        dump.stdout + dump.stderr)
 
-        placeholder, near, far, dump = run(body())
+        placeholder, near, far, user, dump = run(body())
         captured = tap.stop()
         self.assertTrue(placeholder.startswith("SBXSECRET_"), placeholder)
         self.assertEqual(f"{net.near}:{PORTS[0]}", near)
         self.assertEqual(f"{net.far}:{PORTS[0]}", far)
         self.assertEqual([f"Bearer {value}"], net.seen(net.near, PORTS[0])[-1:])
         self.assertEqual([f"Bearer {placeholder}"], net.seen(net.far, PORTS[0])[-1:])
+        self.assertEqual(f"{net.near}:{PORTS[1]}", user)
+        self.assertEqual([f"Bearer {value}"], net.seen(net.near, PORTS[1])[-1:])
         self.assertIn(placeholder, dump)
         self.assertNotIn(value, dump)
         # The tap saw the sandbox's requests (placeholder) and never the value.

@@ -156,7 +156,7 @@ class EgressGuard:
         """
         Hold the sandbox's secrets ({name: SecretSpec}) and let it reach the
         egress proxy; return the environment it gets: each name with its
-        placeholder, and ``SANDBOX_EGRESS_PROXY`` (HOST:PORT).
+        placeholder, ``SANDBOX_EGRESS_PROXY`` (HOST:PORT) and ``http_proxy``.
         """
         if not specs:
             return {}
@@ -170,7 +170,11 @@ class EgressGuard:
         sandbox.secret_names = tuple(sorted(specs))
         self._proxy.admit(sandbox)
         self._record(sandbox)
-        return dict(env, SANDBOX_EGRESS_PROXY=f"{gateway}:{port}")
+        # net.fetch uses SANDBOX_EGRESS_PROXY for http and https; user
+        # processes honour http_proxy for plain http (their https goes direct,
+        # placeholders unreplaced: the proxy cannot read inside TLS).
+        url = f"http://{gateway}:{port}"
+        return dict(env, SANDBOX_EGRESS_PROXY=f"{gateway}:{port}", http_proxy=url, HTTP_PROXY=url)
 
     async def _listening(self):
         if self._proxy is None:
@@ -236,6 +240,7 @@ class EgressGuard:
         the proxy.
         """
         try:
-            await sandbox.connection.call("env.delete", {"names": ["SANDBOX_EGRESS_PROXY"]})
+            await sandbox.connection.call(
+                "env.delete", {"names": ["SANDBOX_EGRESS_PROXY", "http_proxy", "HTTP_PROXY"]})
         except Exception:
             self.log.failure("cannot tell {sandbox} its proxy is gone", sandbox=sandbox.id)
