@@ -5,6 +5,7 @@ that applies them (guard.py) and the secret vault (secrets.py).  The real
 rules against real sandboxes: tests/test_e2e_egress.py.
 """
 
+import ipaddress
 import shlex
 
 from twisted.internet.defer import succeed
@@ -19,6 +20,7 @@ from sandboxd.egress.firewall import (
 )
 from sandboxd.egress.guard import EgressFailed, EgressGuard, NetworkUnsupported, host_nameservers
 from sandboxd.egress.policy import NetworkPolicy, Rule, parse_network
+from sandboxd.egress.proxy import local_addresses, permitted
 from sandboxd.egress.secrets import SecretVault, parse_secrets
 from sandboxd.runtimes._firewall import FirewallError
 
@@ -317,3 +319,39 @@ class SecretTests(SynchronousTestCase):
         self.assertEqual("v", vault.substitute("sbx-1", "b.test", one["ANY"]))
         vault.drop("sbx-1")
         self.assertEqual(header, vault.substitute("sbx-1", "a.test", header))
+
+
+class ProxyRuleTests(SynchronousTestCase):
+    def test_permitted(self):
+        """
+        The proxy's check: loopback, link-local and forbidden networks
+        never; none nothing; open the rest; an allow list its networks and
+        host names, with their ports.
+        """
+        forbidden = [ipaddress.IPv4Network("172.18.0.0/16")]
+        allow = parse_network({"allow": ["10.0.0.0/8:80", "api.example.com"]})
+        cases = [
+            (parse_network("open"), "x.test", "192.0.2.1", 80, True),
+            (parse_network("open"), "x.test", "127.0.0.1", 80, False),
+            (parse_network("open"), "x.test", "169.254.169.254", 80, False),
+            (parse_network("open"), "x.test", "172.18.0.5", 80, False),
+            (parse_network("none"), "x.test", "192.0.2.1", 80, False),
+            (allow, "x.test", "10.1.2.3", 80, True),
+            (allow, "x.test", "10.1.2.3", 81, False),
+            (allow, "API.example.com", "192.0.2.9", 8443, True),
+            (allow, "other.test", "192.0.2.9", 80, False),
+        ]
+        for policy, host, address, port, expected in cases:
+            self.assertEqual(expected, permitted(policy, host, address, port, forbidden),
+                             (policy, host, address, port))
+
+    def test_local_addresses(self):
+        """
+        The host's own addresses come from the kernel's local routes.
+        """
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n"
+                    "     |-- 192.0.2.7\n        /32 host LOCAL\n"
+                    "     |-- 192.0.2.255\n        /32 link BROADCAST\n")
+        self.assertEqual({"192.0.2.7"}, local_addresses(path))

@@ -115,11 +115,16 @@ class _Relay(Protocol):
     def __init__(self, request, done):
         self._request, self._done = request, done
 
+    def connectionMade(self):
+        # Backpressure: a sandbox reading slowly pauses the upstream.
+        self._request.registerProducer(self.transport, True)
+
     def dataReceived(self, data):
         if not self._request.finished:
             self._request.write(data)
 
     def connectionLost(self, reason):
+        self._request.unregisterProducer()
         self._done.callback(None)
 
 
@@ -237,9 +242,11 @@ class EgressProxy:
             if name.lower() not in _HOP_BY_HOP:
                 request.responseHeaders.setRawHeaders(name, values)
         done = Deferred()
+        gone = []
+        request.notifyFinish().addBoth(gone.append)
         response.deliverBody(_Relay(request, done))
         await done
-        if not request.finished and not request._disconnected:
+        if not request.finished and not gone:
             request.finish()
 
 
