@@ -2,6 +2,7 @@
 # first (scripts/setup.sh is idempotent and fast when nothing changed).
 #   make test                    all tests (CI=true turns Docker skips into failures)
 #   make test TESTS=tests.test_config
+#   make test JOBS=1             in one process (default: JOBS=2 trial workers)
 #   make run CONFIG=config/sandboxd.toml
 #   make images                  every image; IMAGES="base python" some of them;
 #                                REFRESH=1 rebuilds their Debian root filesystems too
@@ -14,6 +15,7 @@ SHELL := /bin/bash
 VENV := .venv
 TESTS ?= tests
 TRIALFLAGS ?=
+JOBS ?= 2
 CONFIG ?=
 IMAGES ?=
 REFRESH ?=
@@ -42,7 +44,7 @@ run: setup dockerd images
 	exec $(VENV)/bin/twistd --pidfile= -n sandboxd $(if $(CONFIG),--config $(CONFIG))
 
 test: setup dockerd images vm
-	$(VENV)/bin/trial $(TRIALFLAGS) $(TESTS)
+	$(VENV)/bin/trial $(if $(filter-out 1,$(JOBS)),--jobs=$(JOBS)) $(TRIALFLAGS) $(TESTS)
 
 # The peers (llm-sandbox, epicbox) and matplotlib go to bench/.peers-venv.
 bench: setup dockerd images

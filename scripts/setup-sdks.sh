@@ -13,17 +13,8 @@ missing=()
 command -v go >/dev/null || missing+=(golang-go)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
-if ((${#missing[@]})); then
-    echo "setup: installing Debian packages for the SDKs: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    aptlog=$(mktemp /tmp/sandboxd-apt.XXXXXX.log)
-    if ! { apt-get update -q && apt-get install -y -q "${missing[@]}"; } >"$aptlog" 2>&1 </dev/null; then
-        tail -n 40 "$aptlog" >&2
-        echo "setup: apt-get failed (full log: $aptlog)" >&2
-        exit 1
-    fi
-    rm -f "$aptlog"
-fi
+source scripts/apt-install.sh
+apt_install "${missing[@]}"
 
 # npm install only when package.json changed since the last one.
 ts=sdk/typescript

@@ -19,18 +19,8 @@ for pkg in "${packages[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
     [[ $status == "install ok installed" ]] || missing+=("$pkg")
 done
-if ((${#missing[@]})); then
-    echo "setup: installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    # apt prints hundreds of lines: keep them in a log, show its end on failure.
-    aptlog=$(mktemp /tmp/sandboxd-apt.XXXXXX.log)
-    if ! { apt-get update -q && apt-get install -y -q "${missing[@]}"; } >"$aptlog" 2>&1 </dev/null; then
-        tail -n 40 "$aptlog" >&2
-        echo "setup: apt-get failed (full log: $aptlog)" >&2
-        exit 1
-    fi
-    rm -f "$aptlog"
-fi
+source scripts/apt-install.sh
+apt_install "${missing[@]}"
 
 # --- Python virtualenv. ---
 venv=.venv

@@ -23,12 +23,14 @@ def on_ci():
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
-def _missing(reason):
+def missing(reason):
     """
-    Skip, or fail when the environment says this is CI.
+    Skip the test for want of ``reason``'s part (an engine, an image, root, a
+    toolchain...), or fail it when the environment says this is CI, where
+    scripts/setup.sh installs everything and nothing may be skipped.
     """
     if on_ci():
-        raise FailTest(f"{reason} (under CI, Docker tests may not be skipped)")
+        raise FailTest(f"{reason} (under CI, tests may not be skipped)")
     raise SkipTest(reason)
 
 
@@ -45,7 +47,7 @@ def require_docker():
             client = docker.from_env(timeout=10)
             client.ping()
         except Exception as e:
-            _missing(f"no Docker engine answers: {e}")
+            missing(f"no Docker engine answers: {e}")
         _client = client
     return _client
 
@@ -71,7 +73,7 @@ def require_image(*names):
     for name in names:
         if image_exists(name):
             return name
-    _missing(f"none of the images {', '.join(names)} exists: build them with make images")
+    missing(f"none of the images {', '.join(names)} exists: build them with make images")
 
 
 def build_image(tag, dockerfile):

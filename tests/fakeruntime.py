@@ -4,9 +4,12 @@ made-up address, records what it starts and destroys, and lets the test play
 the engine's container events; and an agent connection.
 """
 
+import itertools
+
 from twisted.internet.defer import Deferred, succeed
 from zope.interface import implementer
 
+from sandboxd.protocols.agent import IAgentConnection
 from sandboxd.runtimes.interface import IRuntime, Started
 
 
@@ -59,20 +62,43 @@ class FakeRuntime:
         self.watcher = None
 
 
+@implementer(IAgentConnection)
 class FakeConnection:
     """
     An agent connection.  Every call answers ``{"exit_code": 0}`` at once,
     or with ``hold_calls`` waits for the test to fire it (``calls`` holds
     ``(method, deferred)``).  ``lost`` fires when the test loses it.
+    ``streams`` maps the ids of open streams to their handlers and ``sent``
+    keeps what was written.  With ``answers`` false, pings go unanswered
+    while the connection stays up (an agent that stopped serving).
     """
 
     connected = True
+    answers = True
 
     def __init__(self, hold_calls=False):
         self.calls = []
         self.lost = Deferred()
         self.aborted = None
+        self.streams = {}
+        self.sent = []
         self._hold = hold_calls
+        self._stream_ids = itertools.count(1, 2)
+
+    def openStream(self, handler):
+        stream = next(self._stream_ids)
+        self.streams[stream] = handler
+        return stream
+
+    def closeStream(self, stream):
+        self.streams.pop(stream, None)
+
+    def reassign(self, stream, handler):
+        if stream in self.streams:
+            self.streams[stream] = handler
+
+    def send(self, data):
+        self.sent.append(data)
 
     def call(self, method, params=None):
         if not self._hold:
@@ -82,7 +108,7 @@ class FakeConnection:
         return d
 
     def ping(self, timeout):
-        return succeed(self.connected)
+        return succeed(self.connected and self.answers)
 
     def whenLost(self):
         return self.lost

@@ -25,6 +25,7 @@ from .agent_helpers import (
     shared_agent,
     wait_until,
 )
+from tests.dockerutil import missing
 
 MiB = 1024 * 1024
 
@@ -754,7 +755,7 @@ class StartupTests(TestCase):
         if not shutil.which("unshare") or subprocess.run(
             ["unshare", "--pid", "--fork", "true"], capture_output=True
         ).returncode:
-            self.skipTest("cannot make a PID namespace here")
+            missing("cannot make a PID namespace here")
         agent = _Pid1Agent()
         self.addCleanup(agent.stop)
         client = agent.connect()

@@ -14,9 +14,11 @@ import tempfile
 import textwrap
 import time
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from agent import init
+
+from tests.dockerutil import missing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,7 +60,7 @@ def state(pid):
 class NamespaceInitTests(SynchronousTestCase):
     def setUp(self):
         if os.geteuid() != 0:
-            raise SkipTest("unshare --pid needs root")
+            missing("unshare --pid needs root")
         script = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
         self.marker = self.mktemp()
         ready = self.mktemp()

@@ -186,10 +186,6 @@ class HTTPSTests(AgentTestCase):
         import os
         import ssl
 
-        try:
-            import cryptography  # noqa: F401  (installed with autobahn and pyOpenSSL)
-        except ImportError:
-            self.skipTest("cryptography is needed to make a certificate")
         directory = self.mktemp()
         os.mkdir(directory)
         cert, key = _self_signed(directory)

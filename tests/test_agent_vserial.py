@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from agent import wire
 from agent.wire import FrameType
 from tests.agent_helpers import AGENT_PYTHON, REPO, Client
+from tests.dockerutil import missing
 
 
 class _FdSocket:
@@ -177,7 +178,7 @@ class DropPrivilegesTests(SynchronousTestCase):
         then unreadable even for root.
         """
         if os.getuid() != 0:
-            raise self.skipTest("needs root, as the VM's init is")
+            missing("needs root, as the VM's init is")
         secret = os.path.abspath(self.mktemp())
         with open(secret, "w") as f:
             f.write("x")

@@ -10,11 +10,11 @@ import shutil
 import subprocess
 import sys
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from tests.conformance import make_vectors, python_runner
 from tests.daemon import shared_daemon
-from tests.dockerutil import on_ci, require_docker
+from tests.dockerutil import missing, require_docker
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFORMANCE = os.path.join(ROOT, "tests", "conformance")
@@ -27,16 +27,6 @@ def run(argv, cwd=ROOT, env=None, timeout=600):
     done = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
                           text=True, timeout=timeout)
     return done.returncode, done.stdout + done.stderr
-
-
-def missing(what):
-    """
-    A toolchain an SDK runner needs is not installed: a failure under CI=true,
-    else a skip.
-    """
-    if on_ci():
-        raise AssertionError(f"{what} is missing (scripts/setup.sh installs it)")
-    raise SkipTest(f"{what} is missing")
 
 
 def need(program):

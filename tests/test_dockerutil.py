@@ -26,6 +26,6 @@ class OnCITests(SynchronousTestCase):
         Under CI a missing requirement fails the test; elsewhere it skips.
         """
         self.patch(dockerutil.os, "environ", {"CI": "1"})
-        self.assertRaises(FailTest, dockerutil._missing, "no engine")
+        self.assertRaises(FailTest, dockerutil.missing, "no engine")
         self.patch(dockerutil.os, "environ", {})
-        self.assertRaises(SkipTest, dockerutil._missing, "no engine")
+        self.assertRaises(SkipTest, dockerutil.missing, "no engine")

@@ -26,6 +26,7 @@ from sandbox import (
 )
 from tests.daemon import Daemon, on_gvisor, runtime_daemon
 from tests.dockerutil import require_docker
+from tests.sdkwait import until_running
 
 
 
@@ -235,7 +236,7 @@ class SDKTests(E2ETestCase):
         async def scenario():
             sbx = await create_sandbox(endpoint=self.daemon.endpoint)
             pending = asyncio.ensure_future(sbx.process.exec_("sleep 30"))
-            await asyncio.sleep(0.2)
+            await until_running(sbx, "sleep 30")
             status, _ = await asyncio.to_thread(
                 self.daemon.request, "DELETE", f"/sandboxes/{sbx.id}"
             )

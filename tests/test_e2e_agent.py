@@ -17,7 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from sandbox import FileError, PathNotFoundError, create_sandbox
 from tests.daemon import on_gvisor, on_qemu, runtime_daemon
-from tests.dockerutil import require_docker
+from tests.dockerutil import missing, require_docker
+from tests.sdkwait import until_gone, until_running
 
 
 
@@ -387,7 +388,7 @@ class ProcessTests(AgentE2ETestCase):
             # is "at once" whatever the machine's load.
             self.assertLess(elapsed, 20.0 if self.runtime == "qemu" else 10.0)
             long = asyncio.ensure_future(sbx.process.exec_("sleep 3"))
-            await asyncio.sleep(0.2)
+            await until_running(sbx, "sleep 3")
             self.assertEqual(await sbx.fs.read("/root/small"), b"x")
             # The read was answered while the long exec still ran.
             self.assertFalse(long.done())
@@ -406,9 +407,7 @@ class ProcessTests(AgentE2ETestCase):
                 "(sleep 300 &) ; setsid sleep 300 & sleep 300 & sleep 300", timeout=0.5
             )
             self.assertTrue(result.timed_out)
-            await asyncio.sleep(0.2)
-            left = await sbx.process.exec_("pgrep -x sleep || true")
-            self.assertEqual(left.stdout, "")
+            await until_gone(sbx, "sleep 300")
 
         self.scenario(body)
 
@@ -463,7 +462,7 @@ class LossTests(AgentE2ETestCase):
             ]
             proc = await sbx.process.spawn(["cat"])
             pending.append(asyncio.ensure_future(proc.wait()))
-            await asyncio.sleep(0.3)
+            await until_running(sbx, "sleep 30")
             # The agent server is PID 1's child; kill PID 1 (the container ends).
             killer = sbx.process.exec_(f"kill -9 {AGENT_SERVER_PID}")
             pending.append(asyncio.ensure_future(killer))
@@ -502,7 +501,7 @@ class ContainerLossTests(AgentE2ETestCase):
                 asyncio.ensure_future(proc.wait()),
                 asyncio.ensure_future(watcher.__anext__()),
             ]
-            await asyncio.sleep(0.3)
+            await until_running(sbx, "sleep 30", count=2)
             ids = subprocess.run(
                 ["docker", "ps", "-q", "--filter", f"label=sandboxd.id={sbx.id}"],
                 capture_output=True, text=True, check=True,
@@ -726,7 +725,7 @@ class AttachTests(AgentE2ETestCase):
         import shutil
 
         if not shutil.which("tmux"):
-            self.skipTest("tmux is not installed")
+            missing("tmux is not installed")
         sandbox_id = self.create()
         work = os.path.abspath(self.mktemp())
         os.mkdir(work)

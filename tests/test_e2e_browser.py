@@ -7,15 +7,14 @@ tunnel, and the echo it writes into the DOM is what the test reads from
 ``--dump-dom``.
 """
 
-import os
 import shutil
 import subprocess
 import tempfile
 
 from twisted.python import log
-from twisted.trial.unittest import FailTest, SkipTest
 
 from tests.daemon import on_gvisor
+from tests.dockerutil import missing
 from tests.test_e2e_tunnels import TunnelTestCase
 
 #: Flags for a browser on a machine with no network beyond loopback and the
@@ -35,10 +34,7 @@ def require_chromium():
     """
     binary = shutil.which("chromium")
     if binary is None:
-        reason = "no chromium (scripts/setup.sh installs it)"
-        if os.environ.get("CI", "").lower() == "true":
-            raise FailTest(reason)
-        raise SkipTest(reason)
+        missing("no chromium (scripts/setup.sh installs it)")
     return binary
 
 

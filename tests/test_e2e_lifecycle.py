@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.daemon import NO_RATE_LIMIT, Daemon
 from tests.dockerutil import require_docker
+from tests.sdkwait import until_running
 
 LIVE = 20
 DISCONNECTED = 5
@@ -254,7 +255,7 @@ class FailFastTests(LifecycleTestCase):
 
             async with await connect_sandbox(sandbox_id, endpoint=self.daemon.endpoint) as sbx:
                 call = asyncio.ensure_future(sbx.process.exec_("sleep 60"))
-                await asyncio.sleep(0.5)
+                await until_running(sbx, "sleep 60")
                 killed = time.monotonic()
                 await asyncio.get_running_loop().run_in_executor(None, container.kill)
                 with self.assertRaises(SandboxUnavailableError) as raised:

@@ -46,7 +46,7 @@ class ManagerTestCase(TestCase):
 
         def connect(reactor, endpoint, secret, label="", deadline=None):
             if label in self.unreachable:
-                return fail(ConnectionRefusedError(host))
+                return fail(ConnectionRefusedError(endpoint))
             connection = FakeConnection()
             self.connections.append(connection)
             return succeed(connection)

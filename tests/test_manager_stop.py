@@ -10,6 +10,7 @@ from zope.interface.verify import verifyObject
 
 from sandboxd.config import parse_config
 from sandboxd.manager import SandboxManager
+from sandboxd.protocols.agent import IAgentConnection
 from sandboxd.runtimes.interface import IRuntime
 from sandboxd.store import Store
 from tests.fakeruntime import FakeConnection, FakeRuntime
@@ -29,6 +30,7 @@ class StopDuringWarmUpTests(SynchronousTestCase):
 
         def connect_agent(reactor, endpoint, secret, label=None, deadline=None):
             connection = FakeConnection(hold_calls=True)
+            verifyObject(IAgentConnection, connection)
             self.connections.append(connection)
             return succeed(connection)
 

@@ -8,6 +8,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from sandboxd.pool import WarmPool
+from tests.fakeruntime import FakeConnection
 
 
 class RunawayBoot(BaseException):
@@ -18,11 +19,6 @@ class RunawayBoot(BaseException):
 
 class FakeProfile:
     name = "default"
-
-
-class FakeConnection:
-    def __init__(self):
-        self.connected = True
 
 
 class FakeSandbox:

@@ -6,13 +6,13 @@ shifting demand through PoolSet with a fake boot and a Clock.
 import random
 
 import attr
-from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
 from sandboxd.config import parse_config
 from sandboxd.poolplan import Autoscaler, DemandTracker, plan_targets
 from sandboxd.pools import PoolSet, UnknownPool
+from tests.fakeruntime import FakeConnection
 
 
 class PlanTests(TestCase):
@@ -99,15 +99,6 @@ class DemandAndAutoscalerTests(TestCase):
         self.assertEqual(scaler.boosts, {"a": 1})
         scaler.decay()
         self.assertEqual(scaler.boosts, {})
-
-
-@attr.s
-class FakeConnection:
-    connected = attr.ib(default=True)
-    answers = attr.ib(default=True)
-
-    def ping(self, timeout):
-        return succeed(self.answers)
 
 
 @attr.s

@@ -6,7 +6,7 @@ engine (window credit only while the engine reads, the size cap mid-stream).
 """
 
 import attr
-from twisted.internet.defer import ensureDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.iweb import IBodyProducer
@@ -239,6 +239,9 @@ class FakeConnection:
 
     def ping(self, timeout):
         return succeed(True)
+
+    def whenLost(self):
+        return Deferred()
 
     def disconnect(self, reason=""):
         pass

@@ -105,6 +105,12 @@ class IAgentConnection(Interface):
         Fire True when a PONG comes back within ``timeout`` seconds, else False.
         """
 
+    def whenLost():
+        """
+        Fire with the AgentLost that ends the connection (at once if it has
+        ended); cancelling the Deferred stops waiting.
+        """
+
     def disconnect(reason="the sandbox was destroyed"):
         """
         Close the connection; open streams get AgentLost with ``reason``.
