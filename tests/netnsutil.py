@@ -19,6 +19,8 @@ import tempfile
 import time
 import urllib.request
 
+from tests.dockerutil import missing
+
 #: Serves GET with "<address>:<port>", and appends the request's
 #: Authorization header to the file argv[3] (on the host's side: what the
 #: server saw never goes back to the sandbox).
@@ -51,6 +53,8 @@ class TestNetwork:
     """
 
     def __init__(self):
+        if os.geteuid() != 0 or shutil.which("ip") is None:
+            missing("test network namespaces need root and ip (iproute2)")
         tag = os.urandom(3).hex()
         self.namespace = f"sbxtest-{tag}"
         self.host_link, self.ns_link = f"sbt{tag}h", f"sbt{tag}n"

@@ -136,12 +136,15 @@ class EgressTests(SynchronousTestCase):
     def test_rules_go_with_the_sandbox(self):
         """
         The sandbox's jump and chain are in iptables while it lives and
-        gone once its container is removed.
+        gone once its container is removed (not before: a dying container
+        stays restricted).
         """
         created = self.create("none")
         self.assertTrue(has_rules(created["id"]))
         self.daemon.request("DELETE", f"/sandboxes/{created['id']}")
-        deadline = time.monotonic() + 30
+        # The container is killed at once and removed once no boot is under
+        # way (at most MAX_REMOVAL_DELAY, 30 s, later): the rules go after.
+        deadline = time.monotonic() + 120
         while has_rules(created["id"]) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertFalse(has_rules(created["id"]))

@@ -182,6 +182,23 @@ class FirewallTests(TestCase):
                             for c in self.iptables.ours()))
         self.assertEqual(2, len(self.iptables.chains[CHAIN]))
 
+    async def test_stale_rules_of_an_address_go(self):
+        """
+        A jump left for the same address by an earlier sandbox (another
+        daemon's, its container gone) is removed with its chain when a new
+        sandbox at that address gets its rules; other addresses' stay.
+        """
+        other = EgressFirewall(None, owner="/dead-daemon", run=self.iptables)
+        await other.apply("sbx-old", "172.18.0.5", chain_rules([]))
+        await other.apply("sbx-near", "172.18.0.6", chain_rules([]))
+        await self.firewall.apply("sbx-new", "172.18.0.5", chain_rules([("10.0.0.0/8", None)]))
+        jumps = self.iptables.chains[CHAIN]
+        self.assertEqual(2, len(jumps))
+        self.assertEqual({("172.18.0.5/32", chain_stem("sbx-new")),
+                          ("172.18.0.6/32", chain_stem("sbx-near", "/dead-daemon"))},
+                         {(jump[1], jump[-1][:len(chain_stem("x"))]) for jump in jumps})
+        self.assertEqual(2, len(self.iptables.ours()))
+
     async def test_refused_is_named(self):
         """
         iptables refusing is a FirewallError quoting it.

@@ -161,8 +161,25 @@ class EgressFirewall:
         await self._iptables(["-I", CHAIN, "1", "-s", f"{address}/32", "-m", "comment",
                               "--comment", sandbox_id[:200], "-j", name])
         await self._drop(lambda target: target.startswith(stem) and target != name)
+        await self._drop_stale(address, name)
         self.log.info("egress rules of {sandbox} ({address}) in {chain}",
                       sandbox=sandbox_id, address=address, chain=name)
+
+    async def _drop_stale(self, address, keep):
+        """
+        Delete every other jump for C{address}, whoever made it, and its
+        chain: one live container has an address on the bridge, so a jump
+        left by a sandbox that had it before (its daemon killed, its
+        container removed behind the daemon's back) is stale, and would
+        reject this sandbox's traffic.
+        """
+        source = f"{address}/32"
+        for jump_source, target, words in await self._jumps():
+            if jump_source == source and target != keep and target.startswith(PREFIX):
+                self.log.info("removing stale egress rules {chain} of {address}",
+                              chain=target, address=address)
+                await self._iptables(["-D", CHAIN, *words], check=False)
+                await self._delete_chain(target)
 
     async def remove(self, sandbox_id):
         """
@@ -184,11 +201,15 @@ class EgressFirewall:
         code, _ = await self._iptables(["-C", INPUT_CHAIN, *rule], check=False)
         if code != 0:
             await self._iptables(["-I", INPUT_CHAIN, "1", *rule])
+        # Another sandbox's earlier rule for this address is stale (as in apply).
+        await self._close_proxy(lambda tag: tag != rule[rule.index("--comment") + 1],
+                                source=f"{address}/32", anyone=True)
 
-    async def _close_proxy(self, doomed):
+    async def _close_proxy(self, doomed, source=None, anyone=False):
         """
         Delete the proxy rules of C{SANDBOXD-INPUT} whose tag C{doomed(tag)} is
-        true of (the chain missing: nothing to do).
+        true of (the chain missing: nothing to do): this daemon's, or
+        C{anyone}'s for the address C{source}.
         """
         code, out = await self._iptables(["-S", INPUT_CHAIN], check=False)
         if code != 0:
@@ -198,7 +219,10 @@ class EgressFirewall:
             if words[:2] != ["-A", INPUT_CHAIN] or "--comment" not in words:
                 continue
             tag = words[words.index("--comment") + 1]
-            if tag.startswith(self._prefix) and doomed(tag):
+            if source is not None and (words[words.index("-s") + 1] if "-s" in words
+                                       else None) != source:
+                continue
+            if (tag.startswith(self._prefix if not anyone else PREFIX)) and doomed(tag):
                 await self._iptables(["-D", INPUT_CHAIN, *words[2:]], check=False)
 
     @property
