@@ -44,6 +44,10 @@ def body_from_query(args):
     Twisted's ``request.args``); numbers as the JSON body would have them.
     """
     body = {}
+    for name in (b"network", b"secrets"):
+        if name in args:
+            # A secret never travels in a URL (logs, proxies): POST them.
+            raise invalid_field(name.decode(), "not taken in a URL: create with POST /sandboxes")
     for name in _QUERY_FIELDS:
         values = args.get(name.encode())
         if not values:
