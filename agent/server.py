@@ -6,10 +6,12 @@ requests concurrently, one task per stream.
 import asyncio
 import concurrent.futures
 import functools
+import importlib
 import os
 import signal
 
 from . import listeners, params, wire
+from .e2e_codes import Code as E2ECode, E2EError
 from .errors import RequestError
 from .methods import METHODS
 from .reaper import Reaper
@@ -46,6 +48,11 @@ class Agent:
         if self.zygote is not None and not self.zygote.start():
             self.zygote = None
         self.connections = set()
+        #: The private half of the agent's static key for end-to-end
+        #: encryption, made at boot; ``identity`` (agent.e2e_agent) is
+        #: computed from it the first time a client asks.
+        self.identity_seed = os.urandom(32)
+        self.identity = None
         #: The running processes by pid (for process.signal and process.resize).
         self.processes = {}
 
@@ -89,6 +96,9 @@ class Connection(asyncio.Protocol):
         self._out = []
         self._flush_handle = None
         self._closing = False
+        #: Encrypted sessions (agent.e2e_agent.ConnectionE2E), from the
+        #: first e2e.* request on.
+        self._e2e = None
 
     # asyncio.Protocol
 
@@ -137,6 +147,12 @@ class Connection(asyncio.Protocol):
     def write(self, frame):
         if self._closing:
             return
+        if self._e2e is not None and self._e2e.owners:
+            try:
+                frame = self._e2e.seal(frame)
+            except E2EError as e:
+                self._e2e_failed(e)
+                return
         self._out.append(frame)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
@@ -205,6 +221,18 @@ class Connection(asyncio.Protocol):
         self.write(wire.ready(os.getpid()))
 
     def _handle_frame(self, frame):
+        if self._e2e is not None:
+            try:
+                frame, _ = self._e2e.open(frame)
+            except E2EError as e:
+                self._e2e_failed(e, frame.stream)
+                return
+            if frame is None:
+                return
+        elif frame.flags & wire.SEALED:
+            if frame.type is FrameType.REQUEST:
+                self.write(wire.error(frame.stream, E2ECode.UNKNOWN_SESSION, "no encrypted session here"))
+            return
         handler = _HANDLERS.get(frame.type)
         if handler is None:
             raise ProtocolError(
@@ -235,7 +263,12 @@ class Connection(asyncio.Protocol):
             )
             return
         try:
-            method, args = _parse_request(frame)
+            body = frame.json()
+            name = body.get("method")
+            if isinstance(name, str) and name.startswith("e2e."):
+                self._e2e_request(sid, name, body.get("params"))
+                return
+            method, args = _parse_request(body, sid)
             if method.inline:
                 self.write(wire.result(sid, method.run(self.agent, args)))
                 return
@@ -281,6 +314,49 @@ class Connection(asyncio.Protocol):
         if stream is not None:
             stream.cancel(wire.error(stream.id, Code.CANCELLED, "cancelled"))
 
+    # End-to-end encryption (docs/security.md).
+
+    def _e2e_request(self, sid, method, args):
+        """
+        ``e2e.hello``, ``e2e.identity``, ``e2e.close``: loads agent.e2e_agent
+        (and with it ``cryptography``) the first time.
+        """
+        if self._e2e is None:
+            try:
+                # Imported here on purpose: cryptography costs memory that an
+                # agent without encrypted sessions never pays.
+                module = importlib.import_module(".e2e_agent", __package__)
+            except ImportError as e:
+                self.write(wire.error(sid, E2ECode.UNSUPPORTED, f"no cryptography here: {e}"))
+                return
+            self._e2e = module.ConnectionE2E(self.agent)
+        try:
+            result = self._e2e.request(method, args or {})
+        except KeyError:
+            self.write(wire.error(sid, Code.UNKNOWN_METHOD, f"unknown method {method!r}"))
+        except ValueError as e:
+            self.write(wire.error(sid, Code.BAD_PARAMS, str(e)))
+        except E2EError as e:
+            self.write(wire.error(sid, e.code, e.message))
+        else:
+            self.write(wire.result(sid, result))
+
+    def _e2e_failed(self, error, stream=None):
+        """
+        An encrypted session failed: every stream it owned ends with the
+        error's code (in clear: the keys are not to be trusted any more),
+        and the session is forgotten.  Without a session (a sealed REQUEST
+        naming none) only ``stream`` fails.
+        """
+        sealing = getattr(error, "sealing", None)
+        streams = self._e2e.end(sealing) if sealing is not None else []
+        for sid in streams:
+            running = self.streams.get(sid)
+            if running is not None:
+                running.cancel(wire.error(sid, error.code, error.message))
+        if stream and stream not in streams and stream not in self.streams:
+            self.write(wire.error(stream, error.code, error.message))
+
     def _fail_stream(self, stream, code, message):
         stream.cancel(wire.error(stream.id, code, message))
 
@@ -317,14 +393,13 @@ _HANDLERS = {
 }
 
 
-def _parse_request(frame):
+def _parse_request(body, stream):
     """
-    The method and checked arguments of a REQUEST frame.
+    The method and checked arguments of a REQUEST frame's JSON ``body``.
     """
-    body = frame.json()
     name = body.get("method")
     if not isinstance(name, str):
-        raise ProtocolError(Code.BAD_PAYLOAD, "REQUEST needs a string method", frame.stream)
+        raise ProtocolError(Code.BAD_PAYLOAD, "REQUEST needs a string method", stream)
     method = METHODS.get(name)
     if method is None:
         raise RequestError(Code.UNKNOWN_METHOD, f"unknown method {name!r}", method=name)

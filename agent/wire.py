@@ -46,6 +46,15 @@ CHANNEL_STDOUT = 1
 CHANNEL_STDERR = 2
 CHANNELS = (CHANNEL_BODY, CHANNEL_STDOUT, CHANNEL_STDERR)
 
+#: The flag bit of a frame whose payload is sealed end to end (agent.e2e);
+#: a sealed DATA frame keeps its channel in the low bits.
+SEALED = 0x80
+#: What sealing adds to a JSON payload at most: a REQUEST's clear prefix
+#: (version, session id, method name) and the counter and tag.
+SEALED_EXTRA = 1 + 16 + 1 + 255 + 24
+#: A sealed frame's counter (8 bytes) and AES-GCM tag (16 bytes).
+SEALED_OVERHEAD = 24
+
 
 class FrameType(enum.IntEnum):
     """
@@ -73,6 +82,17 @@ JSON_TYPES = frozenset(
         FrameType.AUTH,
         FrameType.READY,
         FrameType.REQUEST,
+        FrameType.RESULT,
+        FrameType.ERROR,
+        FrameType.EVENT,
+    }
+)
+#: Frames that may carry the SEALED flag.
+SEALABLE_TYPES = frozenset(
+    {
+        FrameType.REQUEST,
+        FrameType.DATA,
+        FrameType.END,
         FrameType.RESULT,
         FrameType.ERROR,
         FrameType.EVENT,
@@ -325,6 +345,11 @@ class Framer:
             raise ProtocolError(
                 Code.UNKNOWN_FRAME_TYPE, f"unknown frame type 0x{type_byte:02x}", stream
             )
+        if flags & SEALED and frame_type in SEALABLE_TYPES:
+            flags &= ~SEALED
+            json_limit = MAX_JSON + SEALED_EXTRA
+        else:
+            json_limit = MAX_JSON
         if frame_type is FrameType.DATA:
             if flags not in CHANNELS:
                 raise ProtocolError(
@@ -343,10 +368,10 @@ class Framer:
             raise ProtocolError(
                 Code.BAD_STREAM, f"{frame_type.name} needs a stream id above 0"
             )
-        if frame_type in JSON_TYPES and length - _AFTER_LENGTH > MAX_JSON:
+        if frame_type in JSON_TYPES and length - _AFTER_LENGTH > json_limit:
             raise ProtocolError(
                 Code.FRAME_TOO_LARGE,
-                f"JSON payload of {length - _AFTER_LENGTH} bytes exceeds {MAX_JSON}",
+                f"JSON payload of {length - _AFTER_LENGTH} bytes exceeds {json_limit}",
                 stream,
             )
 
@@ -488,6 +513,20 @@ def chunks(buffer, size=CHUNK_SIZE):
     view = memoryview(buffer)
     for start in range(0, len(view), size):
         yield view[start : start + size]
+
+
+def sealed_method(frame):
+    """
+    The method a sealed REQUEST names in clear (version, a 16-byte session
+    id, the name's length and the name: docs/security.md), or None.
+    """
+    payload = frame.payload
+    if len(payload) < 18 or not frame.flags & SEALED:
+        return None
+    n = payload[17]
+    if len(payload) < 18 + n:
+        return None
+    return bytes(payload[18 : 18 + n]).decode("ascii", "replace")
 
 
 def restream(message, stream):

@@ -51,6 +51,28 @@ class Sandbox:
     async def __aexit__(self, *exc_info):
         await self.close()
 
+    @property
+    def encrypted(self):
+        """
+        True when the session is end-to-end encrypted (docs/security.md).
+        """
+        return self._session.encrypted
+
+    @property
+    def fingerprint(self):
+        """
+        The agent's key fingerprint an encrypted session agreed with (what
+        to pin next time), else None.
+        """
+        return self._session.fingerprint
+
+    async def agent_fingerprint(self):
+        """
+        The agent's key fingerprint as the agent answers it (``e2e.identity``;
+        through the daemon, so check it out of band before pinning it).
+        """
+        return (await self._session.call("e2e.identity"))["fingerprint"]
+
     async def ping(self):
         """
         A round trip through the daemon to the agent's request path.
@@ -139,6 +161,8 @@ def create_sandbox(
     endpoint=None,
     auth=None,
     client=None,
+    encrypted=False,
+    pin=None,
     network=None,
     secrets=None,
 ):
@@ -160,6 +184,10 @@ def create_sandbox(
     and ``$SANDBOX_AUTH``; pass ``client`` (a Client) to share its connections
     (it is then not closed with the sandbox).  If the session cannot be
     opened, the new sandbox is destroyed before the error is raised.
+
+    ``encrypted=True`` seals everything between this process and the
+    sandbox's agent (docs/security.md); ``pin`` (a key fingerprint, implies
+    ``encrypted``) refuses any agent key but that one.
     """
     fields = dict(
         profile=profile,
@@ -172,18 +200,41 @@ def create_sandbox(
     )
     extra = {name: value for name, value in (("network", network), ("secrets", secrets))
              if value is not None}
-    return _Opening(_create(fields, endpoint, auth, client, extra))
+    return _Opening(_create(fields, endpoint, auth, client, _e2e(encrypted, pin), extra))
 
 
-def connect_sandbox(sandbox_id, endpoint=None, auth=None, client=None):
+def connect_sandbox(
+    sandbox_id, endpoint=None, auth=None, client=None, encrypted=False, pin=None
+):
     """
     Open a session with the existing sandbox ``sandbox_id``
-    (NotFoundError if there is none).
+    (NotFoundError if there is none); ``encrypted`` and ``pin`` as for
+    create_sandbox.
     """
-    return _Opening(_connect(sandbox_id, endpoint, auth, client))
+    return _Opening(_connect(sandbox_id, endpoint, auth, client, _e2e(encrypted, pin)))
 
 
-async def _create(fields, endpoint, auth, client, extra=None):
+def _e2e(encrypted, pin):
+    """
+    What to ask of the session: None (clear), or ``(pin,)``.
+    """
+    return (pin,) if encrypted or pin else None
+
+
+async def _secure(session, e2e):
+    """
+    Encrypt ``session`` if asked; closes it on failure.
+    """
+    if e2e is None:
+        return
+    try:
+        await session.encrypt(*e2e)
+    except BaseException:
+        await session.close()
+        raise
+
+
+async def _create(fields, endpoint, auth, client, e2e=None, extra=None):
     owns = client is None
     if owns:
         client = Client(endpoint, auth)
@@ -191,10 +242,12 @@ async def _create(fields, endpoint, auth, client, extra=None):
         created = None if extra else await create_with_session(client, fields)
         if created is not None:
             info, session = created
-            return Sandbox(info, session, client, owns)
-        info = await client.create(**fields, **(extra or {}))
+        else:
+            info = await client.create(**fields, **(extra or {}))
         try:
-            session = await open_session(client, info["id"], resume_for=info.get("ttl") or 0)
+            if created is None:
+                session = await open_session(client, info["id"], resume_for=info.get("ttl") or 0)
+            await _secure(session, e2e)
         except BaseException:
             try:
                 await client.destroy(info["id"])
@@ -208,13 +261,14 @@ async def _create(fields, endpoint, auth, client, extra=None):
     return Sandbox(info, session, client, owns)
 
 
-async def _connect(sandbox_id, endpoint, auth, client):
+async def _connect(sandbox_id, endpoint, auth, client, e2e=None):
     owns = client is None
     if owns:
         client = Client(endpoint, auth)
     try:
         info = await client.get(sandbox_id)
         session = await open_session(client, sandbox_id, resume_for=info.get("ttl") or 0)
+        await _secure(session, e2e)
     except BaseException:
         if owns:
             await client.close()

@@ -17,7 +17,9 @@ import asyncio
 import collections
 
 from agent import wire
+from agent.e2e_codes import E2EError
 from agent.wire import FrameType
+from sandbox import _e2e
 from sandbox.errors import ProtocolError, SandboxUnavailableError, error_from_payload
 
 _DATA = FrameType.DATA
@@ -63,7 +65,30 @@ class Session:
         self._closing = False
         self._connection_error = None
         self._background = set()
+        #: The encrypted session's frames (agent.e2e_frames.Sealing), once
+        #: ``encrypt`` agreed keys with the agent.
+        self._sealing = None
         self._reader = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @property
+    def encrypted(self):
+        return self._sealing is not None
+
+    @property
+    def fingerprint(self):
+        """
+        The agent's key fingerprint of an encrypted session, else None.
+        """
+        return self._sealing.channel.fingerprint if self._sealing is not None else None
+
+    async def encrypt(self, pin=None):
+        """
+        Agree keys with the agent (``e2e.hello``, docs/security.md) and seal
+        every later frame; ``pin`` (the agent's key fingerprint, known out
+        of band) refuses any other key with IdentityMismatchError.
+        """
+        if self._sealing is None:
+            self._sealing = await _e2e.handshake(self, pin)
 
     @property
     def closed(self):
@@ -78,6 +103,14 @@ class Session:
         Send one encoded frame; SandboxUnavailableError once the session is gone.
         """
         self._check()
+        if self._sealing is not None:
+            try:
+                data = self._sealing.seal(data)
+            except E2EError as e:
+                raise self._e2e_failed(e) from None
+        await self._send_sealed(data)
+
+    async def _send_sealed(self, data):
         ws = self._ws
         try:
             await ws.send(data)
@@ -85,7 +118,8 @@ class Session:
             from websockets.exceptions import ConnectionClosed
 
             if isinstance(e, ConnectionClosed) and await self._resumed_from(ws):
-                return await self.send(data)
+                self._check()
+                return await self._send_sealed(data)
             if self._failure is not None:
                 raise _fresh(self._failure) from None
             error = self._closed_error(e)
@@ -97,9 +131,10 @@ class Session:
 
     def send_soon(self, data):
         """
-        Send a frame in the background (CANCEL, PONG), ignoring failures.
+        Send a frame in the background (CANCEL, PONG), ignoring failures;
+        None closes the WebSocket (an encrypted session that broke).
         """
-        if self._failure is not None:
+        if self._failure is not None and data is not None:
             return
         task = asyncio.get_running_loop().create_task(self._send_quietly(data))
         self._background.add(task)
@@ -147,8 +182,15 @@ class Session:
         return False
 
     async def _send_quietly(self, data):
+        """
+        Send ``data`` ignoring failures; None closes the WebSocket instead.
+        """
         try:
-            await self._ws.send(data)
+            if data is None:
+                self._closing = True
+                await self._ws.close(1002, "E2E")
+            else:
+                await self._ws.send(data)
         except Exception:
             pass
 
@@ -162,9 +204,7 @@ class Session:
         if self._failure is not None:
             self._slots.release()
             raise _fresh(self._failure)
-        stream_id = self._next_id
-        while stream_id in self._streams:
-            stream_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
+        stream_id = self._free_id()
         self._next_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
         stream = Stream(self, stream_id)
         self._streams[stream_id] = stream
@@ -180,6 +220,12 @@ class Session:
             raise
         return stream
 
+    def _free_id(self):
+        stream_id = self._next_id
+        while stream_id in self._streams:
+            stream_id = stream_id + 2 if stream_id + 2 <= wire.MAX_STREAM_ID else 1
+        return stream_id
+
     async def call(self, method, params=None):
         """
         A request whose answer is one RESULT; return its JSON.
@@ -191,6 +237,18 @@ class Session:
     def _forget(self, stream):
         if self._streams.pop(stream.id, None) is not None:
             self._slots.release()
+            if self._sealing is not None:
+                self._sealing.forget(stream.id)
+
+    def _e2e_failed(self, error):
+        """
+        The encrypted session broke (``error``, an E2EError): fail every
+        call with its typed error and close; returns that error.
+        """
+        if self._failure is None:
+            self._fail_all(_e2e.failure(self.sandbox_id, error))
+            self.send_soon(None)
+        return _fresh(self._failure)
 
     async def close(self):
         """
@@ -198,6 +256,8 @@ class Session:
         """
         if self._reader.done():
             return
+        if self._sealing is not None and self._failure is None:
+            await self._send_quietly(_e2e.close_request(self._sealing, self._free_id()))
         self._closing = True
         try:
             await self._ws.close()
@@ -232,6 +292,15 @@ class Session:
                     )
                     await ws.close(1002, e.code)
                     break
+                if self._sealing is not None:
+                    try:
+                        frame = _e2e.open(self._sealing, frame)
+                    except (E2EError, wire.ProtocolError) as e:
+                        failure = _e2e.failure(self.sandbox_id, e)
+                        await ws.close(1002, "E2E")
+                        break
+                    if frame is None:
+                        continue
                 dispatch(frame)
         except asyncio.CancelledError:
             failure = self._closed_error(None)

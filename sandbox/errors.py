@@ -22,6 +22,9 @@ __all__ = [
     "SandboxTimeoutError",
     "RequestCancelledError",
     "NetworkError",
+    "EncryptionError",
+    "IdentityMismatchError",
+    "TamperedError",
     "error_from",
     "error_from_http",
 ]
@@ -156,6 +159,27 @@ class RequestCancelledError(SandboxError):
     """
 
 
+class EncryptionError(SandboxUnavailableError):
+    """
+    An end-to-end encrypted session failed (an ``E2E_*`` code,
+    docs/security.md); the session is over.
+    """
+
+
+class IdentityMismatchError(EncryptionError):
+    """
+    ``E2E_IDENTITY_MISMATCH``: the agent's key is not the pinned one.
+    """
+
+
+class TamperedError(EncryptionError):
+    """
+    A sealed frame was changed, dropped, replayed, reordered or sent in
+    clear on the way (``E2E_TAMPERED``, ``E2E_REPLAYED``,
+    ``E2E_UNSEALED``).
+    """
+
+
 class NetworkError(SandboxError):
     """
     ``net.fetch`` failed: ``CONNECTION_REFUSED``, ``HOST_NOT_FOUND``,
@@ -202,6 +226,15 @@ _BY_CODE = {
     "EGRESS_DENIED": NetworkError,
     "NETWORK_UNSUPPORTED": InvalidRequestError,
     "EGRESS_FAILED": ServerError,
+    "E2E_HANDSHAKE_FAILED": EncryptionError,
+    "E2E_IDENTITY_MISMATCH": IdentityMismatchError,
+    "E2E_TAMPERED": TamperedError,
+    "E2E_REPLAYED": TamperedError,
+    "E2E_UNSEALED": TamperedError,
+    "E2E_UNKNOWN_SESSION": EncryptionError,
+    "E2E_UNSUPPORTED": EncryptionError,
+    "E2E_MALFORMED": EncryptionError,
+    "E2E_EXHAUSTED": EncryptionError,
     "ENOENT": PathNotFoundError,
     "ESRCH": NotFoundError,
     "ENOTTY": InvalidRequestError,

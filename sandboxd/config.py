@@ -73,6 +73,16 @@ class MultiTenantConfig:
 
 
 @attrs.frozen
+class UiConfig:
+    """C{[ui]}: the web dashboard at C{/ui/} (docs/ui.md)."""
+
+    #: Served on the TCP listener too (the Unix socket always serves it).
+    enabled: bool = _setting("bool", False)
+    #: The page offers no actions and no terminal (a viewer's page).
+    read_only: bool = _setting("bool", False)
+
+
+@attrs.frozen
 class LimitsConfig:
     """C{[limits]}: hard caps on what callers may ask for."""
 
@@ -177,6 +187,7 @@ class Config:
         factory=_default_profiles, converter=lambda p: MappingProxyType(dict(p)))
     firecracker: FirecrackerConfig = attrs.Factory(FirecrackerConfig)
     qemu: QemuConfig = attrs.Factory(QemuConfig)
+    ui: UiConfig = attrs.Factory(UiConfig)
 
     def endpoint_strings(self):
         """Strports descriptions for the Unix socket and the TCP (or TLS) listener."""
@@ -250,7 +261,7 @@ def _read_profiles(table, source):
 _SECTIONS = {"server": ServerConfig, "multi_tenant": MultiTenantConfig,
              "limits": LimitsConfig, "network": NetworkConfig, "tunnels": TunnelsConfig,
              "pool": PoolConfig,
-             "firecracker": FirecrackerConfig, "qemu": QemuConfig}
+             "firecracker": FirecrackerConfig, "qemu": QemuConfig, "ui": UiConfig}
 
 
 def _read_document(document, source, environ):

@@ -10,6 +10,7 @@ from twisted.python import usage
 from twisted.web.server import Site
 
 from sandboxd.api.app import SandboxAPI
+from sandboxd.api.relaytap import RelayTap
 from sandboxd.config import ConfigError, load_config
 from sandboxd.defaults import defaults_loader
 from sandboxd.eventfeed import EventFeed
@@ -47,6 +48,9 @@ class Options(usage.Options):
     synopsis = "[--config PATH]"
     optParameters = [
         ["config", "c", None, "TOML configuration file (default: built-in defaults)"],
+        ["relay-tap", None, None,
+         "append every frame the sessions relay to this file (debugging: shows what the "
+         "operator sees of a session, docs/security.md)"],
     ]
 
     def postOptions(self):
@@ -118,7 +122,8 @@ def makeService(options, reactor=None):
     templates = catalog_for(reactor, config, runtime, manager, events)
     api = SandboxAPI(manager, config, reactor, stats=SandboxStats(runtime, reactor),
                      events=events, metrics=metrics, tunnels=tunnels, templates=templates,
-                     builder=builder_for(runtime))
+                     builder=builder_for(runtime),
+                     relay_tap=RelayTap(options["relay-tap"]) if options.get("relay-tap") else None)
     # Bodies are JSON: never parsed as form submissions (Twisted would answer
     # a malformed multipart body with an empty 400 before any route saw it).
     # Path-proxy bodies stream to the sandbox as they come (StreamingRequest).

@@ -23,6 +23,7 @@ from sandbox import (
     connect_sandbox,
 )
 from sbx import _format
+from sbx._ui import Forwarder
 
 CHUNK_SIZE = 256 * 1024
 
@@ -76,6 +77,27 @@ async def _main(args):
     handler = globals()[f"cmd_{command}"]
     async with Client(args.endpoint, ca_file=getattr(args, "ca_file", None)) as client:
         return await handler(client, args)
+
+
+def _connect(client, args):
+    """
+    The session of sandbox ``args.id``, end-to-end encrypted with
+    ``--encrypted`` (pinned to the agent key ``--pin``).
+    """
+    return connect_sandbox(
+        args.id,
+        client=client,
+        encrypted=getattr(args, "encrypted", False),
+        pin=getattr(args, "pin", None),
+    )
+
+
+async def cmd_fingerprint(client, args):
+    with about(args.id):
+        sbx = await _connect(client, args)
+    async with sbx:
+        print(sbx.fingerprint or await sbx.agent_fingerprint())
+    return 0
 
 
 @contextlib.contextmanager
@@ -193,7 +215,7 @@ async def cmd_rm(client, args):
 async def cmd_exec(client, args):
     cmd = args.cmd[0] if len(args.cmd) == 1 else args.cmd
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         handle = await sbx.process.stream_exec(
             cmd,
@@ -222,7 +244,7 @@ async def cmd_attach(client, args):
     if args.cmd:
         cmd = args.cmd[0] if len(args.cmd) == 1 else args.cmd
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         code = await attach(sbx, cmd)
     return code if 0 <= code <= 255 else 1
@@ -240,7 +262,7 @@ async def _to_stdout(chunks):
 
 async def cmd_fs_read(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         await _to_stdout(sbx.fs.read_stream(args.path))
     return 0
@@ -257,7 +279,7 @@ async def _stdin_chunks():
 
 async def cmd_fs_write(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         await sbx.fs.write(args.path, _stdin_chunks(), mode=args.mode, append=args.append)
     return 0
@@ -265,7 +287,7 @@ async def cmd_fs_write(client, args):
 
 async def cmd_fs_upload(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         counts = await sbx.fs.upload(args.path, _stdin_chunks())
     sys.stderr.write(
@@ -277,7 +299,7 @@ async def cmd_fs_upload(client, args):
 
 async def cmd_fs_download(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         await _to_stdout(sbx.fs.download(args.path))
     return 0
@@ -285,7 +307,7 @@ async def cmd_fs_download(client, args):
 
 async def cmd_fs_ls(client, args):
     with about(args.id):
-        sbx = await connect_sandbox(args.id, client=client)
+        sbx = await _connect(client, args)
     async with sbx:
         entries = await sbx.fs.list(args.path, depth=args.depth)
     if args.json:
@@ -485,3 +507,21 @@ async def cmd_pool_flush(client, args):
     status = await client.request("POST", f"/pools/{args.profile}/flush")
     print(f"flushed {status.get('flushed', 0)} warm sandboxes of {args.profile}")
     return 0
+
+
+async def cmd_ui(client, args):
+    endpoint = client.endpoint
+    if not endpoint.is_unix:
+        raise Failure(f"the daemon is on TCP: open {endpoint.url.rstrip('/')}/ui/ in a browser "
+                      "(with [ui] enabled in its configuration)")
+    await client.health()  # the daemon answers on the socket
+    forwarder = Forwarder(endpoint.path, read_only=args.read_only)
+    url = await forwarder.start(args.port)
+    mode = " (read-only)" if args.read_only else ""
+    print(f"The dashboard of {endpoint.url}{mode} is at\n  {url}\n"
+          "The URL holds this session's key: share it as you would the socket. Ctrl-C stops.",
+          flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await forwarder.close()

@@ -59,6 +59,13 @@ def build_parser():
         "--ca-file", metavar="PEM",
         help="CA certificate to verify an https daemon with (default: $SANDBOX_CA_FILE,"
         " else the system's trust store)")
+    parser.add_argument(
+        "--encrypted", action="store_true",
+        help="encrypt the session end to end, so that the daemon sees method names and sizes"
+        " only (docs/security.md)")
+    parser.add_argument(
+        "--pin", metavar="FINGERPRINT",
+        help="with --encrypted (implied): refuse any agent key but this one (sha256:...)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     create = commands.add_parser("create", help="create a sandbox, print its id")
@@ -169,6 +176,10 @@ def build_parser():
         help="also list subdirectories, N levels deep (default 1)",
     )
 
+    fingerprint = commands.add_parser(
+        "fingerprint", help="the fingerprint of the sandbox agent's key (to pin it)")
+    fingerprint.add_argument("id", metavar="ID")
+
     stats = commands.add_parser("stats", help="CPU, memory, network and PID stats")
     stats.add_argument("id", metavar="ID")
     stats.add_argument("--json", action="store_true", help="print the JSON object")
@@ -211,6 +222,13 @@ def build_parser():
     events.add_argument("--type", dest="types", action="append", default=[], metavar="TYPE",
                         help="only this type, or prefix like 'sandbox.' (repeatable)")
     events.add_argument("--json", action="store_true", help="print one JSON object a line")
+
+    ui = commands.add_parser(
+        "ui", help="the web dashboard: a loopback port forwarding to the Unix socket (docs/ui.md)")
+    ui.add_argument("--port", type=int, default=0, metavar="N",
+                    help="listen on 127.0.0.1:N (default: a free port)")
+    ui.add_argument("--read-only", action="store_true",
+                    help="forward GET requests only, and the page shows no actions or terminal")
 
     tpl = commands.add_parser("tpl", help="templates: save, list, remove (docs/templates.md)")
     tpl_commands = tpl.add_subparsers(dest="tpl_command", metavar="COMMAND", required=True)

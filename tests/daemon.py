@@ -153,8 +153,10 @@ class Daemon:
 
     def __init__(
         self, min_base=1, extra_config="", pool_config="", runtime="docker",
-        limits_config=None, ready_timeout=90, request_timeout=30,
+        limits_config=None, ready_timeout=90, request_timeout=30, options=(),
     ):
+        #: More command line options of ``twistd sandboxd`` (e.g. --relay-tap).
+        self.options = list(options)
         self.ready_timeout = ready_timeout
         #: Seconds a request may take (a cold create boots a sandbox).
         self.request_timeout = request_timeout
@@ -202,7 +204,7 @@ class Daemon:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "sandboxd",
-                 "--config", self.config],
+                 "--config", self.config, *self.options],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,

@@ -34,8 +34,8 @@ class RecipeTests(TestCase):
         filesystem, is a change of this test too.
         """
         packages = build_images.read_packages(os.path.join(ROOT, "images", "base", "packages"))
-        self.assertEqual(packages, ["python3", "ca-certificates", "procps"])
-        self.assertEqual(build_images.recipe_hash(packages), "d6397f0fe22d5859")
+        self.assertEqual(packages, ["python3", "ca-certificates", "procps", "python3-cryptography"])
+        self.assertEqual(build_images.recipe_hash(packages), "5f964dafb07971c0")
 
     def test_recipe_follows_the_list(self):
         """

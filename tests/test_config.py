@@ -31,7 +31,7 @@ EXAMPLE = os.path.join(_ROOT, "config", "sandboxd.example.toml")
 REFERENCE = os.path.join(_ROOT, "docs", "config.md")
 KEY = base64.b64encode(bytes(range(32))).decode("ascii")
 SHORT_KEY = base64.b64encode(bytes(31)).decode("ascii")
-SECTIONS = ("server", "multi_tenant", "limits", "network", "tunnels", "pool", "firecracker", "qemu")
+SECTIONS = ("server", "multi_tenant", "limits", "network", "tunnels", "pool", "firecracker", "qemu", "ui")
 
 
 def parse(text, environ=None):

@@ -38,26 +38,30 @@ class SuiteTestCase(SynchronousTestCase):
 class PythonPackageTests(SuiteTestCase):
     def test_installs_alone(self):
         """
-        ``pip install sdk/python`` into a fresh venv brings the SDK, the wire
-        codec and websockets, and nothing of the daemon (no Twisted, no agent
-        server); the installed SDK (not this tree's) plays the vectors and
-        the scenario.
+        ``pip install 'sdk/python[encryption]'`` into a fresh venv brings the
+        SDK, the wire codec, the sealing modules, websockets and
+        cryptography (with its own dependencies), and nothing of the daemon
+        (no Twisted, no agent server); the installed SDK (not this tree's)
+        plays the vectors (the encrypted ones too) and the scenario.
         """
         venv = os.path.abspath(self.mktemp())
         self.check([sys.executable, "-m", "venv", venv])
         py = os.path.join(venv, "bin", "python")
         self.check([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    os.path.join(ROOT, "sdk", "python")], cwd=venv)
+                    os.path.join(ROOT, "sdk", "python") + "[encryption]"], cwd=venv)
         listed = json.loads(self.check([py, "-m", "pip", "list", "--format=json",
                                         "--disable-pip-version-check"], cwd=venv).splitlines()[0])
         names = {p["name"].lower() for p in listed} - {"pip", "setuptools", "wheel"}
-        self.assertEqual(names, {"sandboxd-sdk", "websockets"})
+        self.assertTrue({"sandboxd-sdk", "websockets", "cryptography"} <= names, names)
+        self.assertTrue(names <= {"sandboxd-sdk", "websockets", "cryptography", "cffi", "pycparser"},
+                        names)
         probe = ("import agent, os, sandbox, importlib.util as u; "
                  "print(sandbox.__file__); print(sorted(os.listdir(os.path.dirname(agent.__file__)))); "
                  "print(u.find_spec('twisted'), u.find_spec('sandboxd'))")
         out = self.check([py, "-c", probe], cwd=venv).splitlines()
         self.assertTrue(out[0].startswith(venv), out[0])
-        self.assertEqual([n for n in eval(out[1]) if n.endswith(".py")], ["__init__.py", "wire.py"])
+        self.assertEqual([n for n in eval(out[1]) if n.endswith(".py")],
+                         ["__init__.py", "e2e.py", "e2e_codes.py", "e2e_frames.py", "wire.py"])
         self.assertEqual(out[2], "None None")
         env = {"SANDBOX_SDK_INSTALLED": "1"}
         runner = os.path.join(CONFORMANCE, "python_runner.py")

@@ -390,9 +390,10 @@ class FramerTests(TestCase):
 
     def test_unknownDataChannel(self):
         """
-        A DATA frame on a channel other than 0, 1 or 2 is BAD_FLAGS.
+        A DATA frame on a channel other than 0, 1 or 2 is BAD_FLAGS, with or
+        without the SEALED bit (0x80 alone is a sealed channel 0).
         """
-        for channel in (3, 4, 0x80, 0xFF):
+        for channel in (3, 4, 0x40, 0x83, 0xFF):
             e = self.assertRaises(
                 ProtocolError, wire.Framer().feed, header(6, FrameType.DATA, channel, 1)
             )

@@ -35,6 +35,7 @@ from sandboxd.api.requests import (
 )
 from sandboxd.api.session import SessionFactory
 from sandboxd.api.templates import TemplateRoutes, install as install_template_routes
+from sandboxd.api.ui import Dashboard
 from sandboxd.metrics import CONTENT_TYPE
 from sandboxd.ratelimit import RateLimiter
 from sandboxd.runtimes.interface import RuntimeFailure
@@ -60,7 +61,7 @@ class SandboxAPI:
     log = Logger()
 
     def __init__(self, manager, config, clock, stats=None, events=None, metrics=None,
-                 tunnels=None, templates=None, builder=None):
+                 tunnels=None, templates=None, builder=None, relay_tap=None):
         self._manager = manager
         self.templates = TemplateRoutes(templates, manager, builder, config.limits)
         self._events = events
@@ -74,11 +75,12 @@ class SandboxAPI:
         )
         self._gate = None
         self._creator = Creator(manager, self._creates, self.templates, config.limits)
-        factory = SessionFactory(manager, clock, metrics)
+        factory = SessionFactory(manager, clock, metrics, tap=relay_tap)
         self._tokens = factory.tokens
         self._sessions = WebSocketResource(factory)
         self._tunnels = tunnels
         self._ports = tunnels and TunnelResource(tunnels, manager.get, clock, visible=_visible)
+        self._dashboard = Dashboard()
 
     def resource(self):
         """
@@ -329,6 +331,20 @@ class SandboxAPI:
             raise ApiError(501, "NOT_AVAILABLE", "this daemon serves no metrics")
         request.setHeader(b"Content-Type", CONTENT_TYPE.encode())
         return self._metrics.exposition()
+
+    # The dashboard (sandboxd/api/ui.py, docs/ui.md)
+
+    @app.route("/ui/", methods=["GET"])
+    def dashboard(self, request):
+        return self._dashboard.serve(request, self._config, "")
+
+    @app.route("/ui/config.json", methods=["GET"])
+    def dashboardSettings(self, request):
+        return self._dashboard.settings(request, self._config)
+
+    @app.route("/ui/<name>", methods=["GET"])
+    def dashboardFile(self, request, name):
+        return self._dashboard.serve(request, self._config, name)
 
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):

@@ -21,6 +21,7 @@ from twisted.internet.address import UNIXAddress
 from twisted.web.resource import Resource
 
 from sandboxd.api import wsauth
+from sandboxd.api.ui import is_page_request
 from sandboxd.api.errors import error_body
 from sandboxd.ratelimit import RateLimited
 from sandboxd.tenancy.verifier import SignatureRefused, Tenant, Verifier
@@ -113,8 +114,12 @@ class TenantGate(Resource):
         self.enabled = settings.enabled
 
     def checks(self, request):
-        """Whether this request must be signed."""
-        return self.enabled and not on_unix_socket(request)
+        """
+        Whether this request must be signed: not on the Unix socket, nor
+        for the dashboard's files (public, they hold no data).
+        """
+        return (self.enabled and not on_unix_socket(request)
+                and not is_page_request(request.method, request.path))
 
     def signedBodies(self, transport):
         """

@@ -456,6 +456,30 @@ PATHS = {
             "200": _ok("Text exposition format 0.0.4", {"type": "string"}, "text/plain"),
         }, tags=["daemon"]),
     },
+    "/ui/": {
+        "get": _operation("dashboard", "The web dashboard's page, no auth (docs/ui.md)", {
+            "200": _ok("The page", {"type": "string"}, "text/html"),
+            "404": _error("Off on TCP", "UI_DISABLED"),
+        }, tags=["dashboard"]),
+    },
+    "/ui/config.json": {
+        "get": _operation("dashboardSettings", "What the dashboard's page needs of the "
+                          "configuration", {
+            "200": _ok("Settings", {"type": "object", "required": ["read_only"],
+                                    "properties": {"read_only": {"type": "boolean"}}}),
+            "404": _error("Off on TCP", "UI_DISABLED"),
+        }, tags=["dashboard"]),
+    },
+    "/ui/{name}": {
+        "get": _operation("dashboardFile", "A file of the dashboard (app.js, app.css, "
+                          "index.html), no auth", {
+            "200": {"description": "The file",
+                    "content": {kind: {"schema": {"type": "string"}}
+                                for kind in ("text/javascript", "text/css", "text/html")}},
+            "404": _error("No such file, or off on TCP", "NOT_FOUND", "UI_DISABLED"),
+        }, parameters=[{"name": "name", "in": "path", "required": True,
+                        "schema": {"type": "string", "maxLength": 256}}], tags=["dashboard"]),
+    },
     "/openapi.json": {
         "get": _operation("openapi", "This document", {
             "200": _ok("OpenAPI 3.1", {"type": "object"}),

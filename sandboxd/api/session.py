@@ -57,7 +57,9 @@ def sandbox_id_from_path(path):
 
 
 def _method_of(frame):
-    """The method a REQUEST frame names, or None."""
+    """The method a REQUEST frame names (sealed ones too), or None."""
+    if frame.flags & wire.SEALED:
+        return wire.sealed_method(frame)
     try:
         return frame.json().get("method")
     except wire.ProtocolError:
@@ -176,6 +178,8 @@ class SandboxSession(WebSocketServerProtocol):
             self._relay(payload, isBinary)
 
     def _relay(self, payload, isBinary):
+        if self.factory.tap is not None:
+            self.factory.tap.relayed(">", self.sandbox.id, payload)
         if not isBinary:
             self._protocolError(wire.Code.BAD_PAYLOAD, "messages must be binary frames")
             return
@@ -336,6 +340,8 @@ class SandboxSession(WebSocketServerProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123))
 
     def _sendToClient(self, data):
+        if self.factory.tap is not None:
+            self.factory.tap.relayed("<", self.sandbox.id, data)
         try:
             self.sendMessage(data, isBinary=True)
         except Disconnected:
@@ -350,8 +356,10 @@ class SessionFactory(WebSocketServerFactory):
 
     protocol = SandboxSession
 
-    def __init__(self, manager, clock=None, meter=None):
+    def __init__(self, manager, clock=None, meter=None, tap=None):
         super().__init__()
+        #: A relaytap.RelayTap copying every relayed frame (or None).
+        self.tap = tap
         #: A DaemonMetrics (or None): open sessions, relayed call latency.
         self.meter = meter
         if clock is None:

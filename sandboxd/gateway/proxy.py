@@ -7,6 +7,12 @@ WebSocket upgrade is signed the same way and then relayed byte for byte
 
 Headers a caller sends that the signature covers (``X-Sandbox-*``) are
 dropped: only the gateway says who a caller is.
+
+Two kinds of request pass without a key, unsigned, for a browser (which
+cannot send ``Authorization`` on a page load or a WebSocket): the web
+dashboard's public files (``GET /ui/...``, docs/ui.md) and a session upgrade
+carrying a session token (sandboxd/api/wsauth.py), which sandboxd checks
+in place of a signature; the token was minted by a keyed request.
 """
 
 import json
@@ -22,6 +28,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from sandboxd.api import wsauth
+from sandboxd.api.ui import is_page_request
 from sandboxd.tenancy import canonical
 from sandboxd.tenancy.signer import sign
 from sandboxd.tunnels.relay import Pipe, take_over
@@ -98,6 +106,19 @@ class Gateway(Resource):
         self._agent = Agent(reactor, contextFactory=policy)
 
     def render(self, request):
+        upgrade = (request.getHeader(b"upgrade") or b"").lower() == b"websocket"
+        headers = Headers()
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            if name.lower() not in _DROPPED:
+                headers.setRawHeaders(name, values)
+        if bearer(request) is None and self._unsigned(request, upgrade):
+            # A browser's: the dashboard's public files, or a session
+            # upgrade carrying a session token (sandboxd checks it).
+            if upgrade:
+                self._upgrade(request, headers)
+            else:
+                self._forward(request, headers, b"")
+            return NOT_DONE_YET
         key = bearer(request)
         if key is None:
             return _error(request, 401, "API_KEY_MISSING",
@@ -112,17 +133,24 @@ class Gateway(Resource):
             return _error(request, 413, "BODY_TOO_LARGE", f"the body exceeds {MAX_BODY} bytes")
         signed = sign(self._config.signing_key, request.method, request.uri, body,
                       found.identity, self._reactor.seconds(), found.quotas)
-        headers = Headers()
-        for name, values in request.requestHeaders.getAllRawHeaders():
-            if name.lower() not in _DROPPED:
-                headers.setRawHeaders(name, values)
         for name, value in signed.items():
             headers.setRawHeaders(name.encode(), [value.encode()])
-        if (request.getHeader(b"upgrade") or b"").lower() == b"websocket":
+        if upgrade:
             self._upgrade(request, headers)
         else:
             self._forward(request, headers, body)
         return NOT_DONE_YET
+
+    @staticmethod
+    def _unsigned(request, upgrade):
+        """
+        Whether a request without an API key goes upstream unsigned: the
+        dashboard's files (docs/ui.md), or a WebSocket session upgrade with
+        a session token, which a browser sends in place of a key.
+        """
+        if upgrade:
+            return wsauth.upgrade_token(request) is not None
+        return is_page_request(request.method, request.path)
 
     def _forward(self, request, headers, body):
         gone = []

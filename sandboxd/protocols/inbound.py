@@ -101,6 +101,11 @@ class InboundLimits:
             if credit is None:
                 return
             n = len(frame.payload)
+            if frame.flags & wire.SEALED:
+                # Credit counts plaintext at both ends: a sealed frame's
+                # counter and tag spend none (an empty sealed frame, like
+                # an empty clear one, spends nothing).
+                n = max(0, n - wire.SEALED_OVERHEAD)
             if n > credit:
                 raise wire.ProtocolError(
                     wire.Code.WINDOW_EXCEEDED,

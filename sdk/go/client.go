@@ -81,6 +81,11 @@ type Options struct {
 	Storage  string
 	TTL      int // seconds
 	Labels   map[string]string
+
+	// Encrypted makes the session end-to-end encrypted (docs/security.md); Pin ("sha256:...",
+	// implies Encrypted) refuses any agent key but that one.
+	Encrypted bool
+	Pin       string
 }
 
 // Client calls the daemon's REST routes (docs/api.md).

@@ -77,6 +77,7 @@ func TestVectors(t *testing.T) {
 		DecodeErrors []map[string]interface{} `json:"decode_errors"`
 		WireErrors   []map[string]interface{} `json:"wire_errors"`
 		HTTPErrors   []map[string]interface{} `json:"http_errors"`
+		E2E          e2eVectors               `json:"e2e"`
 	}
 	load(t, "vectors.json", &v)
 	consts := map[string]int{"HEADER_SIZE": HeaderSize, "MAX_PAYLOAD": MaxPayload, "MAX_JSON": MaxJSON, "CHUNK_SIZE": ChunkSize,
@@ -171,7 +172,89 @@ func TestVectors(t *testing.T) {
 		}
 		n++
 	}
+	n += playE2E(t, v.E2E)
 	fmt.Printf("ok %d vectors\n", n)
+}
+
+type e2eVectors struct {
+	Sandbox         string                 `json:"sandbox"`
+	ClientPrivate   string                 `json:"client_private_hex"`
+	Pin             string                 `json:"pin"`
+	Hello           map[string]interface{} `json:"hello"`
+	Result          map[string]interface{} `json:"result"`
+	ToAgent         []map[string]string    `json:"to_agent"`
+	FromAgent       []map[string]string    `json:"from_agent"`
+	FromAgentErrors []struct {
+		Name   string `json:"name"`
+		After  int    `json:"after"`
+		Sealed string `json:"sealed_hex"`
+		Error  string `json:"error"`
+	} `json:"from_agent_errors"`
+	WrongPin map[string]string `json:"wrong_pin"`
+}
+
+// playE2E: the encrypted-session vectors (README, e2e): the same hello, keys, sealed bytes and errors.
+func playE2E(t *testing.T, v e2eVectors) int {
+	unhex := func(s string) []byte { b, _ := hex.DecodeString(s); return b }
+	client := func(pin string) (*Sealing, error) {
+		h, err := NewClientHandshake(v.Sandbox, pin, unhex(v.ClientPrivate))
+		if err != nil {
+			return nil, err
+		}
+		got, _ := json.Marshal(h.Hello())
+		want, _ := json.Marshal(v.Hello)
+		if string(got) != string(want) {
+			t.Errorf("e2e hello: %s != %s", got, want)
+		}
+		s, err := h.Finish(v.Result)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range v.ToAgent {
+			sealed, err := s.Seal(unhex(c["plain_hex"]))
+			if err != nil || hex.EncodeToString(sealed) != c["sealed_hex"] {
+				t.Errorf("e2e seal: %v", err)
+			}
+		}
+		return s, nil
+	}
+	open := func(s *Sealing, h string) (*Frame, error) {
+		f, err := DecodeOne(unhex(h))
+		if err != nil {
+			return nil, err
+		}
+		return s.Open(f)
+	}
+	s, err := client(v.Pin)
+	if err != nil {
+		t.Fatalf("e2e handshake: %v", err)
+	}
+	for _, c := range v.FromAgent {
+		f, err := open(s, c["sealed_hex"])
+		if err != nil {
+			t.Fatalf("e2e open: %v", err)
+		}
+		plain, _ := Encode(f.Type, f.Stream, f.Payload, f.Flags)
+		if hex.EncodeToString(plain) != c["plain_hex"] {
+			t.Errorf("e2e open: %x", plain)
+		}
+	}
+	n := 2
+	for _, c := range v.FromAgentErrors {
+		s, _ := client(v.Pin)
+		for _, good := range v.FromAgent[:c.After] {
+			_, _ = open(s, good["sealed_hex"])
+		}
+		_, err := open(s, c.Sealed)
+		if e, ok := err.(*Error); !ok || e.Code != c.Error {
+			t.Errorf("e2e %s: %v", c.Name, err)
+		}
+		n++
+	}
+	if _, err := client(v.WrongPin["pin"]); err == nil || err.(*Error).Code != v.WrongPin["error"] {
+		t.Errorf("e2e wrong pin: %v", err)
+	}
+	return n + 1
 }
 
 // TestBench: upload then download SANDBOX_BENCH_MIB MiB through the streams.

@@ -27,6 +27,8 @@ const (
 	KindInvalidEndpoint    Kind = "invalid_endpoint"
 	KindDaemonUnavailable  Kind = "daemon_unavailable"
 	KindProcessExited      Kind = "process_exited"
+	// KindEncryption: an end-to-end encrypted session failed (E2E_* codes); it is over.
+	KindEncryption Kind = "encryption"
 )
 
 // Error is every error the SDK returns about the daemon or the sandbox:
@@ -85,8 +87,11 @@ var byCode = map[string]Kind{
 	"SANDBOX_UNAVAILABLE": KindSandboxUnavailable, "TIMEOUT": KindTimeout, "CANCELLED": KindCancelled,
 	"TOO_MANY_REDIRECTS": KindNetwork, "CONNECTION_REFUSED": KindNetwork, "HOST_NOT_FOUND": KindNetwork,
 	"TLS_ERROR": KindNetwork, "NET_ERROR": KindNetwork, "ENOENT": KindPathNotFound, "ESRCH": KindNotFound,
-	"ENOTTY": KindInvalidRequest, "EGRESS_DENIED": KindNetwork, "NETWORK_UNSUPPORTED": KindInvalidRequest,
-	"EGRESS_FAILED": KindServer,
+	"EGRESS_DENIED": KindNetwork, "NETWORK_UNSUPPORTED": KindInvalidRequest, "EGRESS_FAILED": KindServer,
+	"ENOTTY":               KindInvalidRequest,
+	"E2E_HANDSHAKE_FAILED": KindEncryption, "E2E_IDENTITY_MISMATCH": KindEncryption, "E2E_TAMPERED": KindEncryption,
+	"E2E_REPLAYED": KindEncryption, "E2E_UNSEALED": KindEncryption, "E2E_UNKNOWN_SESSION": KindEncryption,
+	"E2E_UNSUPPORTED": KindEncryption, "E2E_MALFORMED": KindEncryption, "E2E_EXHAUSTED": KindEncryption,
 }
 
 // ErrorFrom is the error for code (falling back on the HTTP status when not 0).

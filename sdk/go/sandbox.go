@@ -29,6 +29,9 @@ func Create(ctx context.Context, opts *Options) (*Sandbox, error) {
 		return nil, err
 	}
 	s, err := openSession(ctx, c, info.ID)
+	if err == nil {
+		err = secure(ctx, s, opts)
+	}
 	if err != nil {
 		_ = c.Destroy(context.Background(), info.ID)
 		closeOwn(c, own)
@@ -47,11 +50,47 @@ func Connect(ctx context.Context, id string, opts *Options) (*Sandbox, error) {
 	if err == nil {
 		var s *session
 		if s, err = openSession(ctx, c, id); err == nil {
-			return &Sandbox{ID: id, Info: info, client: c, ownClient: own, s: s}, nil
+			if err = secure(ctx, s, opts); err == nil {
+				return &Sandbox{ID: id, Info: info, client: c, ownClient: own, s: s}, nil
+			}
 		}
 	}
 	closeOwn(c, own)
 	return nil, err
+}
+
+// secure encrypts the session when opts ask; closes it on failure.
+func secure(ctx context.Context, s *session, opts *Options) error {
+	if opts == nil || (!opts.Encrypted && opts.Pin == "") {
+		return nil
+	}
+	if err := s.encrypt(ctx, opts.Pin); err != nil {
+		_ = s.close()
+		return err
+	}
+	return nil
+}
+
+// Encrypted reports whether the session is end-to-end encrypted.
+func (b *Sandbox) Encrypted() bool { return b.s.sealed.Load() != nil }
+
+// Fingerprint is the agent key an encrypted session agreed ("" when clear).
+func (b *Sandbox) Fingerprint() string {
+	if sealing := b.s.sealed.Load(); sealing != nil {
+		return sealing.Fingerprint()
+	}
+	return ""
+}
+
+// AgentFingerprint is the fingerprint the agent answers (e2e.identity; relayed by the daemon:
+// check it out of band before pinning it).
+func (b *Sandbox) AgentFingerprint(ctx context.Context) (string, error) {
+	r, err := b.s.call(ctx, "e2e.identity", nil)
+	if err != nil {
+		return "", err
+	}
+	fp, _ := r["fingerprint"].(string)
+	return fp, nil
 }
 
 func clientFor(opts *Options) (*Client, bool, error) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gorilla/websocket"
 )
@@ -23,6 +24,8 @@ type session struct {
 	slots   chan struct{}
 	err     error
 	done    chan struct{}
+	// sealed is the encrypted session's Sealing once encrypt agreed keys (else nil).
+	sealed atomic.Pointer[Sealing]
 }
 
 func openSession(ctx context.Context, c *Client, id string) (*session, error) {
@@ -64,6 +67,16 @@ func (s *session) send(frame []byte) error {
 	defer s.writeMu.Unlock()
 	if err := s.failure(); err != nil {
 		return err
+	}
+	if sealing := s.sealed.Load(); sealing != nil {
+		sealed, err := sealing.Seal(frame)
+		if err != nil {
+			if e, ok := err.(*Error); ok && e.Kind == KindEncryption {
+				go s.endEncrypted(e)
+			}
+			return err
+		}
+		frame = sealed
 	}
 	if err := s.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
 		return unavailable("cannot write to the session: " + err.Error())
@@ -141,6 +154,39 @@ func (s *session) release(st *stream) {
 		<-s.slots
 	}
 	s.mu.Unlock()
+	if sealing := s.sealed.Load(); sealing != nil {
+		sealing.Forget(st.id)
+	}
+}
+
+// encrypt agrees keys with the agent (e2e.hello, docs/security.md) and seals every later frame;
+// pin ("sha256:...") refuses any other agent key.
+func (s *session) encrypt(ctx context.Context, pin string) error {
+	hello, err := NewClientHandshake(s.id, pin, nil)
+	if err != nil {
+		return err
+	}
+	result, err := s.call(ctx, "e2e.hello", hello.Hello())
+	if err != nil {
+		return err
+	}
+	sealing, err := hello.Finish(result)
+	if err != nil {
+		if e, ok := err.(*Error); ok {
+			e.Message = fmt.Sprintf("sandbox %s: %s", s.id, e.Message)
+		}
+		return err
+	}
+	s.writeMu.Lock()
+	s.sealed.Store(sealing)
+	s.writeMu.Unlock()
+	return nil
+}
+
+// endEncrypted fails every call with the session's encryption error and closes it.
+func (s *session) endEncrypted(e *Error) {
+	s.fail(e)
+	_ = s.ws.Close()
 }
 
 func (s *session) fail(err error) {
@@ -186,6 +232,22 @@ func (s *session) readLoop() {
 			s.fail(&Error{Kind: KindProtocol, Code: we.Code, Message: "the daemon sent a bad frame: " + we.Message})
 			s.ws.Close()
 			return
+		}
+		if sealing := s.sealed.Load(); sealing != nil {
+			opened, err := sealing.Open(f)
+			if err != nil {
+				if e, ok := err.(*Error); ok {
+					e.Message = fmt.Sprintf("sandbox %s: %s", s.id, e.Message)
+					s.endEncrypted(e)
+				} else {
+					s.endEncrypted(e2eErr("E2E_MALFORMED", "sandbox %s: %v", s.id, err))
+				}
+				return
+			}
+			if opened == nil {
+				continue
+			}
+			f = opened
 		}
 		if f.Stream == 0 {
 			if f.Type == FramePing {

@@ -130,6 +130,11 @@ func checkHeader(length uint32, t FrameType, flags byte, stream uint32) error {
 	if !t.known() {
 		return wireErr("UNKNOWN_FRAME_TYPE", stream, "unknown frame type 0x%02x", byte(t))
 	}
+	jsonLimit := uint32(MaxJSON)
+	if flags&Sealed != 0 && (t == FrameRequest || t == FrameData || t == FrameEnd || t == FrameResult || t == FrameError || t == FrameEvent) {
+		flags &^= Sealed
+		jsonLimit += 1 + 16 + 1 + 255 + e2eOverhead
+	}
 	if t == FrameData {
 		if flags > 2 {
 			return wireErr("BAD_FLAGS", stream, "unknown DATA channel %d", flags)
@@ -144,8 +149,8 @@ func checkHeader(length uint32, t FrameType, flags byte, stream uint32) error {
 	} else if stream == 0 && t != FrameError {
 		return wireErr("BAD_STREAM", 0, "%s needs a stream id above 0", t)
 	}
-	if t.isJSON() && size > MaxJSON {
-		return wireErr("FRAME_TOO_LARGE", stream, "JSON payload of %d bytes exceeds %d", size, MaxJSON)
+	if t.isJSON() && size > jsonLimit {
+		return wireErr("FRAME_TOO_LARGE", stream, "JSON payload of %d bytes exceeds %d", size, jsonLimit)
 	}
 	return nil
 }

@@ -1,7 +1,10 @@
 """
 The Python SDK as a distribution of its own (``sandboxd-sdk``): the package
-``sandbox`` and the wire codec ``agent.wire`` from this source tree, nothing of
-the daemon or the agent, and ``websockets`` as its only dependency.
+``sandbox`` and the wire codec ``agent.wire`` from this source tree (with the
+end-to-end encryption modules ``agent.e2e*`` the SDK shares with the agent),
+nothing else of the daemon or the agent, and ``websockets`` as its only
+dependency; ``sandboxd-sdk[encryption]`` adds ``cryptography`` for encrypted
+sessions.
 
     pip install ./sdk/python          (or: python -m build sdk/python)
 """
@@ -14,13 +17,14 @@ from setuptools.command.build_py import build_py
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.relpath(os.path.join(HERE, "..", ".."), HERE)
 
-#: The modules of the agent package the SDK imports: the codec only.
-AGENT_MODULES = ("__init__", "wire")
+#: The modules of the agent package the SDK imports: the codec, and the
+#: sealing of encrypted sessions (docs/security.md).
+AGENT_MODULES = ("__init__", "wire", "e2e_codes", "e2e", "e2e_frames")
 
 
 class SDKOnly(build_py):
     """
-    Build ``agent`` with its wire codec alone.
+    Build ``agent`` with its wire codec and the sealing modules alone.
     """
 
     def find_package_modules(self, package, package_dir):
@@ -49,5 +53,6 @@ setup(
     packages=["sandbox", "agent"],
     package_dir={"sandbox": os.path.join(ROOT, "sandbox"), "agent": os.path.join(ROOT, "agent")},
     install_requires=["websockets>=13.0"],
+    extras_require={"encryption": ["cryptography>=38"]},
     cmdclass={"build_py": SDKOnly},
 )

@@ -16,7 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
 
-from agent import wire  # noqa: E402
+from agent import e2e, wire  # noqa: E402
+from agent.e2e_frames import Sealing  # noqa: E402
 from agent.wire import FrameType as T  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -218,6 +219,73 @@ def error_cases():
     return wire_cases, http_cases
 
 
+def e2e_cases():
+    """
+    An encrypted session with every random part fixed: the hello, the
+    agent's answer, then frames each way as plaintext and sealed (what the
+    client sends, what it receives on its stream), and bad frames with the
+    error they must give (docs/security.md), each played on a fresh client
+    that sealed ``to_agent`` and opened the first ``after`` of ``from_agent``.
+    """
+    sandbox_id = "sbx-c0ffee00"
+    client_private, agent_private = bytes(range(1, 33)), bytes(range(33, 65))
+    static_private, session_id = bytes(range(65, 97)), bytes(range(97, 113))
+    identity = e2e.Identity(static_private)
+    client = e2e.ClientHandshake(sandbox_id, pin=identity.fingerprint, private=client_private)
+    hello = client.hello()
+    result, agent_channel = e2e.agent_handshake(identity, hello, ephemeral=agent_private, session_id=session_id)
+    client_side = Sealing(client.finish(result), client=True)
+    agent_side = Sealing(agent_channel, client=False)
+    to_agent = [
+        wire.request(1, "process.exec", {"cmd": ["cat"], "stdin_stream": True, "env": {"K": "v"}}),
+        wire.data(1, b"stdin bytes \x00\xff"),
+        wire.end(1),
+        wire.window(1, 65536),
+        wire.request(3, "fs.read", {"path": "/root/a"}),
+    ]
+    sent = []
+    for plain in to_agent:
+        sealed = client_side.seal(plain)
+        agent_side.open(wire.decode_one(sealed))
+        sent.append({"plain_hex": plain.hex(), "sealed_hex": sealed.hex()})
+    from_agent = [
+        wire.data(1, b"stdout bytes", wire.CHANNEL_STDOUT),
+        wire.event(3, {"progress": 1}),
+        wire.result(1, {"exit_code": 0}),
+        wire.data(3, bytes(range(256)) * 4),
+        wire.error(3, "ENOENT", "no such file", path="/root/a"),
+    ]
+    received = []
+    for plain in from_agent:
+        sealed = agent_side.seal(plain)
+        client_side.open(wire.decode_one(sealed))
+        received.append({"sealed_hex": sealed.hex(), "plain_hex": plain.hex()})
+    flipped = bytearray.fromhex(received[0]["sealed_hex"])
+    flipped[-1] ^= 1
+    return {
+        "sandbox": sandbox_id,
+        "client_private_hex": client_private.hex(),
+        "client_public_hex": client.client_key.hex(),
+        "pin": identity.fingerprint,
+        "hello": hello,
+        "result": result,
+        "session_hex": session_id.hex(),
+        "to_agent": sent,
+        "from_agent": received,
+        "from_agent_errors": [
+            {"name": "a flipped tag", "after": 0, "sealed_hex": bytes(flipped).hex(),
+             "error": "E2E_TAMPERED"},
+            {"name": "a replay", "after": 1, "sealed_hex": received[0]["sealed_hex"],
+             "error": "E2E_REPLAYED"},
+            {"name": "frames swapped in a stream", "after": 0,
+             "sealed_hex": received[2]["sealed_hex"], "error": "E2E_TAMPERED"},
+            {"name": "a forged clear DATA", "after": 0, "sealed_hex": wire.data(1, b"x", 1).hex(),
+             "error": "E2E_UNSEALED"},
+        ],
+        "wrong_pin": {"pin": "sha256:" + "00" * 32, "error": "E2E_IDENTITY_MISMATCH"},
+    }
+
+
 def build():
     ok, bad = decode_cases()
     wire_errors, http_errors = error_cases()
@@ -234,6 +302,7 @@ def build():
         "decode_errors": bad,
         "wire_errors": wire_errors,
         "http_errors": http_errors,
+        "e2e": e2e_cases(),
     }
 
 

@@ -109,7 +109,49 @@ def play_vectors(vectors):
         check((e.code, FAMILIES[type(e).__name__], e.status) == (case["code"], case["family"], case["status"]),
               f"http error {case['status']} {case['code']}: {e.code} {type(e).__name__}")
         n += 1
-    return n
+    return n + play_e2e(vectors["e2e"])
+
+
+def play_e2e(v):
+    """
+    The encrypted-session vectors (README, ``e2e``): the same hello, keys,
+    sealed bytes and errors; the count played.
+    """
+    from agent import e2e
+    from agent.e2e_frames import Sealing
+
+    def client(pin=v["pin"]):
+        hello = e2e.ClientHandshake(v["sandbox"], pin, private=bytes.fromhex(v["client_private_hex"]))
+        check(hello.hello() == v["hello"], "e2e hello")
+        sealing = Sealing(hello.finish(v["result"]), client=True)
+        for case in v["to_agent"]:
+            got = sealing.seal(bytes.fromhex(case["plain_hex"]))
+            check(got.hex() == case["sealed_hex"], "e2e seal")
+        return sealing
+
+    sealing = client()
+    for case in v["from_agent"]:
+        frame = sealing.open(wire.decode_one(bytes.fromhex(case["sealed_hex"])))
+        check(frame.encode().hex() == case["plain_hex"], "e2e open")
+    n = 2
+    for case in v["from_agent_errors"]:
+        sealing = client()
+        for good in v["from_agent"][: case["after"]]:
+            sealing.open(wire.decode_one(bytes.fromhex(good["sealed_hex"])))
+        try:
+            sealing.open(wire.decode_one(bytes.fromhex(case["sealed_hex"])))
+        except e2e.E2EError as e:
+            check(e.code == case["error"], f"e2e {case['name']}: {e.code}")
+        else:
+            raise Failure(f"e2e {case['name']}: no error")
+        n += 1
+    try:
+        client(v["wrong_pin"]["pin"])
+    except e2e.E2EError as e:
+        check(e.code == v["wrong_pin"]["error"], f"e2e wrong pin: {e.code}")
+    else:
+        raise Failure("e2e wrong pin: accepted")
+    return n + 1
 
 
 def pattern(size, modulus, chunk=65536):

@@ -77,7 +77,36 @@ function playVectors(v) {
     check(e.code === c.code && family(e) === c.family && e.status === c.status, `http error ${c.status} ${c.code}: ${e.code} ${e.constructor.name}`);
     n++;
   }
-  return n;
+  return n + playE2E(v.e2e);
+}
+
+// The encrypted-session vectors (README, `e2e`): the same hello, keys, sealed bytes and errors.
+function playE2E(v) {
+  const { e2e } = sdk;
+  const frameHex = (f) => wire.encode(f.type, f.stream, f.payload, f.flags).toString("hex");
+  const client = (pin = v.pin) => {
+    const keys = { privateKey: Buffer.from(v.client_private_hex, "hex"), publicKey: Buffer.from(v.client_public_hex, "hex") };
+    const hello = new e2e.ClientHandshake(v.sandbox, pin, keys);
+    check(JSON.stringify(hello.hello()) === JSON.stringify(v.hello), "e2e hello");
+    const sealing = hello.finish(v.result);
+    for (const c of v.to_agent) check(sealing.seal(Buffer.from(c.plain_hex, "hex")).toString("hex") === c.sealed_hex, "e2e seal");
+    return sealing;
+  };
+  let sealing = client();
+  for (const c of v.from_agent) check(frameHex(sealing.open(wire.decodeOne(Buffer.from(c.sealed_hex, "hex")))) === c.plain_hex, "e2e open");
+  let n = 2;
+  for (const c of v.from_agent_errors) {
+    sealing = client();
+    for (const good of v.from_agent.slice(0, c.after)) sealing.open(wire.decodeOne(Buffer.from(good.sealed_hex, "hex")));
+    let code = null;
+    try { sealing.open(wire.decodeOne(Buffer.from(c.sealed_hex, "hex"))); } catch (e) { code = e.code; }
+    check(code === c.error, `e2e ${c.name}: ${code}`);
+    n++;
+  }
+  let code = null;
+  try { client(v.wrong_pin.pin); } catch (e) { code = e.code; }
+  check(code === v.wrong_pin.error, `e2e wrong pin: ${code}`);
+  return n + 1;
 }
 
 function* pattern({ size, modulus }, chunk = 65536) {

@@ -39,6 +39,10 @@ export class SandboxTimeoutError extends SandboxError {}
 export class RequestCancelledError extends SandboxError {}
 export class NetworkError extends SandboxError {}
 export class ProcessExitedError extends SandboxError {}
+/** An end-to-end encrypted session failed (E2E_* codes, docs/security.md); the session is over. */
+export class EncryptionError extends SandboxUnavailableError {}
+export class IdentityMismatchError extends EncryptionError {}
+export class TamperedError extends EncryptionError {}
 
 const POSIX = new Set(("ENOENT EACCES EPERM EISDIR ENOTDIR EEXIST ENOSPC EROFS ENAMETOOLONG ELOOP " +
   "EINVAL EIO ENOTEMPTY EBUSY EXDEV ETXTBSY EMFILE EFBIG EDQUOT UNSAFE_PATH BAD_ARCHIVE").split(" "));
@@ -56,6 +60,9 @@ const BY_CODE = {
   TLS_ERROR: NetworkError, NET_ERROR: NetworkError, ENOENT: PathNotFoundError, ESRCH: NotFoundError,
   EGRESS_DENIED: NetworkError, NETWORK_UNSUPPORTED: InvalidRequestError, EGRESS_FAILED: ServerError,
   ENOTTY: InvalidRequestError,
+  E2E_HANDSHAKE_FAILED: EncryptionError, E2E_IDENTITY_MISMATCH: IdentityMismatchError, E2E_TAMPERED: TamperedError,
+  E2E_REPLAYED: TamperedError, E2E_UNSEALED: TamperedError, E2E_UNKNOWN_SESSION: EncryptionError,
+  E2E_UNSUPPORTED: EncryptionError, E2E_MALFORMED: EncryptionError, E2E_EXHAUSTED: EncryptionError,
 };
 const BY_STATUS = { 400: InvalidRequestError, 404: NotFoundError, 405: InvalidRequestError };
 

@@ -142,14 +142,25 @@ export declare class Sandbox {
   readonly env: Environment;
   readonly net: Network;
   readonly closed: boolean;
+  /** True for an end-to-end encrypted session (docs/security.md). */
+  readonly encrypted: boolean;
+  /** The agent key fingerprint an encrypted session agreed, else null. */
+  readonly fingerprint: string | null;
+  agentFingerprint(): Promise<string>;
   ping(): Promise<void>;
   refresh(): Promise<SandboxInfo>;
   stats(): Promise<Record<string, number>>;
   close(): Promise<void>;
   destroy(): Promise<void>;
 }
-export declare function createSandbox(opts?: CreateOptions): Promise<Sandbox>;
-export declare function connectSandbox(id: string, opts?: ClientOptions & { client?: Client }): Promise<Sandbox>;
+export declare function createSandbox(opts?: CreateOptions & EncryptionOptions): Promise<Sandbox>;
+export interface EncryptionOptions {
+  /** Seal everything between this process and the agent (docs/security.md). */
+  encrypted?: boolean;
+  /** The agent key fingerprint (sha256:...) to accept, and no other; implies `encrypted`. */
+  pin?: string;
+}
+export declare function connectSandbox(id: string, opts?: ClientOptions & EncryptionOptions & { client?: Client }): Promise<Sandbox>;
 
 export declare class SandboxError extends Error {
   readonly code: string; readonly status: number | null; readonly details: Record<string, unknown>;
@@ -170,6 +181,30 @@ export declare class SandboxTimeoutError extends SandboxError {}
 export declare class RequestCancelledError extends SandboxError {}
 export declare class NetworkError extends SandboxError {}
 export declare class ProcessExitedError extends SandboxError {}
+export declare class EncryptionError extends SandboxUnavailableError {}
+export declare class IdentityMismatchError extends EncryptionError {}
+export declare class TamperedError extends EncryptionError {}
 export declare function errorFrom(code: string, message: string, status?: number | null, details?: Record<string, unknown>, retryAfter?: number | null): SandboxError;
 export declare function errorFromPayload(obj: Record<string, unknown>, status?: number | null, retryAfter?: number | null): SandboxError;
 export declare function errorFromHttp(status: number, reason: string, headers: Record<string, string | string[] | undefined>, body: Buffer | string): SandboxError;
+
+/** End-to-end encrypted sessions' client half (docs/security.md); the SDK uses it for `encrypted: true`. */
+export declare namespace e2e {
+  const SEALED: number;
+  const OVERHEAD: number;
+  class E2EError extends Error { readonly code: string; readonly detail: string }
+  function fingerprint(publicKey: Buffer): string;
+  function normalisePin(pin: string): string;
+  interface Frame { type: number; flags: number; stream: number; payload: Buffer }
+  class Sealing {
+    readonly fingerprint: string;
+    seal(frame: Buffer): Buffer;
+    open(frame: Frame): Frame | null;
+    forget(stream: number): void;
+  }
+  class ClientHandshake {
+    constructor(sandboxId: string, pin?: string | null, keys?: { privateKey: Buffer; publicKey: Buffer } | null);
+    hello(): Record<string, unknown>;
+    finish(result: Record<string, unknown>): Sealing;
+  }
+}

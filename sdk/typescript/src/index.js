@@ -7,4 +7,5 @@ export { Filesystem, Environment } from "./fs.js";
 export { Network } from "./net.js";
 export * from "./errors.js";
 export * as wire from "./wire.js";
+export * as e2e from "./e2e.js";
 export const VERSION = "0.1.0";

@@ -18,6 +18,11 @@ export class Sandbox {
     this.net = new Network(session, client, info.id);
   }
   get closed() { return this.session.error !== null; }
+  /** True for an end-to-end encrypted session; `fingerprint` is the agent key it agreed. */
+  get encrypted() { return this.session.sealing !== null; }
+  get fingerprint() { return this.session.fingerprint; }
+  /** The agent's key fingerprint as it answers it (relayed by the daemon: check it out of band). */
+  async agentFingerprint() { return (await this.session.call("e2e.identity")).fingerprint; }
   async ping() { await this.session.call("ping"); }
   async refresh() { this.info = await this.client.get(this.id); return this.info; }
   stats() { return this.client.stats(this.id); }
@@ -41,6 +46,7 @@ export async function createSandbox(opts = {}) {
     let session;
     try {
       session = await openSession(client, info.id);
+      if (opts.encrypted || opts.pin) await secure(session, opts.pin);
     } catch (e) {
       await client.destroy(info.id).catch(() => {});
       throw e;
@@ -52,12 +58,23 @@ export async function createSandbox(opts = {}) {
   }
 }
 
+async function secure(session, pin) {
+  try {
+    await session.encrypt(pin ?? null);
+  } catch (e) {
+    await session.close().catch(() => {});
+    throw e;
+  }
+}
+
 /** Open a session with an existing sandbox. */
 export async function connectSandbox(id, opts = {}) {
   const client = opts.client ?? new Client(opts);
   try {
     const info = await client.get(id);
-    return new Sandbox(info, await openSession(client, id), client, !opts.client);
+    const session = await openSession(client, id);
+    if (opts.encrypted || opts.pin) await secure(session, opts.pin);
+    return new Sandbox(info, session, client, !opts.client);
   } catch (e) {
     if (!opts.client) client.close();
     throw e;

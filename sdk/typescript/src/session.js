@@ -5,8 +5,9 @@ import * as wire from "./wire.js";
 import { USER_AGENT } from "./client.js";
 import {
   DaemonUnavailableError, NotFoundError, ProtocolError, SandboxTimeoutError, SandboxUnavailableError,
-  errorFromHttp, errorFromPayload,
+  errorFrom, errorFromHttp, errorFromPayload,
 } from "./errors.js";
+import { ClientHandshake, E2EError } from "./e2e.js";
 
 const { FrameType } = wire;
 const HALF_WINDOW = wire.INITIAL_WINDOW / 2;
@@ -57,6 +58,7 @@ export class Session {
     this.nextId = 1;
     this.slotWaiters = [];
     this.error = null;
+    this.sealing = null;
     this.closed = false;
     this.closedPromise = new Promise((r) => { this._closedResolve = r; });
     ws.on("message", (data, isBinary) => this._onMessage(data, isBinary));
@@ -83,8 +85,32 @@ export class Session {
     return stream.result();
   }
 
+  /** Agree keys with the agent and seal every later frame (docs/security.md); `pin` refuses other keys. */
+  async encrypt(pin = null) {
+    if (this.sealing) return;
+    try {
+      const hello = new ClientHandshake(this.sandboxId, pin);
+      this.sealing = hello.finish(await this.call("e2e.hello", hello.hello()));
+    } catch (e) {
+      if (e instanceof E2EError) throw errorFrom(e.code, `sandbox ${this.sandboxId}: ${e.detail}`);
+      throw e;
+    }
+  }
+
+  get fingerprint() { return this.sealing ? this.sealing.fingerprint : null; }
+
   send(frame) {
     if (this.error) return Promise.reject(this.error);
+    if (this.sealing) {
+      try {
+        frame = this.sealing.seal(frame);
+      } catch (e) {
+        if (!(e instanceof E2EError)) return Promise.reject(e);
+        this._fail(errorFrom(e.code, `sandbox ${this.sandboxId}: ${e.detail}`));
+        this.ws.close(1002, "E2E");
+        return Promise.reject(this.error);
+      }
+    }
     return new Promise((resolve, reject) => {
       this.ws.send(frame, { binary: true }, (err) => (err ? reject(this.error ?? new SandboxUnavailableError("SANDBOX_UNAVAILABLE", err.message)) : resolve()));
     });
@@ -92,6 +118,7 @@ export class Session {
 
   _release(stream) {
     if (this.streams.get(stream.id) === stream) this.streams.delete(stream.id);
+    if (this.sealing) this.sealing.forget(stream.id);
     const w = this.slotWaiters.shift();
     if (w) w();
   }
@@ -105,6 +132,16 @@ export class Session {
       this._fail(new ProtocolError(e.code ?? "BAD_PAYLOAD", `the daemon sent a bad frame: ${e.message}`));
       this.ws.close(1002);
       return;
+    }
+    if (this.sealing) {
+      try {
+        frame = this.sealing.open(frame);
+      } catch (e) {
+        this._fail(errorFrom(e.code ?? "E2E_MALFORMED", `sandbox ${this.sandboxId}: ${e.detail ?? e.message}`));
+        this.ws.close(1002, "E2E");
+        return;
+      }
+      if (frame === null) return;
     }
     if (frame.stream === 0) {
       if (frame.type === FrameType.PING) this.send(wire.encode(FrameType.PONG, 0, frame.payload)).catch(() => {});

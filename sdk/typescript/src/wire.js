@@ -18,6 +18,10 @@ export const FrameType = Object.freeze({
 const NAMES = new Map(Object.entries(FrameType).map(([k, v]) => [v, k]));
 const JSON_TYPES = new Set([0x01, 0x02, 0x03, 0x10, 0x13, 0x14, 0x17]);
 const CONNECTION_TYPES = new Set([0x01, 0x02, 0x03, 0x04, 0x05]);
+/** The flag bit of a frame sealed end to end (docs/protocol.md, "Sealed frames"). */
+export const SEALED = 0x80;
+const SEALABLE_TYPES = new Set([0x10, 0x11, 0x12, 0x13, 0x14, 0x17]);
+const SEALED_EXTRA = 1 + 16 + 1 + 255 + 24;
 
 /** A framing violation; `code` is the protocol's error code. */
 export class WireError extends Error {
@@ -66,6 +70,11 @@ function checkHeader(length, type, flags, stream) {
   const size = length - 6;
   if (size > MAX_PAYLOAD) throw new WireError("FRAME_TOO_LARGE", `payload of ${size} bytes exceeds ${MAX_PAYLOAD}`, stream);
   if (!NAMES.has(type)) throw new WireError("UNKNOWN_FRAME_TYPE", `unknown frame type 0x${type.toString(16).padStart(2, "0")}`, stream);
+  let jsonLimit = MAX_JSON;
+  if (flags & SEALED && SEALABLE_TYPES.has(type)) {
+    flags &= ~SEALED;
+    jsonLimit = MAX_JSON + SEALED_EXTRA;
+  }
   if (type === FrameType.DATA) {
     if (flags > 2) throw new WireError("BAD_FLAGS", `unknown DATA channel ${flags}`, stream);
   } else if (flags) {
@@ -76,8 +85,8 @@ function checkHeader(length, type, flags, stream) {
   } else if (stream === 0 && type !== FrameType.ERROR) {
     throw new WireError("BAD_STREAM", `${typeName(type)} needs a stream id above 0`);
   }
-  if (JSON_TYPES.has(type) && size > MAX_JSON) {
-    throw new WireError("FRAME_TOO_LARGE", `JSON payload of ${size} bytes exceeds ${MAX_JSON}`, stream);
+  if (JSON_TYPES.has(type) && size > jsonLimit) {
+    throw new WireError("FRAME_TOO_LARGE", `JSON payload of ${size} bytes exceeds ${jsonLimit}`, stream);
   }
 }
 
