@@ -20,7 +20,7 @@ from sandboxd.egress.firewall import (
 )
 from sandboxd.egress.guard import EgressFailed, EgressGuard, NetworkUnsupported, host_nameservers
 from sandboxd.egress.policy import NetworkPolicy, Rule, parse_network
-from sandboxd.egress.proxy import local_addresses, permitted
+from sandboxd.egress.proxy import local_addresses, may_resolve, permitted
 from sandboxd.egress.secrets import SecretVault, parse_secrets
 from sandboxd.runtimes._firewall import FirewallError
 
@@ -361,6 +361,17 @@ class ProxyRuleTests(SynchronousTestCase):
         for policy, host, address, port, expected in cases:
             self.assertEqual(expected, permitted(policy, host, address, port, forbidden),
                              (policy, host, address, port))
+
+    def test_may_resolve(self):
+        """
+        The proxy looks a name up only for open, or for a host an allow list
+        names; never for none, nor for a name an address-only list lacks.
+        """
+        self.assertTrue(may_resolve(parse_network("open"), "x.test"))
+        self.assertFalse(may_resolve(parse_network("none"), "x.test"))
+        allow = parse_network({"allow": ["10.0.0.0/8", "api.example.com:443"]})
+        self.assertTrue(may_resolve(allow, "API.example.com"))
+        self.assertFalse(may_resolve(allow, "other.test"))
 
     def test_local_addresses(self):
         """

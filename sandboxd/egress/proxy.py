@@ -88,6 +88,18 @@ def permitted(policy, host, address, port, forbidden):
     return False
 
 
+def may_resolve(policy, host):
+    """
+    Whether the proxy may look ``host`` up for a sandbox under ``policy``:
+    open, or an allow list naming that host (none: never).
+    """
+    if policy.mode == NONE:
+        return False
+    if policy.mode != ALLOW:
+        return True
+    return any(rule.host == host.lower() for rule in policy.rules)
+
+
 class _Pinned:
     """
     Connects an Agent to the one address already checked (no second lookup).
@@ -208,6 +220,11 @@ class EgressProxy:
         if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
             return self._fail(request, 400, "EGRESS_DENIED", "not an absolute http(s) URL")
         host = parts.hostname
+        if not _is_ipv4(host) and not may_resolve(sandbox.network, host):
+            # No lookup on the sandbox's behalf that its policy would not
+            # let it make itself (a DNS query is a way out too).
+            return self._fail(request, 403, "EGRESS_DENIED",
+                              f"{host}:{port}: not allowed by the sandbox's network policy")
         try:
             addresses = [host] if _is_ipv4(host) else await self._resolve(host)
         except Exception as e:
