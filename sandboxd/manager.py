@@ -263,11 +263,14 @@ class SandboxManager:
             sandbox = self._newSandbox(chosen, *shape)
             sandbox.identity = identity
             sandbox.claimed = True
+            sandbox.idle_since = self._reactor.seconds()
             self._sandboxes[sandbox.id] = sandbox
             try:
                 await self._containers.boot(sandbox)
             except Exception:
+                # Its failure is the caller's error: nothing stays to reap.
                 self._sandboxes.pop(sandbox.id, None)
+                self.reaper.disarm(sandbox)
                 raise
             sandbox.method = "cold"
         else:

@@ -11,6 +11,7 @@ import json
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
+from twisted.web.test.requesthelper import DummyRequest
 
 from sandboxd.api.app import SandboxAPI
 from sandboxd.api.creating import body_from_query
@@ -71,7 +72,7 @@ class FakeManager:
             if all(s.labels.get(k) == v for k, v in wanted.items())
         ]
 
-    def destroy(self, sandbox_id):
+    def destroy(self, sandbox_id, reason="DELETE"):
         return self.sandboxes.pop(sandbox_id, None) is not None
 
     def update(self, sandbox, ttl=None, labels=None):
@@ -116,7 +117,7 @@ class APITests(TestCase):
         )
         self.manager = FakeManager(self.config)
         self.clock = Clock()
-        api = SandboxAPI(self.manager, self.config, self.clock)
+        self.api = api = SandboxAPI(self.manager, self.config, self.clock)
         self.treq = StubTreq(api.resource())
 
     async def call(self, method, path, body=None, raw=None):
@@ -250,6 +251,24 @@ class APITests(TestCase):
         response, _ = await self.assertError(
             "GET", "/sandboxes/new/ws?profile=default", None, 426, "UPGRADE_REQUIRED")
         self.assertEqual(self.manager.created, [])
+
+    async def test_create_with_session_caller_gone(self):
+        """
+        When the caller of ``GET /sandboxes/new/ws`` leaves while its
+        sandbox is made, the sandbox is destroyed at once and nothing is
+        handed to the WebSocket layer (which would trip over the missing
+        channel and log an unhandled error).
+        """
+        request = DummyRequest([b"sandboxes", b"new", b"ws"])
+        for name, value in ((b"Upgrade", b"websocket"), (b"Connection", b"Upgrade"),
+                            (b"Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+                            (b"Sec-WebSocket-Version", b"13")):
+            request.requestHeaders.setRawHeaders(name, [value])
+        request.channel = None
+        answer = await self.api.createWithSession(request)
+        self.assertEqual(answer, b"")
+        self.assertEqual(len(self.manager.created), 1)
+        self.assertEqual(self.manager.sandboxes, {})
 
     def test_body_from_query(self):
         """

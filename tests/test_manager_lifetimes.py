@@ -243,6 +243,26 @@ class FailureTests(ManagerTestCase):
         self.assertIn("c-late", runtime.destroyed)
         self.assertEqual(self.store.sandboxes(), [])
 
+    def test_coldBootFailure(self):
+        """
+        A cold boot whose agent never answers fails the create; the sandbox
+        is not kept, no reaper clock is left for it, and no observer of
+        the creating -> failed transition breaks (the reaper once tripped
+        over a missing idle_since there).
+        """
+        self.makeManager()
+        self.runtime.start = lambda spec: (
+            self.unreachable.add(spec.sandbox_id),
+            succeed(Started(spec.sandbox_id, "c-dead", "tcp:192.0.2.1:7070", "192.0.2.1")),
+        )[1]
+        self.failureResultOf(
+            Deferred.fromCoroutine(self.manager.create()), ConnectionRefusedError
+        )
+        self.assertEqual(self.manager.list(), [])
+        self.assertEqual(self.manager.reaper._timers, {})
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertIn("c-dead", self.runtime.destroyed)
+
 
 class AdoptionTests(ManagerTestCase):
     def restart(self, owned):

@@ -213,7 +213,7 @@ class SandboxAPI:
     @app.route("/sandboxes/<sandbox_id>/ws", methods=["GET"])
     def session(self, request, sandbox_id):
         self._sandbox(sandbox_id, request)
-        return self._sessions
+        return self._upgrade(request)
 
     @app.route("/sandboxes/new/ws", methods=["GET"])
     async def createWithSession(self, request):
@@ -228,7 +228,20 @@ class SandboxAPI:
                            "GET /sandboxes/new/ws is a WebSocket upgrade",
                            headers={"Upgrade": "websocket"})
         sandbox = await self._creator.create(request, body_from_query(request.args))
+        if request.channel is None:
+            # The caller left while the sandbox was made: nobody will use it.
+            self._manager.destroy(sandbox.id, reason="its creator disconnected")
+            return b""
         request.uri = b"/sandboxes/%s/ws?created=1" % sandbox.id.encode()
+        return self._upgrade(request)
+
+    def _upgrade(self, request):
+        """
+        Hand the request to the WebSocket sessions, unless its connection
+        is already gone (autobahn would trip over the missing channel).
+        """
+        if request.channel is None:
+            return b""
         return self._sessions
 
     @app.route("/sandboxes/<sandbox_id>/session-token", methods=["POST"])
