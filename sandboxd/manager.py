@@ -356,6 +356,15 @@ class SandboxManager:
         self._sandboxes[sandbox.id] = sandbox
         self._containers.adopt(sandbox)
 
+    def stopped(self, sandbox):
+        """
+        The sandbox's container stopped (the engine said it died): its
+        address goes back to the engine at once, for the next container, so
+        its egress rules go now rather than at the removal.
+        """
+        if self.egress is not None:
+            self.egress.release(sandbox)
+
     def byContainer(self, container_id):
         """
         The sandbox living in this container, or None.

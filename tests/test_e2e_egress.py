@@ -105,7 +105,10 @@ class EgressTests(SynchronousTestCase):
         outcomes = self.probe(created["id"], [(net.near, PORTS[0]), (net.near, PORTS[1]),
                                               (net.far, PORTS[0])])
         self.assertEqual([("connected", f"{net.near}:{p}") for p in PORTS], outcomes[:2])
-        self.assertEqual("CONNECTION_REFUSED", outcomes[2][1])
+        status, listed = self.daemon.request("GET", f"/sandboxes/{created['id']}")
+        diagnosis = (outcomes, listed, egress_rules())
+        self.assertTrue(outcomes[2][0].startswith("ConnectionRefusedError"), diagnosis)
+        self.assertEqual("CONNECTION_REFUSED", outcomes[2][1], diagnosis)
 
     def test_none_reaches_nothing(self):
         """
