@@ -48,6 +48,35 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
         return self.http_error_302(req, fp, code, msg, headers)
 
 
+#: The egress proxy's header naming its error (sandboxd/egress/proxy.py).
+PROXY_ERROR = "Sandbox-Proxy-Error"
+
+
+class _ViaProxy(urllib.request.AbstractHTTPHandler):
+    """
+    Sends http and https requests alike to the daemon's egress proxy at
+    ``proxy`` (HOST:PORT), in absolute form over plain HTTP: the proxy
+    makes the upstream (TLS) connection and puts the sandbox's secrets in
+    the headers.  Runs before the default handlers.
+    """
+
+    handler_order = 100
+
+    def __init__(self, proxy, verify):
+        super().__init__()
+        self.proxy = proxy
+        self.verify = verify
+
+    def http_open(self, req):
+        req.selector = req.full_url
+        req.host = self.proxy
+        if not self.verify:
+            req.add_unredirected_header("Sandbox-Proxy-Insecure", "1")
+        return self.do_open(http.client.HTTPConnection, req)
+
+    https_open = http_open
+
+
 def make_request(args):
     url = args["url"]
     parts = urllib.parse.urlsplit(url)
@@ -74,17 +103,17 @@ def make_request(args):
     return request
 
 
-def fetch(request, args, writer, stream, loop):
+def fetch(request, args, writer, stream, loop, proxy=None):
     context = ssl.create_default_context()
     if not args["verify"]:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     redirects = _Redirects(args["max_redirects"])
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}),
-        urllib.request.HTTPSHandler(context=context),
-        redirects,
-    )
+    handlers = [urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context),
+                redirects]
+    if proxy:
+        handlers.append(_ViaProxy(proxy, args["verify"]))
+    opener = urllib.request.build_opener(*handlers)
     url = request.full_url
     try:
         try:
@@ -92,6 +121,10 @@ def fetch(request, args, writer, stream, loop):
         except urllib.error.HTTPError as e:
             response = e  # 4xx, 5xx and unfollowed 3xx are answers too
         with response:
+            failed = proxy and response.headers.get(PROXY_ERROR)
+            if failed:
+                message = response.read(4096).decode("utf-8", "replace")
+                raise RequestError(failed, f"{url}: {message}", url=url)
             head = {
                 "status": response.status if hasattr(response, "status") else response.code,
                 "reason": getattr(response, "reason", "") or "",

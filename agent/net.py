@@ -32,7 +32,11 @@ async def fetch(agent, stream, args):
     request = _fetch.make_request(args)
     loop = asyncio.get_running_loop()
     writer = _BodyWriter(loop, stream)
-    work = loop.run_in_executor(None, _fetch.fetch, request, args, writer, stream, loop)
+    # A sandbox with secrets sends its requests through the daemon's egress
+    # proxy (sandboxd/egress/proxy.py), which puts the secrets in.
+    proxy = agent.env.get("SANDBOX_EGRESS_PROXY")
+    work = loop.run_in_executor(
+        None, _fetch.fetch, request, args, writer, stream, loop, proxy)
     try:
         return await asyncio.shield(work)
     finally:

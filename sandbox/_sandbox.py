@@ -186,11 +186,20 @@ def create_sandbox(
     ttl_action=None,
     expires_at=None,
     volumes=None,
+    network=None,
+    secrets=None,
 ):
     """
     Create a sandbox and open its session, in one round trip (``GET
     /sandboxes/new/ws``; ``POST /sandboxes`` then the session with a daemon
-    that lacks it).
+    that lacks it, or when ``network`` or ``secrets`` are given: a secret
+    never travels in a URL).
+
+    ``network`` is "open", "none" or ``{"allow": ["host:port", "CIDR",
+    ...]}``; ``secrets`` maps a name to a value or to ``{"value": ...,
+    "hosts": [...]}``: the sandbox sees only a placeholder in ``$NAME``, and
+    the daemon puts the value in the headers of its ``net.fetch`` requests to
+    those hosts (docs/egress.md).
 
     ``memory``/``storage`` take sizes ("512m", "2g" or bytes), ``cpu`` a
     number of CPUs, ``ttl`` seconds, ``labels`` a dict.  Unset fields take the
@@ -219,7 +228,9 @@ def create_sandbox(
         expires_at=expires_at,
         volumes=volumes,
     )
-    return _Opening(_create(fields, endpoint, auth, client, _e2e(encrypted, pin)))
+    extra = {name: value for name, value in (("network", network), ("secrets", secrets))
+             if value is not None}
+    return _Opening(_create(fields, endpoint, auth, client, _e2e(encrypted, pin), extra))
 
 
 def connect_sandbox(
@@ -253,16 +264,16 @@ async def _secure(session, e2e):
         raise
 
 
-async def _create(fields, endpoint, auth, client, e2e=None):
+async def _create(fields, endpoint, auth, client, e2e=None, extra=None):
     owns = client is None
     if owns:
         client = Client(endpoint, auth)
     try:
-        created = await create_with_session(client, fields)
+        created = None if extra else await create_with_session(client, fields)
         if created is not None:
             info, session = created
         else:
-            info = await client.create(**fields)
+            info = await client.create(**fields, **(extra or {}))
         try:
             if created is None:
                 session = await open_session(client, info["id"], resume_for=info.get("ttl") or 0)

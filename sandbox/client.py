@@ -17,7 +17,7 @@ from sandbox._volumes import Volumes
 from sandbox.errors import ProtocolError, error_from_http
 
 _CREATE_FIELDS = ("profile", "template", "memory", "cpu", "storage", "ttl", "labels",
-                  "ttl_action", "expires_at", "volumes")
+                  "ttl_action", "expires_at", "volumes", "network", "secrets")
 
 
 def create_fields(expires_at=None, volumes=None, **fields):
@@ -105,6 +105,8 @@ class Client:
         storage=None,
         ttl=None,
         labels=None,
+        network=None,
+        secrets=None,
         timeout=...,
         ttl_action=None,
         expires_at=None,
@@ -115,11 +117,14 @@ class Client:
         ``profile``, ``state``, ``created``, ``ttl``, ``labels``, ...).
         Fields left None are not sent (the daemon's defaults apply); see
         L{create_fields} for ``expires_at`` and ``volumes``.
+        ``network``: "open", "none" or {"allow": ["host:port", "CIDR", ...]};
+        ``secrets``: {NAME: value or {"value": ..., "hosts": [...]}}
+        (docs/egress.md).
         """
         fields = create_fields(
             profile=profile, template=template, memory=memory, cpu=cpu, storage=storage,
             ttl=ttl, labels=labels, ttl_action=ttl_action, expires_at=expires_at,
-            volumes=volumes)
+            volumes=volumes, network=network, secrets=secrets)
         body = {k: fields[k] for k in _CREATE_FIELDS if fields[k] is not None}
         return await self.request("POST", "/sandboxes", body, timeout=timeout)
 

@@ -189,8 +189,9 @@ class TamperedError(EncryptionError):
 class NetworkError(SandboxError):
     """
     ``net.fetch`` failed: ``CONNECTION_REFUSED``, ``HOST_NOT_FOUND``,
-    ``TLS_ERROR``, ``TOO_MANY_REDIRECTS``, ``NET_ERROR`` (``TIMEOUT`` is a
-    SandboxTimeoutError).  ``details["url"]`` is the URL.
+    ``TLS_ERROR``, ``TOO_MANY_REDIRECTS``, ``NET_ERROR``, ``EGRESS_DENIED``
+    (the sandbox's network policy refused it at the daemon's egress proxy)
+    (``TIMEOUT`` is a SandboxTimeoutError).  ``details["url"]`` is the URL.
     """
 
 
@@ -230,6 +231,9 @@ _BY_CODE = {
     "HOST_NOT_FOUND": NetworkError,
     "TLS_ERROR": NetworkError,
     "NET_ERROR": NetworkError,
+    "EGRESS_DENIED": NetworkError,
+    "NETWORK_UNSUPPORTED": InvalidRequestError,
+    "EGRESS_FAILED": ServerError,
     "E2E_HANDSHAKE_FAILED": EncryptionError,
     "E2E_IDENTITY_MISMATCH": IdentityMismatchError,
     "E2E_TAMPERED": TamperedError,

@@ -9,6 +9,7 @@ import os
 from twisted.internet.defer import DeferredList, ensureDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from agent import wire
 from sandboxd.protocols.link import AgentLink
@@ -34,13 +35,17 @@ class Containers:
 
     log = Logger()
 
-    def __init__(self, reactor, runtime, lifecycle, failures, connect, owner):
+    def __init__(self, reactor, runtime, lifecycle, failures, connect, owner,
+                 released=None):
         self._reactor = reactor
         self._runtime = runtime
         self._lifecycle = lifecycle
         self._failures = failures
         self._connect = connect
         self._owner = owner
+        #: Called with each sandbox whose container is gone (its egress
+        #: rules go only then: a dying container stays restricted).
+        self._released = released or (lambda sandbox: None)
         self._byContainer = {}
         self._removals = set()
         self._booting = 0
@@ -184,6 +189,8 @@ class Containers:
             self._removals.discard(removal)
             if self._byContainer.get(container_id) is sandbox:
                 del self._byContainer[container_id]
+            if not isinstance(result, Failure):
+                self._released(sandbox)
             if sandbox.state is State.DESTROYING:
                 self._lifecycle.move(sandbox, State.DESTROYED)
             return result

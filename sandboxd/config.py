@@ -15,6 +15,7 @@ from types import MappingProxyType
 import attrs
 
 from sandboxd import configvalues as values
+from sandboxd.egress.policy import OPEN_POLICY
 from sandboxd.configvalues import (  # noqa: F401 (re-exported)
     format_size,
     parse_duration,
@@ -147,6 +148,7 @@ class Profile:
     storage: int = _setting("size", "500m", values.positive)
     runtime: str = _setting("str", "docker", values.runtime)
     ttl_action: str = _setting("str", "destroy", values.ttl_action)
+    network: object = _setting("network", OPEN_POLICY)
 
 
 @attrs.frozen
@@ -356,6 +358,9 @@ def _check_config(config, source):
         if profile.cpu > limits.max_cpu:
             fail(f"pool.base.{name}.cpu",
                  f"{profile.cpu:g} is above limits.max_cpu ({limits.max_cpu:g})")
+        if profile.runtime in ("qemu", "firecracker") and profile.network.rules:
+            fail(f"pool.base.{name}.network", f"runtime {profile.runtime} gives sandboxes no "
+                 "network device: an allow list cannot be honoured")
         if profile.runtime == "firecracker" and not config.firecracker.kernel_path:
             fail("firecracker.kernel_path",
                  f"required because profile {name!r} uses the firecracker runtime")

@@ -12,6 +12,8 @@ import math
 import re
 from urllib.parse import urlsplit
 
+from sandboxd.egress.policy import parse_network
+
 RUNTIMES = ("docker", "docker+gvisor", "firecracker", "qemu")
 DEFAULT_TCP_PORT = 7522
 
@@ -146,6 +148,7 @@ KINDS = {
     "float": _as_float,
     "size": lambda value: parse_size(_expect(value, (str, int), "a size like '512m'")),
     "duration": lambda value: parse_duration(_expect(value, (str,), "a duration like '10s'")),
+    "network": parse_network,
     "strings": lambda value: tuple(_expect(item, (str,), "a string in the array")
                                    for item in _expect(value, (list,), "an array of strings")),
 }

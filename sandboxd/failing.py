@@ -35,6 +35,9 @@ class FailureWatch:
         sandbox = self._manager.byContainer(container_id)
         if sandbox is None:
             return
+        if action not in ("oom", "pause"):
+            # Stopped: the engine frees its address now, before the removal.
+            self._manager.stopped(sandbox)
         if action == "oom":
             sandbox.oom_kills += 1
             if sandbox.state in _REPORTED:

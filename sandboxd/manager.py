@@ -19,6 +19,8 @@ from sandboxd.lifecycle import Lifecycle
 from sandboxd.lifetimes import Expiry, IdleReaper
 from sandboxd.pausing import PAUSABLE, Pauser
 from sandboxd.capacity import AtCapacity, Capacity  # noqa: F401 (AtCapacity: re-exported)
+from sandboxd.egress.guard import NetworkUnsupported
+from sandboxd.egress.policy import OPEN_POLICY
 from sandboxd.pools import PoolSet
 from sandboxd.protocols.connect import connect_agent
 from sandboxd.recording import LifecycleRecorder
@@ -60,7 +62,8 @@ class SandboxManager:
     log = Logger()
 
     def __init__(
-        self, reactor, runtime, config, store, owner="", connect=connect_agent
+        self, reactor, runtime, config, store, owner="", connect=connect_agent,
+        egress=None,
     ):
         self._reactor = reactor
         self._runtime = runtime
@@ -82,8 +85,12 @@ class SandboxManager:
         self.lifecycle.observe(self.reaper)
         self.lifecycle.observe(self.expiry)
         self._failures = FailureWatch(self, self.recorder)
+        #: Applies egress policies (sandboxd/egress/guard.py); None: this
+        #: daemon enforces none, and refuses any policy but open.
+        self.egress = egress
         self._containers = Containers(
-            reactor, runtime, self.lifecycle, self._failures, connect, owner
+            reactor, runtime, self.lifecycle, self._failures, connect, owner,
+            released=egress.release if egress is not None else None,
         )
         self.pauser = Pauser(reactor, runtime, self.lifecycle, self._containers, connect,
                              self.fail)
@@ -115,6 +122,8 @@ class SandboxManager:
             if labels.get("sandboxd.owner") == self._owner
         }
         adopted = await self._adopt(mine)
+        if self.egress is not None:
+            await self.egress.adopt(list(self._sandboxes.values()))
         orphans = mine - adopted
         if orphans:
             self.log.info("removing {n} orphaned sandboxes", n=len(orphans))
@@ -229,6 +238,7 @@ class SandboxManager:
     async def create(
         self, profile=None, memory=None, cpu=None, storage=None, ttl=0, labels=None,
         identity="", template=None, ttl_action=None, expires_at=None, volumes=(),
+        network=None, secrets=None,
     ):
         """
         A running sandbox for the caller (``identity``: its tenant, "" for
@@ -239,6 +249,10 @@ class SandboxManager:
         its idle clock running out does; ``expires_at`` (a POSIX time) ends
         it whatever it does; ``volumes`` (``{"name", "path", "read_only",
         "source"}``, sandboxd/volumes/) are mounted in it: always cold.
+        one), its /root.  ``network`` (a NetworkPolicy) replaces the
+        profile's egress policy; it is enforced before the caller hears of
+        the sandbox (sandboxd/egress/), and so are ``secrets`` ({name:
+        SecretSpec}: placeholders in its environment, values in the daemon).
         """
         if not self._up:
             # Adoption and orphan removal first: a container made meanwhile
@@ -252,10 +266,13 @@ class SandboxManager:
         chosen = self.profiles.get(name)
         if chosen is None:
             raise UnknownProfile(name)
+        if network is None:
+            network = getattr(chosen, "network", OPEN_POLICY)
         if template is not None:
             chosen = TemplateProfile.of(template, chosen)
         if volumes and chosen.runtime not in MOUNTING:
             raise VolumesNotSupported(f"the {chosen.runtime} runtime cannot mount volumes")
+        self._checkNetwork(network, chosen.runtime, secrets)
         shape = (
             memory if memory is not None else chosen.memory,
             cpu if cpu is not None else chosen.cpu,
@@ -293,9 +310,47 @@ class SandboxManager:
         sandbox.labels = dict(labels or {})
         sandbox.ttl_action = ttl_action or getattr(chosen, "ttl_action", "destroy")
         sandbox.expires_at = expires_at
+        await self._restrict(sandbox, network, secrets)
         sandbox.created = sandbox.idle_since = self._reactor.seconds()
         self.lifecycle.move(sandbox, State.RUNNING)
         return sandbox
+
+    def _checkNetwork(self, network, runtime, secrets):
+        """
+        Refuse (NetworkUnsupported) a policy or secrets this daemon cannot
+        enforce.
+        """
+        if secrets and self.egress is None:
+            raise NetworkUnsupported("this daemon runs no egress proxy: secrets refused")
+        if secrets:
+            self.egress.checkSecrets(secrets, runtime)
+        if network.is_open:
+            return
+        if self.egress is None:
+            raise NetworkUnsupported(
+                f"this daemon enforces no egress rules: network {network.mode!r} refused")
+        self.egress.check(network, runtime)
+
+    async def _restrict(self, sandbox, network, secrets):
+        """
+        Enforce the sandbox's egress policy and give it its secrets'
+        placeholders; if that fails it is destroyed.
+        """
+        if self.egress is None:
+            sandbox.network = network
+            return
+        try:
+            await self.egress.apply(sandbox, network)
+            env = await self.egress.grant(sandbox, secrets)
+            if env:
+                await sandbox.connection.call("env.set", {"vars": env})
+        except Exception:
+            self.destroy(sandbox.id, reason="its egress rules could not be applied")
+            raise
+        if not sandbox.alive:
+            # Destroyed meanwhile: its removal may have come before the rules.
+            self.egress.release(sandbox)
+            raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")
 
     def _newSandbox(self, profile, memory, cpu, storage):
         sandbox = self._containers.new(
@@ -329,6 +384,15 @@ class SandboxManager:
     def _register(self, sandbox):
         self._sandboxes[sandbox.id] = sandbox
         self._containers.adopt(sandbox)
+
+    def stopped(self, sandbox):
+        """
+        The sandbox's container stopped (the engine said it died): its
+        address goes back to the engine at once, for the next container, so
+        its egress rules go now rather than at the removal.
+        """
+        if self.egress is not None:
+            self.egress.release(sandbox)
 
     def byContainer(self, container_id):
         """

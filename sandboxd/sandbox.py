@@ -105,6 +105,11 @@ class Sandbox:
     claimed: bool = False
     #: OOM kills the engine reported in its container.
     oom_kills: int = attr.ib(default=0, repr=False)
+    #: Its egress policy (sandboxd/egress/policy.py); None until handed out.
+    network: object = attr.ib(default=None, repr=False)
+    #: The names of its secrets (their values live in the daemon's
+    #: SecretVault only, sandboxd/egress/secrets.py).
+    secret_names: tuple = attr.ib(default=(), repr=False)
 
     def moveTo(self, state):
         """
@@ -204,4 +209,6 @@ class Sandbox:
             "storage": self.storage,
             "method": self.method,
             "identity": self.identity,
+            "network": self.network.toJSON() if self.network is not None else "open",
+            "secrets": list(self.secret_names),
         }

@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS volumes (
     created REAL NOT NULL,
     PRIMARY KEY (identity, name)
 );
+CREATE TABLE IF NOT EXISTS networks (
+    sandbox_id TEXT PRIMARY KEY,
+    policy TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tunnels (
     sandbox_id TEXT NOT NULL,
     port INTEGER NOT NULL,
@@ -244,6 +248,7 @@ class Store:
         """
         self._db.execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
         self._db.execute("DELETE FROM tunnels WHERE sandbox_id = ?", (sandbox_id,))
+        self._db.execute("DELETE FROM networks WHERE sandbox_id = ?", (sandbox_id,))
 
     def sandboxes(self):
         """
@@ -259,6 +264,22 @@ class Store:
             fields["volumes"] = json.loads(fields["volumes"])
             records.append(SandboxRecord(**fields))
         return records
+
+    # Egress policies (sandboxd/egress/): only sandboxes with rules have one.
+
+    def putNetwork(self, sandbox_id, policy):
+        """
+        Record a sandbox's egress policy (its JSON form).
+        """
+        self._db.execute("INSERT OR REPLACE INTO networks (sandbox_id, policy) VALUES (?, ?)",
+                         (sandbox_id, json.dumps(policy)))
+
+    def networks(self):
+        """
+        {sandbox id: policy (JSON form)} of every recorded policy.
+        """
+        rows = self._db.execute("SELECT sandbox_id, policy FROM networks").fetchall()
+        return {sandbox_id: json.loads(policy) for sandbox_id, policy in rows}
 
     # Events
 

@@ -17,6 +17,8 @@ from sandboxd.config import ConfigError, load_config
 from sandboxd.defaults import defaults_loader
 from sandboxd.eventfeed import EventFeed
 from sandboxd.listeners import ListenerError, listener_services
+from sandboxd.egress.firewall import EgressFirewall
+from sandboxd.egress.guard import EgressGuard
 from sandboxd.manager import SandboxManager
 from sandboxd.metrics import DaemonMetrics, MeteredResource
 from sandboxd.reload import ConfigReloader, ReloadService, applier
@@ -59,6 +61,23 @@ class Options(usage.Options):
             self["loaded"] = load_config(self["config"])
         except ConfigError as e:
             raise usage.UsageError(str(e))
+
+
+def egress_guard(reactor, config, store, runtime):
+    """
+    The guard of the sandboxes' egress (sandboxd/egress/): its rules are
+    keyed by this daemon's data directory; its proxy listens on the Docker
+    bridge's gateway.
+    """
+    owner = os.path.abspath(config.server.data_dir)
+
+    async def bridge():
+        engine = runtime.serving("docker").engine()
+        network = await engine.call("GET", f"/networks/{config.network.bridge_name}")
+        ipam = network["IPAM"]["Config"][0]
+        return ipam["Gateway"], ipam["Subnet"]
+
+    return EgressGuard(reactor, EgressFirewall(reactor, owner=owner), store, bridge=bridge)
 
 
 def runtimes(config, reactor):
@@ -104,7 +123,8 @@ def makeService(options, reactor=None):
     except StoreError as e:
         raise usage.UsageError(str(e))
     manager = SandboxManager(
-        reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir)
+        reactor, runtime, config, store, owner=os.path.abspath(config.server.data_dir),
+        egress=egress_guard(reactor, config, store, runtime),
     )
     events = EventFeed(store, reactor)
     metrics = DaemonMetrics(reactor, manager, events, SandboxAPI.app.url_map)

@@ -132,9 +132,32 @@ async def cmd_create(client, args):
         ttl_action=args.ttl_action,
         expires_at=args.expires_at,
         volumes=args.volumes or None,
+        network=_network(args),
+        secrets=_secrets(args.secrets),
     )
     print(info["id"])
     return 0
+
+
+def _network(args):
+    """``--network`` / ``--allow`` as a create body's ``network`` (None: the profile's)."""
+    if args.allow and args.network:
+        raise Failure("--allow and --network exclude each other")
+    if args.allow:
+        return {"allow": list(args.allow)}
+    return args.network
+
+
+def _secrets(named):
+    """``--secret NAME[:HOSTS]`` as a create body's ``secrets``, values from the environment."""
+    secrets = {}
+    for name, hosts in named:
+        value = os.environ.get(name)
+        if not value:
+            raise Failure(f"--secret {name}: ${name} is not set (the value comes from the"
+                          " environment, never from the command line)")
+        secrets[name] = {"value": value, "hosts": hosts} if hosts else value
+    return secrets or None
 
 
 async def cmd_update(client, args):

@@ -26,6 +26,13 @@ def _label(text):
     return key, value
 
 
+def _secret(text):
+    name, _, hosts = text.partition(":")
+    if not name:
+        raise argparse.ArgumentTypeError(f"secret {text!r} is not NAME[:HOST,...]")
+    return name, [h for h in hosts.split(",") if h]
+
+
 def _size(text):
     return int(text) if text.isdigit() else text
 
@@ -91,6 +98,17 @@ def build_parser():
     create.add_argument(
         "-v", "--volume", dest="volumes", type=_volume, action="append", default=[],
         metavar="NAME:PATH[:ro]", help="mount a volume (repeatable)")
+    create.add_argument(
+        "--network", choices=("open", "none"),
+        help="what the sandbox may reach (default: the profile's; see --allow)")
+    create.add_argument(
+        "--allow", action="append", default=[], metavar="ENTRY",
+        help="reach only these: host:port, host, IP, IP:port, CIDR, CIDR:port (repeatable)")
+    create.add_argument(
+        "--secret", dest="secrets", type=_secret, action="append", default=[],
+        metavar="NAME[:HOST,...]",
+        help="a secret whose value is this shell's $NAME (never on the command line): the"
+        " sandbox sees a placeholder, net.fetch to HOSTs gets the value (repeatable)")
 
     update = commands.add_parser("update", help="change a sandbox's ttl or labels")
     update.add_argument("id", metavar="ID")

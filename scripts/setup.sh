@@ -2,7 +2,8 @@
 # Install everything sandboxd needs on a Debian bookworm machine (run as root).
 # Idempotent and fast when everything is already there:
 #   - Debian packages: docker.io (dockerd, containerd, runc), runsc (gVisor),
-#     mmdebstrap, iptables, tmux, chromium (the headless browser of the tunnel
+#     mmdebstrap, iptables, iproute2 (the egress tests' network namespaces),
+#     tmux, chromium (the headless browser of the tunnel
 #     tests), wrk (bench/tunnels.py); for QEMU sandboxes qemu-system-x86 (with
 #     qboot), qemu-utils, busybox-static and e2fsprogs (mkfs.ext4 -d); etcd-server
 #     (the cluster's membership store, docs/deploy.md)
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # --- Debian packages: `apt-get update` only when something is missing. ---
-packages=(docker.io runsc mmdebstrap iptables tmux chromium wrk qemu-system-x86 qemu-utils busybox-static
+packages=(docker.io runsc mmdebstrap iptables iproute2 tmux chromium wrk qemu-system-x86 qemu-utils busybox-static
           e2fsprogs etcd-server)
 missing=()
 for pkg in "${packages[@]}"; do

@@ -7,6 +7,7 @@ import atexit
 import http.client
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -14,6 +15,9 @@ import sys
 import tempfile
 import time
 
+from sandboxd.egress.firewall import CHAIN as EGRESS_CHAIN
+from sandboxd.egress.firewall import owner_prefix
+from sandboxd.runtimes._firewall import CHAIN as INPUT_CHAIN
 from tests.dockerutil import require_docker
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
@@ -119,6 +123,27 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def drop_egress_rules(owner):
+    """
+    Delete the egress rules (sandboxd/egress/firewall.py) a daemon with
+    data directory ``owner`` left for the sandboxes removed behind its back.
+    """
+    prefix = owner_prefix(os.path.abspath(owner))
+
+    def iptables(*args):
+        return subprocess.run(["iptables", "-w", *args], capture_output=True, text=True)
+
+    for chain in (EGRESS_CHAIN, INPUT_CHAIN):
+        for line in iptables("-S", chain).stdout.splitlines():
+            if line.startswith("-A ") and prefix in line:
+                iptables("-D", *shlex.split(line)[1:])
+    for line in iptables("-S").stdout.splitlines():
+        words = line.split()
+        if words[:1] == ["-N"] and words[1].startswith(prefix):
+            iptables("-F", words[1])
+            iptables("-X", words[1])
 
 
 class Daemon:
@@ -285,6 +310,7 @@ class Daemon:
                     require_docker().api.remove_container(container["Id"], force=True)
                 except docker.errors.NotFound:
                     pass
+            drop_egress_rules(self.data_dir)
         return code
 
     def unmount_volumes(self):

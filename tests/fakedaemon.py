@@ -35,7 +35,8 @@ from twisted.web.server import NOT_DONE_YET, Site
 from agent import wire
 from agent.wire import FrameType
 
-_CREATE_FIELDS = {"profile", "template", "memory", "cpu", "storage", "ttl", "labels"}
+_CREATE_FIELDS = {"profile", "template", "memory", "cpu", "storage", "ttl", "labels",
+                  "network", "secrets"}
 
 
 class FakeDaemon:

@@ -156,7 +156,8 @@ class APITests(TestCase):
             self.manager.created[0],
             {"profile": None, "memory": 512 << 20, "cpu": 1.5, "storage": None,
              "ttl": 30, "labels": {"team": "a"}, "identity": "",
-             "template": None, "ttl_action": None, "expires_at": None, "volumes": ()},
+             "template": None, "ttl_action": None, "expires_at": None, "volumes": (),
+             "network": None, "secrets": {}},
         )
 
     async def test_create_with_empty_body(self):
@@ -276,7 +277,8 @@ class APITests(TestCase):
         """
         The query of ``GET /sandboxes/new/ws`` becomes the create body:
         numbers as numbers, ``label=k=v`` repeated into labels; a ttl or
-        cpu that is not a number, or a label without ``=``, is INVALID_FIELD.
+        cpu that is not a number, a label without ``=``, or a ``network`` or
+        ``secrets`` (never in a URL) is INVALID_FIELD.
         """
         args = {b"profile": [b"python"], b"memory": [b"1g"], b"cpu": [b"1.5"],
                 b"ttl": [b"30"], b"label": [b"a=1", b"b=x=y"]}
@@ -285,7 +287,8 @@ class APITests(TestCase):
             "labels": {"a": "1", "b": "x=y"}})
         self.assertEqual(body_from_query({}), {})
         for bad in ({b"ttl": [b"-1"]}, {b"ttl": [b"x"]}, {b"cpu": [b"lots"]},
-                    {b"label": [b"novalue"]}):
+                    {b"label": [b"novalue"]}, {b"network": [b"none"]},
+                    {b"secrets": [b"x"]}):
             with self.assertRaises(ApiError) as caught:
                 body_from_query(bad)
             self.assertEqual(caught.exception.code, "INVALID_FIELD", bad)

@@ -8,6 +8,7 @@ import re
 
 from twisted.trial.unittest import TestCase
 
+from sandboxd.egress.policy import parse_network
 from sandboxd.sandbox import IllegalTransition, Sandbox, State
 
 LEGAL = {
@@ -142,7 +143,9 @@ class JSONTests(TestCase):
     def test_shape(self):
         """
         C{toJSON} has exactly the public fields, the state as its string
-        value, and the creation time as ISO 8601 UTC ending in Z.
+        value, and the creation time as ISO 8601 UTC ending in Z; the
+        network policy as written (open until one is set) and the names of
+        its secrets.
         """
         sandbox = make_sandbox(
             created=1700000000.0,
@@ -172,8 +175,14 @@ class JSONTests(TestCase):
                 "storage": 500 * 1024 * 1024,
                 "method": "warm",
                 "identity": "",
+                "network": "open",
+                "secrets": [],
             },
         )
+        sandbox.network = parse_network({"allow": ["10.0.0.0/8:443"]})
+        sandbox.secret_names = ("API_TOKEN",)
+        self.assertEqual({"allow": ["10.0.0.0/8:443"]}, sandbox.toJSON()["network"])
+        self.assertEqual(["API_TOKEN"], sandbox.toJSON()["secrets"])
 
     def test_secretNotShown(self):
         """

@@ -10,6 +10,7 @@ from sandboxd.api.identity import caller_identity, caller_tenant, rate_key
 from sandboxd.api.requests import parse_create
 from sandboxd.booting import SandboxDestroyed
 from sandboxd.capacity import AtCapacity
+from sandboxd.egress.guard import EgressFailed, NetworkUnsupported
 from sandboxd.manager import UnknownProfile, VolumesNotSupported
 from sandboxd.ratelimit import RateLimited
 from sandboxd.runtimes.interface import RuntimeFailure
@@ -44,6 +45,10 @@ def body_from_query(args):
     Twisted's ``request.args``); numbers as the JSON body would have them.
     """
     body = {}
+    for name in (b"network", b"secrets"):
+        if name in args:
+            # A secret never travels in a URL (logs, proxies): POST them.
+            raise invalid_field(name.decode(), "not taken in a URL: create with POST /sandboxes")
     for name in _QUERY_FIELDS:
         values = args.get(name.encode())
         if not values:
@@ -136,6 +141,8 @@ class Creator:
                 ttl_action=wanted.ttl_action,
                 expires_at=wanted.expires_at,
                 volumes=volumes,
+                network=wanted.network,
+                secrets=wanted.secrets,
             )
         except UnknownProfile as e:
             raise ApiError(404, "UNKNOWN_PROFILE", f"no profile named {e.args[0]!r}")
@@ -145,6 +152,10 @@ class Creator:
             raise ApiError(501, "VOLUMES_NOT_SUPPORTED", str(e))
         except SandboxDestroyed as e:
             raise ApiError(409, "SANDBOX_DESTROYED", f"{e}: DELETE came first")
+        except NetworkUnsupported as e:
+            raise ApiError(400, "NETWORK_UNSUPPORTED", str(e))
+        except EgressFailed as e:
+            raise ApiError(502, "EGRESS_FAILED", str(e))
         except RuntimeFailure as e:
             raise ApiError(502, "RUNTIME_ERROR", str(e))
         finally:

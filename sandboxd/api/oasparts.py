@@ -28,7 +28,7 @@ _SANDBOX_ID = {"name": "sandbox_id", "in": "path", "required": True,
 _PROFILE = {"name": "profile", "in": "path", "required": True,
             "schema": {"type": "string", "maxLength": 256}}
 _INVALID = _error("The request is malformed", "INVALID_BODY", "INVALID_FIELD",
-                  "LIMIT_EXCEEDED", "BAD_PATH", "BODY_TOO_LARGE")
+                  "LIMIT_EXCEEDED", "BAD_PATH", "BODY_TOO_LARGE", "NETWORK_UNSUPPORTED")
 _NOT_SANDBOX = _error("No sandbox has this id", "SANDBOX_NOT_FOUND")
 _ADMIN = _error("Pool administration is served on the Unix socket only", "ADMIN_ONLY")
 _NO_PROFILE = _error("No profile has this name", "UNKNOWN_PROFILE")

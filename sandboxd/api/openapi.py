@@ -15,7 +15,6 @@ from sandboxd.api.oasparts import (  # noqa: F401 (the pieces the routes are wri
     _NO_TEMPLATE, _TEMPLATE_ID, _PORT, _PORT_RESERVED, _COMMON, _operation, _query, _SIZE, _COUNT,
 )
 
-
 SCHEMAS = {
     "Error": {
         "type": "object", "required": ["error"],
@@ -33,7 +32,30 @@ SCHEMAS = {
             "ttl": {"type": "integer", "minimum": 0},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             **openapi_machines.CREATE_FIELDS,
+            "network": _ref("Network"),
+            "secrets": {
+                "type": "object", "maxProperties": 32,
+                "description": "NAME: value, or NAME: {value, hosts}; the sandbox sees a"
+                               " placeholder in $NAME, the daemon's egress proxy puts the value"
+                               " in net.fetch headers for the hosts (docs/egress.md)",
+                "additionalProperties": {"oneOf": [
+                    {"type": "string", "minLength": 1, "maxLength": 4096},
+                    {"type": "object", "additionalProperties": False, "required": ["value"],
+                     "properties": {
+                         "value": {"type": "string", "minLength": 1, "maxLength": 4096},
+                         "hosts": {"type": "array", "maxItems": 32,
+                                   "items": {"type": "string"}}}}]}},
         },
+    },
+    "Network": {
+        "description": "What the sandbox may reach (docs/egress.md): open, none, or an allow"
+                       " list of host:port, host, IP, IP:port, CIDR, CIDR:port",
+        "oneOf": [
+            {"enum": ["open", "none"]},
+            {"type": "object", "additionalProperties": False, "required": ["allow"],
+             "properties": {"allow": {"type": "array", "maxItems": 64,
+                                      "items": {"type": "string"}}}},
+        ],
     },
     "UpdateRequest": {
         "type": "object", "additionalProperties": False,
@@ -62,6 +84,9 @@ SCHEMAS = {
             "storage": {"type": "integer"}, "method": {"enum": ["warm", "cold"]},
             "identity": {"type": "string",
                          "description": "The tenant that created it; \"\" for none"},
+            "network": _ref("Network"),
+            "secrets": {"type": "array", "items": {"type": "string"},
+                        "description": "The names of its secrets (never their values)"},
         },
     },
     "Stats": {
@@ -147,7 +172,8 @@ PATHS = {
                 "413": _error("The body is too large", "BODY_TOO_LARGE"),
                 "429": _error("Too many creates from this caller, or over its"
                               " X-Sandbox-Max-Concurrent", "RATE_LIMITED", "QUOTA_EXCEEDED"),
-                "502": _error("The container engine failed", "RUNTIME_ERROR"),
+                "502": _error("The container engine failed, or the sandbox's egress rules or"
+                              " proxy could not be set up", "RUNTIME_ERROR", "EGRESS_FAILED"),
                 "503": _error("A capacity limit is reached", "AT_CAPACITY"),
             }, body=_ref("CreateRequest"), tags=["sandboxes"]),
         "get": _operation(

@@ -10,6 +10,8 @@ import attr
 
 from sandboxd.api.errors import ApiError, invalid_field, limit_exceeded
 from sandboxd.config import parse_size
+from sandboxd.egress.policy import parse_network
+from sandboxd.egress.secrets import parse_secrets
 from sandboxd.sandbox import iso_time
 from sandboxd.volumes.mounts import parse_mounts
 
@@ -19,9 +21,10 @@ MAX_LABEL_KEY = 128
 MAX_LABEL_VALUE = 256
 MAX_EVENT_PAGE = 1000
 
-_CREATE_FIELDS = frozenset(
-    {"profile", "template", "memory", "cpu", "storage", "ttl", "labels"}
-) | {"ttl_action", "expires_at", "volumes"}
+_CREATE_FIELDS = frozenset({
+    "profile", "template", "memory", "cpu", "storage", "ttl", "labels",
+    "ttl_action", "expires_at", "volumes", "network", "secrets",
+})
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -36,6 +39,8 @@ class CreateRequest:
     ttl_action: str = None
     expires_at: float = None
     volumes: tuple = ()
+    network: object = None  # a NetworkPolicy, None: the profile's
+    secrets: dict = attr.ib(factory=dict, repr=False)  # name -> SecretSpec
 
 
 def read_json_object(request):
@@ -91,6 +96,8 @@ def parse_create(body, limits, now=0.0):
         ttl_action=_ttl_action(body),
         expires_at=parse_expires_at(body, limits, now),
         volumes=parse_mounts(body.get("volumes")),
+        network=_network(body),
+        secrets=_secrets(body),
     )
 
 
@@ -126,6 +133,27 @@ def parse_expires_at(body, limits, now):
         raise limit_exceeded("expires_at", f"{math.ceil(seconds - now)} s away",
                              limits.max_ttl, "limits.max_ttl")
     return seconds
+
+
+def _network(body):
+    """A body's ``network`` as a NetworkPolicy (None when absent)."""
+    if body.get("network") is None:
+        return None
+    try:
+        return parse_network(body["network"])
+    except ValueError as e:
+        raise invalid_field("network", str(e))
+
+
+def _secrets(body):
+    """A body's ``secrets`` as {name: SecretSpec} ({} when absent)."""
+    if body.get("secrets") is None:
+        return {}
+    try:
+        return parse_secrets(body["secrets"])
+    except ValueError as e:
+        # The message never quotes a value (sandboxd/egress/secrets.py).
+        raise invalid_field("secrets", str(e))
 
 
 def _ttl(body, limits):

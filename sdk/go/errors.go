@@ -87,6 +87,7 @@ var byCode = map[string]Kind{
 	"SANDBOX_UNAVAILABLE": KindSandboxUnavailable, "SANDBOX_PAUSED": KindSandboxUnavailable, "TIMEOUT": KindTimeout, "CANCELLED": KindCancelled,
 	"TOO_MANY_REDIRECTS": KindNetwork, "CONNECTION_REFUSED": KindNetwork, "HOST_NOT_FOUND": KindNetwork,
 	"TLS_ERROR": KindNetwork, "NET_ERROR": KindNetwork, "ENOENT": KindPathNotFound, "ESRCH": KindNotFound,
+	"EGRESS_DENIED": KindNetwork, "NETWORK_UNSUPPORTED": KindInvalidRequest, "EGRESS_FAILED": KindServer,
 	"ENOTTY":               KindInvalidRequest,
 	"E2E_HANDSHAKE_FAILED": KindEncryption, "E2E_IDENTITY_MISMATCH": KindEncryption, "E2E_TAMPERED": KindEncryption,
 	"E2E_REPLAYED": KindEncryption, "E2E_UNSEALED": KindEncryption, "E2E_UNKNOWN_SESSION": KindEncryption,

@@ -58,6 +58,7 @@ const BY_CODE = {
   SANDBOX_UNAVAILABLE: SandboxUnavailableError, SANDBOX_PAUSED: SandboxUnavailableError, TIMEOUT: SandboxTimeoutError, CANCELLED: RequestCancelledError,
   TOO_MANY_REDIRECTS: NetworkError, CONNECTION_REFUSED: NetworkError, HOST_NOT_FOUND: NetworkError,
   TLS_ERROR: NetworkError, NET_ERROR: NetworkError, ENOENT: PathNotFoundError, ESRCH: NotFoundError,
+  EGRESS_DENIED: NetworkError, NETWORK_UNSUPPORTED: InvalidRequestError, EGRESS_FAILED: ServerError,
   ENOTTY: InvalidRequestError,
   E2E_HANDSHAKE_FAILED: EncryptionError, E2E_IDENTITY_MISMATCH: IdentityMismatchError, E2E_TAMPERED: TamperedError,
   E2E_REPLAYED: TamperedError, E2E_UNSEALED: TamperedError, E2E_UNKNOWN_SESSION: EncryptionError,
