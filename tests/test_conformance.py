@@ -22,9 +22,12 @@ CONFORMANCE = os.path.join(ROOT, "tests", "conformance")
 
 def run(argv, cwd=ROOT, env=None, timeout=600):
     """
-    Run a runner: (exit code, combined output).
+    Run a runner: (exit code, combined output).  ``env`` adds to this
+    process's environment; a name given as None is left out.
     """
-    done = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True,
+    merged = {name: value for name, value in {**os.environ, **(env or {})}.items()
+              if value is not None}
+    done = subprocess.run(argv, cwd=cwd, env=merged, capture_output=True,
                           text=True, timeout=timeout)
     return done.returncode, done.stdout + done.stderr
 

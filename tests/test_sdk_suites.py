@@ -45,12 +45,16 @@ class PythonPackageTests(SuiteTestCase):
         plays the vectors (the encrypted ones too) and the scenario.
         """
         venv = os.path.abspath(self.mktemp())
-        self.check([sys.executable, "-m", "venv", venv])
+        # Trial's workers get this tree's sys.path as PYTHONPATH: a fresh
+        # venv must not see it.
+        alone = {"PYTHONPATH": None}
+        self.check([sys.executable, "-m", "venv", venv], env=alone)
         py = os.path.join(venv, "bin", "python")
         self.check([py, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                    os.path.join(ROOT, "sdk", "python") + "[encryption]"], cwd=venv)
+                    os.path.join(ROOT, "sdk", "python") + "[encryption]"], cwd=venv, env=alone)
         listed = json.loads(self.check([py, "-m", "pip", "list", "--format=json",
-                                        "--disable-pip-version-check"], cwd=venv).splitlines()[0])
+                                        "--disable-pip-version-check"],
+                                       cwd=venv, env=alone).splitlines()[0])
         names = {p["name"].lower() for p in listed} - {"pip", "setuptools", "wheel"}
         self.assertTrue({"sandboxd-sdk", "websockets", "cryptography"} <= names, names)
         self.assertTrue(names <= {"sandboxd-sdk", "websockets", "cryptography", "cffi", "pycparser"},
@@ -58,12 +62,12 @@ class PythonPackageTests(SuiteTestCase):
         probe = ("import agent, os, sandbox, importlib.util as u; "
                  "print(sandbox.__file__); print(sorted(os.listdir(os.path.dirname(agent.__file__)))); "
                  "print(u.find_spec('twisted'), u.find_spec('sandboxd'))")
-        out = self.check([py, "-c", probe], cwd=venv).splitlines()
+        out = self.check([py, "-c", probe], cwd=venv, env=alone).splitlines()
         self.assertTrue(out[0].startswith(venv), out[0])
         self.assertEqual([n for n in eval(out[1]) if n.endswith(".py")],
                          ["__init__.py", "e2e.py", "e2e_codes.py", "e2e_frames.py", "wire.py"])
         self.assertEqual(out[2], "None None")
-        env = {"SANDBOX_SDK_INSTALLED": "1"}
+        env = {"SANDBOX_SDK_INSTALLED": "1", **alone}
         runner = os.path.join(CONFORMANCE, "python_runner.py")
         self.check([py, runner, "vectors"], cwd=venv, env=env)
         self.assertScenario(self.check([py, runner, "scenario", "--endpoint", self.daemon.endpoint],
