@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from agent import wire
 from agent.wire import FrameType
-from sandbox._session import _json
+from sandbox._stream import frame_json
 from sandbox.errors import PathNotFoundError
 
 CHUNK_SIZE = wire.CHUNK_SIZE
@@ -135,7 +135,7 @@ class Filesystem:
             while True:
                 frame = await stream.next()
                 if frame.type is FrameType.EVENT:
-                    for entry in _json(frame).get("entries", ()):
+                    for entry in frame_json(frame).get("entries", ()):
                         entries.append(FileInfo.from_json(entry, str(path)))
                 elif frame.type is FrameType.RESULT:
                     return entries

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 from agent.wire import FrameType
-from sandbox._session import _json
+from sandbox._stream import frame_json
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ class Network:
                     parts.append(frame.payload)
                     await stream.consumed(len(frame.payload))
                 elif frame.type is FrameType.RESULT:
-                    result = _json(frame)
+                    result = frame_json(frame)
                     break
         return FetchResponse(
             int(result.get("status", 0)),

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from agent import wire
 from agent.wire import FrameType
-from sandbox._session import _json
+from sandbox._stream import frame_json
 from sandbox.errors import RequestCancelledError, SandboxError
 
 _CHANNELS = {wire.CHANNEL_STDOUT: "stdout", wire.CHANNEL_STDERR: "stderr"}
@@ -112,7 +112,7 @@ class Process:
                         out.append(payload)
                     await stream.consumed(len(payload))
                 elif kind is FrameType.RESULT:
-                    result = _json(frame)
+                    result = frame_json(frame)
                     break
         stdout = b"".join(out)
         stderr = b"".join(err)
@@ -260,9 +260,9 @@ class ExecHandle:
                         self._decoders[channel] = decoder
                     return OutputEvent(channel, decoder.decode(raw), raw)
                 if frame.type is FrameType.RESULT:
-                    self._result = _json(frame)
+                    self._result = frame_json(frame)
                 elif frame.type is FrameType.EVENT:
-                    self.dropped_bytes += _json(frame).get("dropped_bytes", 0)
+                    self.dropped_bytes += frame_json(frame).get("dropped_bytes", 0)
             return None
 
     async def wait(self):

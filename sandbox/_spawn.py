@@ -6,7 +6,7 @@ writes stdin, closes it, signals, resizes a pty, streams output and waits.
 from agent import wire
 from agent.wire import FrameType
 from sandbox._process import ExecHandle
-from sandbox._session import _json
+from sandbox._stream import frame_json
 from sandbox.errors import ProtocolError, SandboxError
 
 CHUNK_SIZE = wire.CHUNK_SIZE
@@ -49,12 +49,12 @@ async def start(session, params):
     stream = await session.open("process.spawn", params)
     try:
         frame = await stream.next()
-        if frame.type is not FrameType.EVENT or "pid" not in _json(frame):
+        if frame.type is not FrameType.EVENT or "pid" not in frame_json(frame):
             raise ProtocolError("UNEXPECTED_FRAME", f"process.spawn began with {frame.type.name}")
     except BaseException:
         stream.abandon()
         raise
-    return SpawnedProcess(stream, int(_json(frame)["pid"]), "pty" in params)
+    return SpawnedProcess(stream, int(frame_json(frame)["pid"]), "pty" in params)
 
 
 class SpawnedProcess(ExecHandle):

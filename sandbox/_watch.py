@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from agent import wire
 from agent.wire import FrameType
-from sandbox._session import _json
+from sandbox._stream import frame_json
 from sandbox.errors import ProtocolError, SandboxError
 
 
@@ -49,12 +49,12 @@ class Watcher:
                 raise StopAsyncIteration
             frame = await self._stream.next()
             if frame.type is FrameType.EVENT:
-                for e in _json(frame).get("events", ()):
+                for e in frame_json(frame).get("events", ()):
                     self._events.append(
                         WatchEvent(e.get("type", "?"), e.get("path", ""), bool(e.get("is_dir")), e.get("cookie"))
                     )
             elif frame.type is FrameType.RESULT:
-                self.reason = _json(frame).get("reason")
+                self.reason = frame_json(frame).get("reason")
                 self._ended = True
         return self._events.popleft()
 
@@ -109,9 +109,9 @@ async def open_watch(session, path, recursive):
     stream = await session.open("fs.watch", params)
     try:
         frame = await stream.next()
-        if frame.type is not FrameType.EVENT or not _json(frame).get("ready"):
+        if frame.type is not FrameType.EVENT or not frame_json(frame).get("ready"):
             raise ProtocolError("UNEXPECTED_FRAME", f"fs.watch began with {frame.type.name}")
     except BaseException:
         stream.abandon()
         raise
-    return Watcher(stream, _json(frame).get("path", str(path)))
+    return Watcher(stream, frame_json(frame).get("path", str(path)))

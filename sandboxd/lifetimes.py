@@ -24,6 +24,54 @@ from sandboxd.lifecycle import ISandboxObserver
 from sandboxd.sandbox import State
 
 
+class SandboxTimers:
+    """
+    One timer per sandbox on ``clock``: ``fire(sandbox)`` when it runs out.
+    """
+
+    def __init__(self, clock, fire):
+        self._clock = clock
+        self._fire = fire
+        self._timers = {}
+
+    def __contains__(self, sandbox):
+        return sandbox.id in self._timers
+
+    def __len__(self):
+        return len(self._timers)
+
+    def start(self, sandbox, at):
+        """
+        (Re)start the sandbox's timer to run out at ``at`` (a clock time; at
+        once when that has passed).
+        """
+        self.cancel(sandbox)
+        delay = max(0.0, at - self._clock.seconds())
+        self._timers[sandbox.id] = self._clock.callLater(delay, self._ranOut, sandbox)
+
+    def cancel(self, sandbox):
+        timer = self._timers.pop(sandbox.id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def when(self, sandbox):
+        """
+        When the sandbox's timer runs out, or None when none runs.
+        """
+        timer = self._timers.get(sandbox.id)
+        return timer.getTime() if timer is not None else None
+
+    def stop(self):
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+
+    def _ranOut(self, sandbox):
+        self._timers.pop(sandbox.id, None)
+        self._fire(sandbox)
+
+
 @implementer(ISandboxObserver)
 class IdleReaper:
     """
@@ -31,10 +79,8 @@ class IdleReaper:
     """
 
     def __init__(self, clock, expire, idle_timeout):
-        self._clock = clock
-        self._expire = expire
         self._idle_timeout = idle_timeout
-        self._timers = {}
+        self._timers = SandboxTimers(clock, expire)
 
     def reload(self, idle_timeout):
         """
@@ -61,32 +107,19 @@ class IdleReaper:
         """
         Start (or restart) the sandbox's clock from ``sandbox.idle_since``.
         """
-        self.disarm(sandbox)
-        deadline = sandbox.idle_since + self.allowance(sandbox)
-        delay = max(0.0, deadline - self._clock.seconds())
-        self._timers[sandbox.id] = self._clock.callLater(delay, self._fire, sandbox)
+        self._timers.start(sandbox, sandbox.idle_since + self.allowance(sandbox))
 
     def disarm(self, sandbox):
-        timer = self._timers.pop(sandbox.id, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._timers.cancel(sandbox)
 
     def deadline(self, sandbox):
         """
         When the sandbox will be reaped, or None when no clock runs.
         """
-        timer = self._timers.get(sandbox.id)
-        return timer.getTime() if timer is not None else None
+        return self._timers.when(sandbox)
 
     def stop(self):
-        for timer in self._timers.values():
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
-
-    def _fire(self, sandbox):
-        self._timers.pop(sandbox.id, None)
-        self._expire(sandbox)
+        self._timers.stop()
 
 
 @implementer(ISandboxObserver)
@@ -97,9 +130,7 @@ class Expiry:
     """
 
     def __init__(self, clock, expire):
-        self._clock = clock
-        self._expire = expire
-        self._timers = {}
+        self._timers = SandboxTimers(clock, expire)
 
     def sandboxChanged(self, transition):
         sandbox = transition.sandbox
@@ -107,28 +138,17 @@ class Expiry:
             return
         if transition.new in (State.DESTROYING, State.DESTROYED):
             self.disarm(sandbox)
-        elif sandbox.id not in self._timers and sandbox.expires_at is not None:
+        elif sandbox not in self._timers and sandbox.expires_at is not None:
             self.arm(sandbox)
 
     def arm(self, sandbox):
         """
         Start (or restart) the timer to ``sandbox.expires_at``.
         """
-        self.disarm(sandbox)
-        delay = max(0.0, sandbox.expires_at - self._clock.seconds())
-        self._timers[sandbox.id] = self._clock.callLater(delay, self._fire, sandbox)
+        self._timers.start(sandbox, sandbox.expires_at)
 
     def disarm(self, sandbox):
-        timer = self._timers.pop(sandbox.id, None)
-        if timer is not None and timer.active():
-            timer.cancel()
+        self._timers.cancel(sandbox)
 
     def stop(self):
-        for timer in self._timers.values():
-            if timer.active():
-                timer.cancel()
-        self._timers.clear()
-
-    def _fire(self, sandbox):
-        self._timers.pop(sandbox.id, None)
-        self._expire(sandbox)
+        self._timers.stop()

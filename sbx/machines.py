@@ -3,24 +3,13 @@
 docs/lifecycle.md).
 """
 
-import json
-
-from sandbox.errors import NotFoundError
 from sbx import _format
-from sbx._failure import Failure
-
-
-def _print_json(obj):
-    print(json.dumps(obj, indent=2, sort_keys=True))
+from sbx._common import about, print_json
 
 
 async def _change(client, change, sandbox_id):
-    try:
+    with about(sandbox_id):
         info = await change(sandbox_id)
-    except NotFoundError as e:
-        if e.code == "SANDBOX_NOT_FOUND":
-            raise Failure(f"sandbox {sandbox_id} not found") from None
-        raise
     print(info["id"])
     return 0
 
@@ -46,7 +35,7 @@ async def cmd_volume_create(client, args):
 async def cmd_volume_ls(client, args):
     volumes = await client.volumes.list()
     if args.json:
-        _print_json(volumes)
+        print_json(volumes)
         return 0
     rows = [(v["name"], _format.size(v["size"]), v["created"], ",".join(v["used_by"]) or "-")
             for v in volumes]

@@ -7,13 +7,8 @@ import sys
 
 from sandbox.errors import NotFoundError
 from sbx import _format
+from sbx._common import print_json
 from sbx._failure import Failure
-
-
-def _print_json(obj):
-    import json
-
-    print(json.dumps(obj, indent=2, sort_keys=True))
 
 
 async def cmd_tpl_save(client, args):
@@ -30,7 +25,7 @@ async def cmd_tpl_save(client, args):
 async def cmd_tpl_ls(client, args):
     templates = await client.templates.list()
     if args.json:
-        _print_json(templates)
+        print_json(templates)
         return 0
     rows = [(t["id"], t["label"], t["profile"], t["runtime"], _format.size(t["size"]),
              t["created"], t["last_used"]) for t in templates]

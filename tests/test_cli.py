@@ -237,3 +237,33 @@ class CLITests(TestCase):
             out, err, code = await self.sbx(*args)
             self.assertEqual(code, 2, args)
             self.assertIn("error:", err)
+
+
+class CommandTableTests(TestCase):
+    """
+    The parser and the command table agree.
+    """
+
+    def test_every_command_has_a_handler(self):
+        """
+        Every command the parser accepts (``fs read`` as ``fs_read``) has a
+        coroutine function in L{sbx.commands.COMMANDS}, and the table holds
+        no command the parser cannot produce.
+        """
+        import argparse
+        import inspect
+
+        from sbx.commands import COMMANDS
+        from sbx.main import build_parser
+
+        def names(parser, prefix=""):
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    for name, sub in action.choices.items():
+                        nested = list(names(sub, f"{prefix}{name}_"))
+                        yield from nested or [f"{prefix}{name}"]
+
+        parsed = set(names(build_parser()))
+        self.assertEqual(parsed, set(COMMANDS))
+        for name, handler in COMMANDS.items():
+            self.assertTrue(inspect.iscoroutinefunction(handler), name)

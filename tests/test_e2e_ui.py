@@ -157,6 +157,27 @@ class DashboardTests(SynchronousTestCase):
         status, body = self.daemon.request("GET", f"/sandboxes/{sid}")
         self.assertEqual(status, 404, body)
 
+    def test_pause_and_resume(self):
+        """
+        Pause, confirmed, freezes the sandbox (the daemon says paused and the
+        button offers Resume); Resume, confirmed, brings it back.
+        """
+        sid = self.create()["id"]
+        self.open(f"#/sandbox/{sid}")
+        self.page.wait_for_selector("dd[data-field='state']:has-text('running')")
+        self.page.click("#pause:has-text('Pause')")
+        self.page.click("#confirm-ok")
+        self.page.wait_for_selector("dd[data-field='state']:has-text('paused')")
+        self.page.wait_for_selector("#pause:has-text('Resume')")
+        status, body = self.daemon.request("GET", f"/sandboxes/{sid}")
+        self.assertEqual((status, body["state"]), (200, "paused"))
+        self.page.click("#pause")
+        self.page.click("#confirm-ok")
+        self.page.wait_for_selector("#pause:has-text('Pause')")
+        status, body = self.daemon.request("GET", f"/sandboxes/{sid}")
+        self.assertEqual(status, 200, body)
+        self.assertIn(body["state"], ("running", "disconnected"))
+
     def test_pools_page(self):
         """The pools page shows each profile's ready and target counts."""
         self.open("#/pools")
@@ -226,7 +247,7 @@ class ForwarderTests(SynchronousTestCase):
         browser.page.goto(url.replace("#key=", f"#/sandbox/{sid}&key="))
         browser.page.wait_for_selector("#read-only")
         browser.page.wait_for_selector("dd[data-field='state']")
-        self.assertEqual(browser.page.query_selector_all("#destroy, #open-terminal"), [])
+        self.assertEqual(browser.page.query_selector_all("#destroy, #open-terminal, #pause"), [])
 
     def test_tcp_off_by_default(self):
         """Without ``[ui] enabled`` the TCP listener does not serve the page."""

@@ -259,7 +259,7 @@ class FailureTests(ManagerTestCase):
             Deferred.fromCoroutine(self.manager.create()), ConnectionRefusedError
         )
         self.assertEqual(self.manager.list(), [])
-        self.assertEqual(self.manager.reaper._timers, {})
+        self.assertEqual(len(self.manager.reaper._timers), 0)
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertIn("c-dead", self.runtime.destroyed)
 

@@ -32,14 +32,13 @@ from sandboxd.api import wsauth
 from sandboxd.api.ui import is_page_request
 from sandboxd.tenancy import canonical
 from sandboxd.tenancy.signer import sign
+from sandboxd.protocols.httprelay import HOP_BY_HOP_REQUEST, HOP_BY_HOP_RESPONSE, ResponseRelay
 from sandboxd.tunnels.relay import Pipe, take_over
 
 #: Request headers never forwarded (hop by hop, or the gateway's to set).
-_DROPPED = {b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection",
-            b"te", b"trailer", b"transfer-encoding", b"upgrade", b"authorization",
-            b"host", b"content-length"} | {h.lower().encode() for h in canonical.ALL}
+_DROPPED = HOP_BY_HOP_REQUEST | {b"authorization"} | {h.lower().encode() for h in canonical.ALL}
 #: Response headers not copied back (Twisted frames the answer itself).
-_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
+_HOP = HOP_BY_HOP_RESPONSE
 MAX_BODY = 1 << 20
 
 
@@ -58,23 +57,6 @@ def bearer(request):
         return None
     scheme, _, key = value.decode("latin-1").partition(" ")
     return key.strip() if scheme.lower() == "bearer" and key.strip() else None
-
-
-class _Relay(Protocol):
-    """Copies an upstream response body to the caller's request."""
-
-    def __init__(self, request, done):
-        self._request = request
-        self._done = done
-
-    def dataReceived(self, data):
-        if not self._done:
-            self._request.write(data)
-
-    def connectionLost(self, reason):
-        if not self._done:
-            self._done.append(True)
-            self._request.finish()
 
 
 class Gateway(Resource):
@@ -167,7 +149,7 @@ class Gateway(Resource):
             for name, values in response.headers.getAllRawHeaders():
                 if name.lower() not in _HOP:
                     request.responseHeaders.setRawHeaders(name, values)
-            relay = _Relay(request, gone)
+            relay = ResponseRelay(request, gone)
             response.deliverBody(relay)
             # A caller that leaves (an SSE stream closed) ends the upstream read.
             request.notifyFinish().addErrback(lambda _: relay.transport.stopProducing())

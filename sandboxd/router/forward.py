@@ -15,7 +15,7 @@ WebSocket to it closed, so nothing waits on a dead node.
 import json
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import CancelledError, succeed
+from twisted.internet.defer import CancelledError
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
@@ -27,18 +27,19 @@ from twisted.web.client import (
     HTTPConnectionPool,
     readBody,
 )
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
-from zope.interface import implementer
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH
 from twisted.web.server import NOT_DONE_YET
 
+from sandboxd.protocols.httprelay import (
+    HOP_BY_HOP_REQUEST, HOP_BY_HOP_RESPONSE, BytesProducer, ResponseRelay,
+)
 from sandboxd.tunnels.relay import Pipe, take_over
 
 #: Request headers never forwarded (hop by hop; Twisted frames the body).
-DROPPED = {b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection",
-           b"te", b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length"}
+DROPPED = HOP_BY_HOP_REQUEST
 #: Response headers not copied back (a known length is set again).
-_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length"}
+_HOP = HOP_BY_HOP_RESPONSE
 
 
 def no_delay(transport):
@@ -86,28 +87,6 @@ class _NodeEndpoints:
 SMALL_BODY = 1 << 16
 
 
-@implementer(IBodyProducer)
-class _BytesProducer:
-    """A small body written at once (a FileBodyProducer takes reactor turns)."""
-
-    def __init__(self, data):
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer):
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self):
-        pass
-
-    def resumeProducing(self):
-        pass
-
-    def stopProducing(self):
-        pass
-
-
 def body_producer(body):
     """An IBodyProducer for ``body`` (a file, read from its start), or None if empty."""
     if body is None:
@@ -117,7 +96,7 @@ def body_producer(body):
     if not head:
         return None
     if len(head) <= SMALL_BODY:
-        return _BytesProducer(head)
+        return BytesProducer(head)
     body.seek(0)
     return FileBodyProducer(body)
 
@@ -142,23 +121,6 @@ def forwarded_headers(request):
         if name.lower() not in DROPPED:
             headers.setRawHeaders(name, values)
     return headers
-
-
-class _Relay(Protocol):
-    """Copies a node's response body to the caller's request."""
-
-    def __init__(self, request, done):
-        self._request = request
-        self._done = done
-
-    def dataReceived(self, data):
-        if not self._done:
-            self._request.write(data)
-
-    def connectionLost(self, reason):
-        if not self._done:
-            self._done.append(True)
-            self._request.finish()
 
 
 class Forwarder:
@@ -249,7 +211,7 @@ class Forwarder:
                 request.responseHeaders.setRawHeaders(name, values)
         if response.length is not UNKNOWN_LENGTH:
             request.setHeader(b"content-length", b"%d" % response.length)
-        relay = _Relay(request, gone)
+        relay = ResponseRelay(request, gone)
         response.deliverBody(relay)
         untrack = self._track(node_id, lambda *_: relay.transport.stopProducing())
         # A caller that leaves (an SSE stream closed) ends the node read.

@@ -38,6 +38,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
+from sandboxd.protocols.httprelay import BytesProducer
 from sandboxd.runtimes.interface import RuntimeFailure, RuntimeUnavailable
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
@@ -116,30 +117,6 @@ def path_part(name):
     A container or network id or name, escaped as one path segment.
     """
     return quote(name, safe="")
-
-
-@implementer(IBodyProducer)
-class BytesProducer:
-    """
-    A request body that is already in memory, written at once.
-    """
-
-    def __init__(self, data):
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer):
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self):
-        pass
-
-    def resumeProducing(self):
-        pass
-
-    def stopProducing(self):
-        pass
 
 
 @implementer(IAgentEndpointFactory)

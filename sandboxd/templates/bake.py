@@ -25,7 +25,8 @@ from zope.interface import implementer
 
 from agent import wire
 from sandboxd.protocols.agent import AgentCallError, IStreamHandler
-from sandboxd.runtimes._engine import BytesProducer, EngineError, path_part
+from sandboxd.protocols.httprelay import BytesProducer
+from sandboxd.runtimes._engine import EngineError, path_part
 
 #: Where a template image keeps the saved /root (extracted there as "root").
 SEED_DIR = "/.sandboxd/seed"

@@ -25,7 +25,8 @@ import tarfile
 import agent as agent_package
 from twisted.logger import Logger
 
-from sandboxd.runtimes._engine import BytesProducer, EngineError, path_part
+from sandboxd.protocols.httprelay import BytesProducer
+from sandboxd.runtimes._engine import EngineError, path_part
 from sandboxd.templates.bake import REPOSITORY, SEED_DIR, BakeFailed
 
 #: Repository of the agent stage (the base later saves bake on).

@@ -5,7 +5,7 @@ import { bounded, request, root } from "./api.js";
 import { age, bars, bytes, esc, h, labelText, sparkline } from "./dom.js";
 import { openTerminal } from "./terminal.js";
 
-const STATES = ["", "running", "creating", "ready", "disconnected", "destroying", "failed"];
+const STATES = ["", "running", "creating", "ready", "disconnected", "paused", "destroying", "failed"];
 //: Stats asked for at most this many rows at once, this many requests in flight.
 const STATS_ROWS = 100;
 const STATS_IN_FLIGHT = 4;
@@ -170,6 +170,14 @@ export function sandboxView(el, ctx, sandboxId) {
   el.append(h("h2", {}, sandboxId), details, actions, h("h3", {}, "Stats"), charts, h("h3", {}, "Tunnels"), tunnels, termBox);
   const cpu = [], mem = [];
   let sandbox = null, terminal = null, gone = false;
+  // Pause or Resume, by the sandbox's state (docs/lifecycle.md).
+  const pause = h("button", { id: "pause", onclick: async () => {
+    const paused = sandbox && sandbox.state === "paused";
+    const verb = paused ? "Resume" : "Pause";
+    if (!(await ctx.confirm(paused ? `Resume ${sandboxId}?`
+      : `Pause ${sandboxId}? Its processes stop until it is resumed.`))) return;
+    try { await request("POST", `/sandboxes/${id}/${verb.toLowerCase()}`); await load(); } catch (e) { actions.append(errorBox(e)); }
+  } }, "Pause");
 
   const showDetails = () => {
     const s = sandbox;
@@ -177,6 +185,7 @@ export function sandboxView(el, ctx, sandboxId) {
       ...[["state", s.state], ["profile", s.profile], ["runtime", s.runtime], ["image", s.image],
         ["age", age(s.created)], ["ttl", s.ttl ? `${s.ttl} s` : "none"], ["labels", labelText(s.labels) || "none"],
         ["memory", bytes(s.memory)], ["cpu", s.cpu]].flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k }, v)])));
+    pause.textContent = s.state === "paused" ? "Resume" : "Pause";
     const list = s.tunnels || [];
     tunnels.replaceChildren(list.length
       ? h("ul", {}, list.map((t) => h("li", {}, `port ${t.port}: `, h("a", { href: t.url, target: "_blank", rel: "noopener" }, t.url),
@@ -225,7 +234,7 @@ export function sandboxView(el, ctx, sandboxId) {
         if (!(await ctx.confirm(`Set the ttl of ${sandboxId} to ${seconds} s from now?`))) return;
         try { await request("PATCH", `/sandboxes/${id}`, { ttl: seconds }); await load(); } catch (e) { actions.append(errorBox(e)); }
       } }, "Set ttl"),
-      " ",
+      " ", pause, " ",
       h("button", { id: "destroy", class: "danger", onclick: async () => {
         if (!(await ctx.confirm(`Destroy ${sandboxId}? Its processes and files are lost.`))) return;
         try { await request("DELETE", `/sandboxes/${id}`); await load(); } catch (e) { actions.append(errorBox(e)); }
