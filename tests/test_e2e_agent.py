@@ -759,11 +759,24 @@ class AttachTests(AgentE2ETestCase):
         self.wait_screen("EXIT=5")
         import time
 
+        # The shell's redirection creates the file before stty writes to it:
+        # wait for a whole line, not for the file.
         deadline = time.monotonic() + 10
-        while not os.path.exists(f"{work}/after") and time.monotonic() < deadline:
+        while not self.whole_line(f"{work}/after") and time.monotonic() < deadline:
             time.sleep(0.1)
         with open(f"{work}/before") as before, open(f"{work}/after") as after:
             self.assertEqual(before.read(), after.read())
+
+    @staticmethod
+    def whole_line(path):
+        """
+        Whether the file at ``path`` holds a line that ends in a newline.
+        """
+        try:
+            with open(path) as f:
+                return f.read().endswith("\n")
+        except FileNotFoundError:
+            return False
 
 
 class NetTests(AgentE2ETestCase):
