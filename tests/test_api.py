@@ -245,6 +245,25 @@ class APITests(TestCase):
         await self.assertError("DELETE", f"/sandboxes/{a['id']}", None, 404, "SANDBOX_NOT_FOUND")
         await self.assertError("GET", "/sandboxes/sbx-nope/ws", None, 404, "SANDBOX_NOT_FOUND")
 
+    async def test_answers_carry_their_length(self):
+        """
+        JSON answers, named errors and unknown routes are sent with
+        Content-Length (not in chunks): their length is the body's.
+        """
+        for method, path, body, status in [
+            ("POST", "/sandboxes", {}, 201),
+            ("GET", "/sandboxes", None, 200),
+            ("GET", "/sandboxes/sbx-nope", None, 404),
+            ("GET", "/nowhere", None, 404),
+            ("POST", "/sandboxes", {"memory": "lots"}, 400),
+        ]:
+            data = json.dumps(body).encode() if body is not None else None
+            response = await self.treq.request(method, "http://sandboxd" + path, data=data)
+            content = await response.content()
+            self.assertEqual(response.code, status, content)
+            # Twisted's client takes Content-Length out of the headers.
+            self.assertEqual(response.original.length, len(content), (method, path))
+
     async def test_create_with_session_needs_an_upgrade(self):
         """
         ``GET /sandboxes/new/ws`` that is not a WebSocket upgrade is 426

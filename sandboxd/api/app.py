@@ -2,7 +2,6 @@
 The HTTP routes of the daemon (docs/api.md).
 """
 
-import json
 from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
@@ -15,6 +14,7 @@ from werkzeug.routing import RequestRedirect
 from sandboxd import __version__
 from sandboxd.api import openapi
 from sandboxd.api.creating import Creator, body_from_query, check_expiry, is_websocket_upgrade
+from sandboxd.api.answers import json_answer, sized
 from sandboxd.api.errors import ApiError, error_body, sandbox_paused
 from sandboxd.api.events import MAX_SUBSCRIBERS, EventStreamResource, parse_stream_request
 from sandboxd.api.identity import (
@@ -44,12 +44,6 @@ from sandboxd.runtimes.interface import PauseNotSupported, RuntimeFailure
 from sandboxd.sandbox import State
 from sandboxd.tenancy.quotas import QuotaExceeded, effective_ttl
 from sandboxd.tunnels import TunnelFront, TunnelResource
-
-
-def _json(request, obj, status=200):
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps(obj).encode()
 
 
 class SandboxAPI:
@@ -128,11 +122,14 @@ class SandboxAPI:
             request.setHeader(name, value)
         request.setResponseCode(error.status)
         request.setHeader(b"Content-Type", b"application/json")
-        return error.body()
+        return sized(request, error.body())
 
     @app.handle_errors
     def _unexpected(self, request, failure):
         request.setHeader(b"Content-Type", b"application/json")
+        return sized(request, self._unexpectedBody(request, failure))
+
+    def _unexpectedBody(self, request, failure):
         if failure.check(RequestRedirect):
             # A trailing slash the route wants: go there (same method, body).
             moved = urlsplit(failure.value.new_url)
@@ -158,13 +155,13 @@ class SandboxAPI:
     @app.route("/sandboxes", methods=["POST"])
     async def create(self, request):
         sandbox = await self._creator.create(request, read_json_object(request))
-        return _json(request, sandbox.toJSON(), 201)
+        return json_answer(request, sandbox.toJSON(), 201)
 
     @app.route("/sandboxes", methods=["GET"])
     def list(self, request):
         wanted = parse_label_filter(request.args.get(b"label", []))
         caller = caller_identity(request)
-        return _json(request, [s.toJSON() for s in self._manager.list(wanted)
+        return json_answer(request, [s.toJSON() for s in self._manager.list(wanted)
                                if may_see(caller, s.identity)])
 
     def _sandbox(self, sandbox_id, request):
@@ -179,7 +176,7 @@ class SandboxAPI:
         body = self._sandbox(sandbox_id, request).toJSON()
         if self._tunnels is not None:
             body["tunnels"] = self._tunnels.describe(sandbox_id)
-        return _json(request, body)
+        return json_answer(request, body)
 
     @app.route("/sandboxes/<sandbox_id>", methods=["PATCH"])
     def update(self, request, sandbox_id):
@@ -198,7 +195,7 @@ class SandboxAPI:
             raise ApiError(409, "SANDBOX_NOT_RUNNING",
                            f"sandbox {sandbox_id} is {sandbox.state.value}")
         self._manager.update(sandbox, **changes)
-        return _json(request, sandbox.toJSON())
+        return json_answer(request, sandbox.toJSON())
 
     @app.route("/sandboxes/<sandbox_id>", methods=["DELETE"])
     def destroy(self, request, sandbox_id):
@@ -219,19 +216,19 @@ class SandboxAPI:
             if self._manager.get(sandbox_id) is None:
                 raise ApiError(404, "SANDBOX_NOT_FOUND", f"sandbox {sandbox_id} not found")
             raise ApiError(502, "RUNTIME_ERROR", str(e))
-        return _json(request, summary)
+        return json_answer(request, summary)
 
     @app.route("/sandboxes/<sandbox_id>/pause", methods=["POST"])
     async def pause(self, request, sandbox_id):
         sandbox = self._sandbox(sandbox_id, request)
         await self._freeze(self._manager.pauser.pause, sandbox)
-        return _json(request, sandbox.toJSON())
+        return json_answer(request, sandbox.toJSON())
 
     @app.route("/sandboxes/<sandbox_id>/resume", methods=["POST"])
     async def resume(self, request, sandbox_id):
         sandbox = self._sandbox(sandbox_id, request)
         await self._freeze(self._manager.pauser.resume, sandbox)
-        return _json(request, sandbox.toJSON())
+        return json_answer(request, sandbox.toJSON())
 
     async def _freeze(self, change, sandbox):
         """Pause or resume ``sandbox`` with the errors named."""
@@ -287,7 +284,7 @@ class SandboxAPI:
     @app.route("/sandboxes/<sandbox_id>/session-token", methods=["POST"])
     def sessionToken(self, request, sandbox_id):
         sandbox = self._sandbox(sandbox_id, request)
-        return _json(request, self._tokens.mint(sandbox.id, sandbox.identity), 201)
+        return json_answer(request, self._tokens.mint(sandbox.id, sandbox.identity), 201)
 
     # Templates (sandboxd/api/templates.py), volumes (sandboxd/api/volumes.py)
     install_template_routes(app)
@@ -308,7 +305,7 @@ class SandboxAPI:
     @app.route("/pools", methods=["GET"])
     def pools(self, request):
         self._admin(request)
-        return _json(request, self._manager.pools.status())
+        return json_answer(request, self._manager.pools.status())
 
     @app.route("/pools/<profile>", methods=["PUT"])
     def resizePool(self, request, profile):
@@ -318,7 +315,7 @@ class SandboxAPI:
         count = parse_pool_count(body, self._config.pool.max_warm)
         self._manager.pools.resize(profile, count)
         self._record("pool.resized", profile=profile, count=count)
-        return _json(request, self._manager.pools.status()[profile])
+        return json_answer(request, self._manager.pools.status()[profile])
 
     @app.route("/pools/<profile>/flush", methods=["POST"])
     def flushPool(self, request, profile):
@@ -328,7 +325,7 @@ class SandboxAPI:
         status = self._manager.pools.status()[profile]
         status["flushed"] = flushed
         self._record("pool.flushed", profile=profile, flushed=flushed)
-        return _json(request, status)
+        return json_answer(request, status)
 
     # Events
 
@@ -356,13 +353,13 @@ class SandboxAPI:
         sandbox_id = request.args.get(b"sandbox", [b""])[-1].decode("utf-8", "replace")
         events = self._manager.events(after, limit, sandbox_id or None,
                                       caller_identity(request) or None)
-        return _json(request, [event_json(e) for e in events])
+        return json_answer(request, [event_json(e) for e in events])
 
     # Profiles and health
 
     @app.route("/profiles", methods=["GET"])
     def profiles(self, request):
-        return _json(
+        return json_answer(
             request,
             [
                 {
@@ -402,7 +399,7 @@ class SandboxAPI:
 
     @app.route("/openapi.json", methods=["GET"])
     def openapi(self, request):
-        return _json(request, openapi.document())
+        return json_answer(request, openapi.document())
 
     @app.route("/health", methods=["GET"])
     def health(self, request):
@@ -415,7 +412,7 @@ class SandboxAPI:
             version=__version__,
             uptime_seconds=round(self._clock.seconds() - self._manager.started, 3),
         )
-        return _json(request, status)
+        return json_answer(request, status)
 
 
 def _visible(request, sandbox):

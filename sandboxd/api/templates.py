@@ -16,6 +16,7 @@ import posixpath
 
 from twisted.logger import Logger
 
+from sandboxd.api.answers import json_answer
 from sandboxd.api.errors import ApiError, invalid_field, sandbox_paused
 from sandboxd.api.identity import caller_identity, caller_tenant, may_see
 from sandboxd.api.requests import read_json_object
@@ -74,12 +75,6 @@ def parse_save(body):
     if len(values[1]) > MAX_LABEL or not values[1].isprintable():
         raise invalid_field("label", f"at most {MAX_LABEL} printable characters")
     return tuple(values)
-
-
-def _json(request, obj, status=200):
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps(obj).encode()
 
 
 def parse_build(request):
@@ -163,7 +158,7 @@ class TemplateRoutes:
             raise ApiError(413, "TEMPLATE_TOO_LARGE", str(e))
         except BakeFailed as e:
             raise ApiError(502, "TEMPLATE_FAILED", str(e))
-        return _json(request, template_json(template), 201)
+        return json_answer(request, template_json(template), 201)
 
     async def build(self, request):
         """
@@ -206,7 +201,7 @@ class TemplateRoutes:
             error = ApiError(502, "TEMPLATE_FAILED", str(e))
         else:
             if not streaming:
-                return _json(request, {"template": template_json(template)}, 201)
+                return json_answer(request, {"template": template_json(template)}, 201)
             line({"template": template_json(template)})
             return b""
         if not streaming:
@@ -216,7 +211,7 @@ class TemplateRoutes:
 
     def list(self, request):
         identity = caller_identity(request)
-        return _json(request, [template_json(t) for t in self._require().all()
+        return json_answer(request, [template_json(t) for t in self._require().all()
                                if visible(t, identity)])
 
     def _template(self, request, template_id):
@@ -226,7 +221,7 @@ class TemplateRoutes:
         return template
 
     def get(self, request, template_id):
-        return _json(request, template_json(self._template(request, template_id)))
+        return json_answer(request, template_json(self._template(request, template_id)))
 
     def delete(self, request, template_id):
         self._template(request, template_id)

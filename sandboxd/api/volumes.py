@@ -4,17 +4,10 @@ The volume routes (docs/lifecycle.md): ``POST /volumes``, ``GET
 volumes (L{sandboxd.volumes.registry}).
 """
 
-import json
-
+from sandboxd.api.answers import json_answer
 from sandboxd.api.errors import ApiError
 from sandboxd.api.identity import caller_identity
 from sandboxd.api.requests import read_json_object
-
-
-def _json(request, obj, status=200):
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json")
-    return json.dumps(obj).encode()
 
 
 def _require(volumes):
@@ -33,11 +26,11 @@ def install(app):
     async def createVolume(self, request):
         volumes = _require(self.volumes)
         record = await volumes.create(caller_identity(request), read_json_object(request))
-        return _json(request, volumes.describe(record), 201)
+        return json_answer(request, volumes.describe(record), 201)
 
     @app.route("/volumes", methods=["GET"])
     def listVolumes(self, request):
-        return _json(request, _require(self.volumes).list(caller_identity(request)))
+        return json_answer(request, _require(self.volumes).list(caller_identity(request)))
 
     @app.route("/volumes/<name>", methods=["DELETE"])
     async def deleteVolume(self, request, name):

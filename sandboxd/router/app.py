@@ -140,6 +140,7 @@ class Router(Resource):
 
     def _finish(self, request, body):
         if not (request.finished or request._disconnected):
+            request.setHeader(b"content-length", b"%d" % len(body))
             request.write(body)
             request.finish()
 
