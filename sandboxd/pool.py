@@ -126,10 +126,12 @@ class WarmPool:
 
     def setTarget(self, target):
         """
-        Set the target; a lower one takes effect at the next ``shrink()``.
+        Set the target; a higher one is refilled after ``refill_delay`` (a
+        claim retargets every pool: its caller's first commands come
+        first), a lower one takes effect at the next ``shrink()``.
         """
         self.target = target
-        self.refill()
+        self._refillSoon()
 
     def shrink(self):
         while len(self._ready) > self.target:

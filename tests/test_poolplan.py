@@ -11,7 +11,7 @@ from twisted.trial.unittest import TestCase
 
 from sandboxd.config import parse_config
 from sandboxd.poolplan import Autoscaler, DemandTracker, plan_targets
-from sandboxd.pools import PoolSet, UnknownPool
+from sandboxd.pools import REFILL_DELAY, PoolSet, UnknownPool
 from tests.fakeruntime import FakeConnection
 
 
@@ -194,6 +194,20 @@ class SimulationTests(TestCase):
         )
         self.assertEqual({n: p.ready for n, p in self.pools.pools.items()},
                          {"python": 1, "node": 1, "full": 1})
+
+    def test_claim_boots_nothing_before_the_refill_delay(self):
+        """
+        A warm claim raises targets (demand grew) but starts no boot in
+        its caller's request: the refill comes after REFILL_DELAY.
+        """
+        self.clock.advance(self.BOOT_SECONDS)
+        self.assertEqual(self.pools["python"].ready, 1)
+        booted = self.booted
+        self.assertIsNotNone(self.pools.claim("python"))
+        self.assertGreater(self.pools["python"].target, 1)
+        self.assertEqual(self.booted, booted)
+        self.clock.advance(REFILL_DELAY)
+        self.assertGreater(self.booted, booted)
 
     def test_resize_pins_and_unpins(self):
         """
