@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -436,8 +437,14 @@ class LifecycleTests(SynchronousTestCase):
             for _ in range(2):
                 status, _ = daemon.request("POST", "/sandboxes", {})
                 self.assertEqual(status, 201)
-            _, health = daemon.request("GET", "/health")
-            self.assertGreater(health["pool"]["default"]["starting"], 0)
+            # The refill starts after the pool's refill delay (docs/pool.md).
+            deadline = time.monotonic() + 10
+            starting = 0
+            while not starting and time.monotonic() < deadline:
+                _, health = daemon.request("GET", "/health")
+                starting = health["pool"]["default"]["starting"]
+                time.sleep(0.01)
+            self.assertGreater(starting, 0)
         finally:
             self.assertIn(daemon.stop(), (0, -signal.SIGTERM), daemon.logTail())
         mine = client.api.containers(all=True, filters={"label": f"sandboxd.owner={owner}"})

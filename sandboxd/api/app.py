@@ -162,7 +162,7 @@ class SandboxAPI:
         wanted = parse_label_filter(request.args.get(b"label", []))
         caller = caller_identity(request)
         return json_answer(request, [s.toJSON() for s in self._manager.list(wanted)
-                               if may_see(caller, s.identity)])
+                                     if may_see(caller, s.identity)])
 
     def _sandbox(self, sandbox_id, request):
         # Another tenant's sandbox answers exactly as a missing one.
