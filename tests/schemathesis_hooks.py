@@ -60,7 +60,12 @@ def map_body(ctx, body):
     """
     A create body's allow list keeps only address entries: a host name
     would make the daemon resolve it, a DNS query leaving this machine.
+    An expose waits at most 2 s for its port (the 504 stays in reach).
     """
+    if isinstance(body, dict) and set(body) == {"timeout"} and isinstance(
+            body["timeout"], (int, float)) and body["timeout"] > 2:
+        # An expose's wait for its port: the run's client gives up after 30 s.
+        body["timeout"] = 2
     network = body.get("network") if isinstance(body, dict) else None
     if isinstance(network, dict) and isinstance(network.get("allow"), list):
         network["allow"] = [entry for entry in network["allow"]

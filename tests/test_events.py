@@ -27,6 +27,18 @@ from sandboxd.lifecycle import Lifecycle
 from sandboxd.store import Store
 
 
+def whole_body(raw):
+    """
+    The body of a whole response with a Content-Length (named errors).
+    """
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return rest[:int(value)]
+    raise AssertionError(f"no Content-Length in {head!r}")
+
+
 def dechunk(raw):
     """
     The body bytes of a chunked HTTP/1.1 response read so far, and whether
@@ -230,7 +242,7 @@ class EventStreamTests(SynchronousTestCase):
                               (b"/events?after=-3", b"")):
             stream = Stream(self.site, path, headers)
             self.assertIn(b"400", stream.head)
-            body, _ = dechunk(stream.transport.value())
+            body = whole_body(stream.transport.value())
             self.assertEqual(json.loads(body)["error"]["code"], "INVALID_FIELD")
         self.assertEqual(self.feed.subscribers, 0)
 
@@ -301,7 +313,7 @@ class EventStreamTests(SynchronousTestCase):
         Stream(self.site, b"/events")
         refused = Stream(self.site, b"/events")
         self.assertIn(b"503", refused.head)
-        body, _ = dechunk(refused.transport.value())
+        body = whole_body(refused.transport.value())
         self.assertEqual(json.loads(body)["error"]["code"], "AT_CAPACITY")
         first.channel.connectionLost(Exception("gone"))
         self.assertIn(b"200", Stream(self.site, b"/events").head)
