@@ -28,8 +28,8 @@ async def open_session(client, sandbox_id, open_timeout=None, resume_for=0):
     seconds (the sandbox's ttl).
     """
 
-    async def reopen(token):
-        return await _open_ws(client, sandbox_id, open_timeout, token)
+    async def reopen(token, received):
+        return await _open_ws(client, sandbox_id, open_timeout, (token, received))
 
     ws = await _open_ws(client, sandbox_id, open_timeout)
     token = ws.response.headers.get("X-Sandbox-Session") if ws.response else None
@@ -59,14 +59,19 @@ async def create_with_session(client, fields, open_timeout=None):
     info = json.loads(ws.response.headers["X-Sandbox"])
     sandbox_id = info["id"]
 
-    async def reopen(token):
-        return await _open_ws(client, sandbox_id, open_timeout, token)
+    async def reopen(token, received):
+        return await _open_ws(client, sandbox_id, open_timeout, (token, received))
 
     token = ws.response.headers.get("X-Sandbox-Session")
     return info, Session(ws, sandbox_id, token, reopen, info.get("ttl") or 0)
 
 
 async def _open_ws(client, sandbox_id, open_timeout, resume=None, path=None):
+    """
+    A WebSocket to the daemon: the session of ``sandbox_id``, resuming
+    ``resume`` (its token, and how many messages were read) if given, or at
+    ``path``.
+    """
     import websockets
     from websockets.asyncio.client import connect, unix_connect
     from websockets.exceptions import InvalidHandshake, InvalidStatus
@@ -75,7 +80,8 @@ async def _open_ws(client, sandbox_id, open_timeout, resume=None, path=None):
     if path is None:
         path = f"/sandboxes/{quote(str(sandbox_id), safe='')}/ws"
         if resume is not None:
-            path += f"?resume={quote(resume, safe='')}"
+            token, received = resume
+            path += f"?resume={quote(token, safe='')}&received={received}"
     uri = endpoint.ws_uri(path)
     options = dict(
         compression=None,

@@ -44,6 +44,9 @@ class Session:
         self._resume_for = resume_for
         self._swapped = asyncio.get_running_loop().create_future()
         self.resumed = 0
+        #: Messages read from the daemon, across resumes: a resume asks for
+        #: those after them again (sandboxd.api.sentlog).
+        self._received = 0
         self._streams = {}
         self._next_id = 1
         self._slots = asyncio.Semaphore(wire.MAX_STREAMS)
@@ -152,7 +155,7 @@ class Session:
         delay = 0.05
         while not self._closing and loop.time() < give_up:
             try:
-                self._ws = await self._reopen(self._token)
+                self._ws = await self._reopen(self._token, self._received)
             except SandboxError as e:
                 if e.status in (404, 410):
                     return False
@@ -270,6 +273,7 @@ class Session:
                     break
                 if isinstance(message, str):
                     continue
+                self._received += 1
                 try:
                     frame = wire.decode_one(message)
                 except wire.ProtocolError as e:

@@ -393,8 +393,9 @@ class EncryptedSuiteTests(EncryptedTestCase):
 
     def test_resume(self):
         """
-        An encrypted session whose connection drops resumes: output made
-        while it was away arrives, in order, and is authenticated.
+        An encrypted session whose connection drops resumes: output lost in
+        flight and output made while it was away arrive, in order, and are
+        authenticated.
         """
 
         async def body(sbx):
@@ -402,9 +403,9 @@ class EncryptedSuiteTests(EncryptedTestCase):
             reopen = session._reopen
             progress = asyncio.Event()
 
-            async def late_reopen(token):
+            async def late_reopen(*args):
                 await asyncio.wait_for(progress.wait(), 60)
-                return await reopen(token)
+                return await reopen(*args)
 
             session._reopen = late_reopen
             handle = await sbx.process.stream_exec(
@@ -416,6 +417,10 @@ class EncryptedSuiteTests(EncryptedTestCase):
                 async for event in handle:
                     text += event.data
                     if text.count("\n") == 3 and not progress.is_set():
+                        # Leave more output unread in the socket: the abort
+                        # loses it in flight, and the resume must get it again.
+                        session._ws.transport.pause_reading()
+                        await asyncio.sleep(0.3)
                         session._ws.transport.abort()
                         for _ in range(600):
                             if await other.fs.exists("/tmp/done"):

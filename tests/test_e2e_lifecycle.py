@@ -324,8 +324,9 @@ class ReconnectTests(LifecycleTestCase):
     def test_output_produced_while_away_arrives_in_order(self):
         """
         A command prints a numbered line every 50 ms; the client's
-        connection is cut and cannot come back for 2 s; once it does, the
-        same ExecHandle reads every line, 1 to 80, in order, nothing dropped.
+        connection is cut (lines unread in its socket) and cannot come back
+        for 2 s; once it does, the same ExecHandle reads every line, 1 to
+        80, in order, nothing dropped.
         """
         sandbox_id = self.create(ttl=60)
 
@@ -336,9 +337,9 @@ class ReconnectTests(LifecycleTestCase):
                 session = sbx._session
                 reopen = session._reopen
 
-                async def slow_reopen(token):
+                async def slow_reopen(*args):
                     await asyncio.sleep(2)
-                    return await reopen(token)
+                    return await reopen(*args)
 
                 session._reopen = slow_reopen
                 handle = await sbx.process.stream_exec(
@@ -348,6 +349,10 @@ class ReconnectTests(LifecycleTestCase):
                 async for event in handle:
                     text += event.data
                     if cut is None and text.count("\n") >= 3:
+                        # Lines left unread in the socket are lost with it:
+                        # the resume gets them again.
+                        session._ws.transport.pause_reading()
+                        await asyncio.sleep(0.3)
                         session._ws.transport.abort()
                         cut = time.monotonic()
                 exit_code = await handle.exit_code()

@@ -27,6 +27,7 @@ from zope.interface.verify import verifyObject
 from agent import wire
 from agent.wire import Code, FrameType
 from sandboxd.api import detached
+from sandboxd.api import sentlog
 from sandboxd.api import session as session_module
 from sandboxd.lifecycle import Lifecycle
 from sandboxd.sandbox import State
@@ -161,6 +162,7 @@ class SessionTestCase(TestCase):
         self.session._closing = False
         self.session._owed = {}
         self.session._resumed = None
+        self.session._log = sentlog.SentLog()
         self.session.token = "t" * 32
         self.messages = []
         self.closes = []
@@ -933,6 +935,72 @@ class ResumeTests(EndToEndBase):
             [(f.stream, f.payload) for f in self.clientFrames()],
             [(3, b"two"), (3, b"three"), (3, b"four")],
         )
+
+    def test_lostInFlightSentAgain(self):
+        """
+        With ``received=<n>`` a resume first gets again, in order, what the
+        daemon sent after the client's n-th message (lost in flight when
+        the connection dropped), then what was kept while detached, then
+        live output.
+        """
+        stream = self.startStream()
+        self.agentSends(stream, b"one", b"two", b"three")
+        self.pump.flush()
+        self.assertEqual(len(self.clientFrames()), 3)
+        token = self.drop()
+        self.agentSends(stream, b"four")
+        self.connect(f"/sandboxes/sb-1/ws?resume={token}&received=1")
+        self.agentSends(stream, b"five")
+        self.pump.flush()
+        self.assertEqual(
+            [f.payload for f in self.clientFrames()], [b"two", b"three", b"four", b"five"]
+        )
+        # The count goes on across resumes: read all, nothing comes again.
+        token = self.drop()
+        self.connect(f"/sandboxes/sb-1/ws?resume={token}&received=5")
+        self.assertTrue(self.client.opened)
+        self.assertEqual(self.clientFrames(), [])
+
+    def test_replayNoLongerKeptRefused(self):
+        """
+        A resume asking for messages the session no longer keeps is refused
+        with 410 rather than leaving a hole, and its streams are cancelled.
+        """
+        self.patch(sentlog, "REPLAY_LIMIT", len(wire.data(3, b"two", wire.CHANNEL_STDOUT)))
+        stream = self.startStream()
+        self.agentSends(stream, b"one", b"two")
+        self.pump.flush()
+        token = self.drop()
+        self.agentFrames()
+        session = self.serverFactory.buildProtocol(None)
+        e = self.assertRaises(
+            ConnectionDeny, session.onConnect,
+            FakeRequest("/sandboxes/sb-1/ws", {"resume": [token], "received": ["0"]}),
+        )
+        self.assertEqual(e.code, 410)
+        self.assertIn("after the 0th are no longer kept", e.reason)
+        (cancel,) = self.agentFrames()
+        self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, stream))
+        self.assertEqual(self.manager.registry.detachedOf(self.sandbox), {})
+
+    def test_receivedRefusedKeepsSession(self):
+        """
+        A ``received`` that is not a count, or counts more than the session
+        sent, is refused with 400; the session is still there to resume.
+        """
+        stream = self.startStream()
+        self.agentSends(stream, b"one")
+        self.pump.flush()
+        token = self.drop()
+        for received in ["2", "-1", "one", "\u0661"]:
+            session = self.serverFactory.buildProtocol(None)
+            e = self.assertRaises(
+                ConnectionDeny, session.onConnect,
+                FakeRequest("/sandboxes/sb-1/ws", {"resume": [token], "received": [received]}),
+            )
+            self.assertEqual(e.code, 400, received)
+        self.connect(f"/sandboxes/sb-1/ws?resume={token}&received=0")
+        self.assertEqual([f.payload for f in self.clientFrames()], [b"one"])
 
     def test_windowCreditRepaid(self):
         """

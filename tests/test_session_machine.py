@@ -64,6 +64,8 @@ class SessionRelayMachine(RuleBasedStateMachine):
         self.clientGot, self.clientWants = {}, {}
         self.agentGot, self.agentWants = {}, {}
         self.closes = []
+        #: The stream of each message the client read on this session.
+        self.clientLog = []
         self.detached = False
         self.agentGone = False
         self.session = self.newSession(FakeRequest(PATH))
@@ -83,6 +85,7 @@ class SessionRelayMachine(RuleBasedStateMachine):
     def toClient(self, payload, isBinary=False, **kwargs):
         assert isBinary
         frame = wire.decode_one(payload)
+        self.clientLog.append(frame.stream)
         self.clientGot.setdefault(frame.stream, []).append((frame.type, frame.payload))
 
     def readAgent(self):
@@ -157,9 +160,17 @@ class SessionRelayMachine(RuleBasedStateMachine):
         self.clientWill(0, FrameType.PONG, payload)
 
     @precondition(lambda self: self.attached and self.open)
-    @rule()
-    def clientDrops(self):
-        """No close frame: the session's streams wait for a resume."""
+    @rule(lost=st.integers(min_value=0, max_value=3))
+    def clientDrops(self, lost):
+        """
+        No close frame: the session's streams wait for a resume.  The
+        ``lost`` last messages sent were never read (lost in flight): the
+        resume asks for them again.
+        """
+        lost = min(lost, len(self.clientLog))
+        for stream in reversed(self.clientLog[len(self.clientLog) - lost:]):
+            self.clientGot[stream].pop()
+        del self.clientLog[len(self.clientLog) - lost:]
         self.session.onClose(False, 1006, "connection lost")
         self.detached = True
         self.detachedAt = self.clock.seconds()
@@ -186,13 +197,16 @@ class SessionRelayMachine(RuleBasedStateMachine):
         except ConnectionDeny as e:
             denied.append(e.code)
         assert denied == [410], denied
+        self.clientLog = []
         self.session = self.newSession(FakeRequest(PATH))
         self.detached = False
 
     @precondition(lambda self: self.detached and not self.agentGone)
     @rule()
     def clientResumes(self):
-        self.session = self.newSession(FakeRequest(PATH, {"resume": [self.session.token]}))
+        received = str(len(self.clientLog))
+        self.session = self.newSession(
+            FakeRequest(PATH, {"resume": [self.session.token], "received": [received]}))
         self.detached = False
         # A client grants back what it consumed: the output it just got.
         for stream, owed in sorted(self.owed.items()):
@@ -207,6 +221,7 @@ class SessionRelayMachine(RuleBasedStateMachine):
         for stream, agent_stream in sorted(self.open.items()):
             self.agentWill(agent_stream, FrameType.CANCEL, b"")
             self.forget(stream)
+        self.clientLog = []
         self.session = self.newSession(FakeRequest(PATH))
 
     def forget(self, stream):
@@ -297,8 +312,9 @@ class SessionRelayMachineTests(SynchronousTestCase):
         """
         Whatever a client and an honest agent do, in any order (streams
         reused, drops and resumes, clean closes, the agent going): each side
-        gets exactly its streams' frames, in order, on the right ids; credit
-        acknowledged while detached is taken back from the client's WINDOWs.
+        gets exactly its streams' frames, in order, on the right ids (those
+        lost in flight when the client dropped too); credit acknowledged
+        while detached is taken back from the client's WINDOWs.
         """
         run_state_machine_as_test(
             SessionRelayMachine,

@@ -10,6 +10,8 @@ the limit is dropped and counted, and the client is told how much with an
 ``EVENT {"dropped_bytes": n}`` on the stream, where the gap is.  Credit the
 daemon granted for output the client then receives is taken back from the
 client's own WINDOW frames (``owed``), so the agent's window stays true.
+What the session sent before it dropped is in its ``log``
+(sandboxd.api.sentlog), for what was lost in flight.
 """
 
 from zope.interface import implementer
@@ -30,8 +32,10 @@ class DetachedSession:
     client stream ids to agent stream ids and back, as in SandboxSession.
     """
 
-    def __init__(self, token, connection, to_agent, to_client, owed, limit=None):
+    def __init__(self, token, connection, to_agent, to_client, owed, log, limit=None):
         self.token = token
+        #: The session's SentLog.
+        self.log = log
         self.connection = connection
         self.to_agent = to_agent
         self.to_client = to_client

@@ -9,8 +9,10 @@ so the daemon holds at most a window per stream.
 The handshake answers with ``X-Sandbox-Session: <token>``.  A client whose
 connection drops (no close frame) may open ``/sandboxes/{id}/ws?resume=<token>``
 within the sandbox's ttl and get its streams back, with what they produced
-meanwhile (sandboxd.api.detached).  Resuming a session whose old connection
-is still open takes the streams over and closes the old one with 4000.
+meanwhile (sandboxd.api.detached).  With ``&received=<n>`` (the messages it
+read) it first gets again those the dropped connection lost in flight
+(sandboxd.api.sentlog).  Resuming a session whose old connection is still
+open takes the streams over and closes the old one with 4000.
 """
 
 import json
@@ -28,6 +30,7 @@ from zope.interface import implementer
 from agent import wire
 from sandboxd.api.detached import DetachedSession
 from sandboxd.api.registry import SessionRegistry
+from sandboxd.api.sentlog import SentLog
 from sandboxd.api import wsauth
 from sandboxd.protocols.agent import IStreamHandler
 from sandboxd.sandbox import State
@@ -67,6 +70,19 @@ def _method_of(frame):
         return None
 
 
+def _received(values):
+    """
+    The ``received`` query parameter of a resume: how many messages the
+    client read (None when absent).
+    """
+    if not values:
+        return None
+    value = values[-1]
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise ConnectionDeny(400, f"received must be a count of messages, not {value[:20]!r}")
+    return int(value)
+
+
 @implementer(IStreamHandler)
 class SandboxSession(WebSocketServerProtocol):
     """
@@ -96,9 +112,13 @@ class SandboxSession(WebSocketServerProtocol):
         self._calls = {}
         self._closing = False
         self._resumed = None
+        self._log = SentLog()
+        self._replay = ()
         resume = request.params.get("resume")
         if resume:
-            self._resumed = self._takeOver(sandbox, resume[-1])
+            received = _received(request.params.get("received"))
+            self._resumed, self._replay = self._takeOver(sandbox, resume[-1], received)
+            self._log = self._resumed.log
             self.token = self._resumed.token
         else:
             self.token = os.urandom(16).hex()
@@ -108,10 +128,11 @@ class SandboxSession(WebSocketServerProtocol):
             headers["X-Sandbox"] = json.dumps(sandbox.toJSON(), ensure_ascii=True)
         return (protocol, headers)
 
-    def _takeOver(self, sandbox, token):
+    def _takeOver(self, sandbox, token, received):
         """
         The detached session ``token`` of the sandbox, taken from the
-        connection still holding it if there is one.
+        connection still holding it if there is one, and the messages to
+        send again after the client's ``received``-th (None: none).
         """
         sessions = self.factory.sessions
         for other in sessions.sessionsOf(sandbox):
@@ -122,9 +143,23 @@ class SandboxSession(WebSocketServerProtocol):
             raise ConnectionDeny(
                 410, f"session {token[:8]}... of sandbox {sandbox.id} cannot be resumed"
             )
+        replay = ()
+        if received is not None:
+            try:
+                replay = detached.log.since(received)
+            except ValueError as e:
+                sessions.keep(sandbox, detached)
+                raise ConnectionDeny(400, str(e))
+            if replay is None:
+                detached.discard()
+                raise ConnectionDeny(
+                    410,
+                    f"session {token[:8]}... of sandbox {sandbox.id} cannot be resumed: "
+                    f"messages it sent after the {received}th are no longer kept",
+                )
         if detached.expiry is not None and detached.expiry.active():
             detached.expiry.cancel()
-        return detached
+        return detached, replay
 
     def onOpen(self):
         if self.factory.meter is not None:
@@ -141,6 +176,10 @@ class SandboxSession(WebSocketServerProtocol):
             self._owed = detached.owed
             for stream in self._to_client:
                 self._connection.reassign(stream, self)
+            replay, self._replay = self._replay, ()
+            for message in replay:
+                self._tapped(message)
+                self._sendQuietly(message)
             for frame in detached.kept():
                 self._sendToClient(frame)
 
@@ -157,9 +196,11 @@ class SandboxSession(WebSocketServerProtocol):
         Keep the open streams (and what they produce) for a resume.
         """
         detached = DetachedSession(
-            self.token, self._connection, self._to_agent, self._to_client, self._owed
+            self.token, self._connection, self._to_agent, self._to_client, self._owed, self._log
         )
         self._to_agent, self._to_client, self._owed = {}, {}, {}
+        # Whatever this connection still sends is not the session's.
+        self._log = SentLog(limit=0)
         self.factory.sessions.keep(self.sandbox, detached)
         return detached
 
@@ -204,7 +245,7 @@ class SandboxSession(WebSocketServerProtocol):
                     return
             self._connection.send(wire.restream(payload, stream))
         elif frame_type is _FT.PING:
-            self.sendMessage(wire.pong(frame.payload), isBinary=True)
+            self._send(wire.pong(frame.payload))
         elif frame_type is _FT.PONG:
             pass
         else:
@@ -349,8 +390,20 @@ class SandboxSession(WebSocketServerProtocol):
             self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123))
 
     def _sendToClient(self, data):
+        """Relay ``data`` (an encoded frame) to the client."""
+        self._tapped(data)
+        self._send(data)
+
+    def _tapped(self, data):
         if self.factory.tap is not None:
             self.factory.tap.relayed("<", self.sandbox.id, data)
+
+    def _send(self, data):
+        """Send ``data``, numbered and kept for a resume (sandboxd.api.sentlog)."""
+        self._log.sent(data, keep=self.sandbox.ttl > 0)
+        self._sendQuietly(data)
+
+    def _sendQuietly(self, data):
         try:
             self.sendMessage(data, isBinary=True)
         except Disconnected:
