@@ -376,12 +376,16 @@ class ExecTests(AgentTestCase):
         """
         CANCEL kills the process group and is answered by CANCELLED.
         """
-        sid = self.client.request("process.exec", {"cmd": "echo $$ >&2; sleep 100 & sleep 100"})
-        time.sleep(0.2)
+        marker = self.path("pgid")
+        sid = self.client.request(
+            "process.exec", {"cmd": f"sleep 100 & echo $$ > {marker}; sleep 100"}
+        )
+        self.assertTrue(wait_until(lambda: os.path.getsize(marker) if os.path.exists(marker) else 0))
         self.client.send(wire.cancel(sid))
         reply = self.client.collect(sid)
         self.assertError(reply, Code.CANCELLED)
-        pgid = int(reply.stderr)
+        with open(marker) as f:
+            pgid = int(f.read())
         self.assertTrue(wait_until(lambda: not pids_in_group(pgid)), pids_in_group(pgid))
 
     def test_close_kills(self):
