@@ -37,9 +37,14 @@ class LifecycleRecorder:
         self._clock = clock
 
     def sandboxChanged(self, transition):
-        sandbox, old, new = transition.sandbox, transition.old, transition.new
-        if not sandbox.claimed or old is None:
+        sandbox = transition.sandbox
+        if not sandbox.claimed or transition.old is None:
             return
+        with self._store.batch():
+            self._record(transition)
+
+    def _record(self, transition):
+        sandbox, old, new = transition.sandbox, transition.old, transition.new
         if transition.handedOut:
             self._store.put(sandbox.record())
             self.event(

@@ -2,7 +2,8 @@
 The daemon's durable record of its sandboxes and events: one SQLite file in
 ``server.data_dir``.
 
-Every write is one small transaction on the reactor thread.  The database
+Every write is one small transaction on the reactor thread (the writes of
+one lifecycle move share one: ``batch``).  The database
 runs in WAL mode with ``synchronous=NORMAL``: a commit is an append to the
 log with no fsync (tens of microseconds), durable across a crash or
 ``kill -9`` of the daemon; only a power cut can lose the last commits, and it
@@ -12,6 +13,7 @@ cannot corrupt the file.
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 
 import attr
 
@@ -211,6 +213,23 @@ class Store:
 
     def close(self):
         self._db.close()
+
+    @contextmanager
+    def batch(self):
+        """
+        The writes made inside commit together, as one transaction (inside
+        another batch: with it).
+        """
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # Sandboxes
 

@@ -56,6 +56,25 @@ class StoreTests(TestCase):
         self.store.delete("sbx-1")
         self.assertEqual(self.store.sandboxes(), [])
 
+    def test_batch(self):
+        """
+        Writes in a C{batch} are seen by another reader of the file only
+        when it ends, together; a batch left by an exception keeps none.
+        """
+        other = Store(self.dir)
+        self.addCleanup(other.close)
+        with self.store.batch():
+            self.store.put(record("sbx-1"))
+            with self.store.batch():
+                self.store.addEvent("sandbox.created", "sbx-1", 1.0)
+            self.assertEqual((other.sandboxes(), other.events()), ([], []))
+        self.assertEqual(([r.id for r in other.sandboxes()], len(other.events())), (["sbx-1"], 1))
+        with self.assertRaises(ZeroDivisionError):
+            with self.store.batch():
+                self.store.delete("sbx-1")
+                1 / 0
+        self.assertEqual([r.id for r in other.sandboxes()], ["sbx-1"])
+
     def test_fileIsPrivate(self):
         """
         The file holds agent secrets: mode 0600 in a 0700 directory.
