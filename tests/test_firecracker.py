@@ -10,6 +10,7 @@ this machine and its KVM cannot run one: docs/runtimes.md.)
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,24 @@ class CIDTests(SynchronousTestCase):
         self.assertEqual([6, 8], [cids.take(), cids.take()])
 
 
+class AcceptingTests(SynchronousTestCase):
+    def test_boundIsNotListening(self):
+        """
+        A socket path is C{accepting} once its socket listens: not while it
+        is missing, nor between its bind and its listen.
+        """
+        directory = tempfile.mkdtemp(prefix="fc-")
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        path = os.path.join(directory, "api.sock")
+        self.assertFalse(vmproc.accepting(path))
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(server.close)
+        server.bind(path)
+        self.assertFalse(vmproc.accepting(path))
+        server.listen(1)
+        self.assertTrue(vmproc.accepting(path))
+
+
 class _FakeDir(TestCase):
     def setUp(self):
         # Short: the VMs' Unix sockets live below it.
@@ -77,7 +96,7 @@ class APITests(_FakeDir):
         process = subprocess.Popen([self.binary, "--api-sock", sock], cwd=self.dir)
         self.addCleanup(process.wait)
         self.addCleanup(process.kill)
-        while not os.path.exists(sock):
+        while not vmproc.accepting(sock):
             time.sleep(0.01)
         return FirecrackerAPI(reactor, sock)
 

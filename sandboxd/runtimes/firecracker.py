@@ -235,7 +235,8 @@ class FirecrackerRuntime:
 
     async def _waitForSocket(self, api_sock, pid, vm_dir):
         give_up = self._reactor.seconds() + API_WAIT
-        while not os.path.exists(api_sock):
+        # The socket exists from its bind on, but refuses until listen.
+        while not vmproc.accepting(api_sock):
             if not vmproc.is_alive(pid) or self._reactor.seconds() > give_up:
                 raise RuntimeFailure(f"firecracker in {vm_dir} did not open its API socket")
             await deferLater(self._reactor, 0.01, lambda: None)

@@ -5,6 +5,7 @@ pid for them, noticing their exit, sampling their CPU and memory.
 
 import json
 import os
+import socket
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.task import deferLater
@@ -209,3 +210,22 @@ def check_socket_path(path):
             f"{path} is too long for a Unix socket ({MAX_SOCKET_PATH} bytes at most):"
             " use a shorter server.data_dir"
         )
+
+
+def accepting(path):
+    """
+    Whether the Unix socket at ``path`` takes connections: bound and
+    listening (between the two a connect is refused).  A probe connection
+    is opened and closed at once.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)
+    try:
+        probe.connect(path)
+    except BlockingIOError:
+        return True  # listening, its backlog full for now
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
