@@ -978,7 +978,7 @@ class ResumeTests(EndToEndBase):
             FakeRequest("/sandboxes/sb-1/ws", {"resume": [token], "received": ["0"]}),
         )
         self.assertEqual(e.code, 410)
-        self.assertIn("after the 0th are no longer kept", e.reason)
+        self.assertIn("after the first 0 messages is no longer kept", e.reason)
         (cancel,) = self.agentFrames()
         self.assertEqual((cancel.type, cancel.stream), (FrameType.CANCEL, stream))
         self.assertEqual(self.manager.registry.detachedOf(self.sandbox), {})

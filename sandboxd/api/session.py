@@ -155,7 +155,7 @@ class SandboxSession(WebSocketServerProtocol):
                 raise ConnectionDeny(
                     410,
                     f"session {token[:8]}... of sandbox {sandbox.id} cannot be resumed: "
-                    f"messages it sent after the {received}th are no longer kept",
+                    f"what it sent after the first {received} messages is no longer kept",
                 )
         if detached.expiry is not None and detached.expiry.active():
             detached.expiry.cancel()
