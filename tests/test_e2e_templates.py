@@ -76,8 +76,10 @@ def template_images(daemon):
     The template images and baking containers of ``daemon`` the engine holds.
     """
     docker = require_docker()
-    # The low-level list (no inspect per image: one may go meanwhile).
-    images = [tag for image in docker.api.images(name="sandboxd-template")
+    # The low-level list (no inspect per image: one may go meanwhile), of this
+    # daemon's images only: other suites' daemons bake at the same time.
+    owned = {"label": [f"sandboxd.owner={daemon.data_dir}"]}
+    images = [tag for image in docker.api.images(name="sandboxd-template", filters=owned)
               for tag in image["RepoTags"] or ()]
     helpers = docker.api.containers(
         all=True, filters={"label": [f"sandboxd.owner={daemon.data_dir}", "sandboxd.template"]})
