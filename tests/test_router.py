@@ -386,9 +386,21 @@ class RouterTests(TestCase):
             await deferLater(reactor, 0.01, lambda: None)
         self.assertEqual(self.nodes["n1"].seen[-1][4], b"3")
         self.assertIsNone(self.nodes["n2"].seen[-1][4])
+
+        async def relayed(line):
+            # The two nodes' streams are separate connections: wait for each
+            # step to come through, so the composite ids have one order.
+            for _ in range(1000):
+                if line in b"".join(received):
+                    return
+                await deferLater(reactor, 0.01, lambda: None)
+            self.fail(f"{line!r} not relayed: {b''.join(received)!r}")
+
+        await relayed(b"id: n1:5,n2:5\n")
         self.nodes["n1"].event(6, "sandbox.created")
+        await relayed(b"id: n1:6,n2:5\n")
         self.nodes["n2"].event(9, "sandbox.destroyed")
-        await deferLater(reactor, 0.05, lambda: None)
+        await relayed(b"id: n1:6,n2:9\n")
         await self.etcd.delete("/sandboxd/nodes/n2")
         await self.directory.refresh()
         await done
