@@ -109,6 +109,7 @@ class Containers:
             started = await self._runtime.start(spec)
             sandbox.container_id = started.container_id
             sandbox.endpoint = started.endpoint
+            sandbox.liveness_scale = started.liveness_scale
             self._byContainer[started.container_id] = sandbox
             if sandbox.state is not State.CREATING:
                 raise SandboxDestroyed(f"sandbox {sandbox.id} was destroyed")

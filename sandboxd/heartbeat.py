@@ -7,7 +7,8 @@ Every ``pool.health_interval`` each running or disconnected sandbox's agent
 gets a PING.  One unanswered within ``pool.liveness_timeout`` is asked again
 up to L{RETRIES} times, each time allowing four times longer, so a busy
 sandbox is not taken for a dead one; only when every ping went unanswered
-does the sandbox fail.
+does the sandbox fail.  A sandbox whose runtime runs slow (a VM under
+software emulation) is allowed its ``liveness_scale`` times longer.
 """
 
 from twisted.internet.defer import Deferred
@@ -80,7 +81,7 @@ class Heartbeat:
 
     async def _check(self, sandbox, connection):
         try:
-            timeout = self._timeout
+            timeout = self._timeout * sandbox.liveness_scale
             for _ in range(1 + RETRIES):
                 if await connection.ping(timeout):
                     return

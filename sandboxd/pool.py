@@ -157,7 +157,8 @@ class WarmPool:
         ready = list(self._ready)
         answers = await gatherResults(
             [
-                s.connection.ping(timeout) if s.connection is not None else succeed(False)
+                s.connection.ping(timeout * s.liveness_scale) if s.connection is not None
+                else succeed(False)
                 for s in ready
             ],
             consumeErrors=True,

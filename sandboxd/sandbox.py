@@ -110,6 +110,10 @@ class Sandbox:
     #: The names of its secrets (their values live in the daemon's
     #: SecretVault only, sandboxd/egress/secrets.py).
     secret_names: tuple = attr.ib(default=(), repr=False)
+    #: How many times ``pool.liveness_timeout`` its agent may take to answer
+    #: (the runtime's Started.liveness_scale; 1 for a sandbox adopted after
+    #: a restart).
+    liveness_scale: float = attr.ib(default=1.0, repr=False)
 
     def moveTo(self, state):
         """

@@ -91,6 +91,8 @@ class FakeConnection:
         self.aborted = None
         self.streams = {}
         self.sent = []
+        #: The timeout of each ping.
+        self.pings = []
         self._hold = hold_calls
         self._stream_ids = itertools.count(1, 2)
 
@@ -117,6 +119,7 @@ class FakeConnection:
         return d
 
     def ping(self, timeout):
+        self.pings.append(timeout)
         return succeed(self.connected and self.answers)
 
     def whenLost(self):

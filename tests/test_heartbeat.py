@@ -95,6 +95,20 @@ class HeartbeatTests(SynchronousTestCase):
         self.assertEqual(self.failed, [])
         self.assertEqual(connection.timeouts[:3], [0.05, 0.2, 0.8])
 
+    def test_slowRuntimeGivenLonger(self):
+        """
+        A sandbox whose runtime runs slow (its C{liveness_scale}, e.g. a VM
+        under software emulation) is allowed that many times longer: an
+        agent answering after 20 s is kept at scale 10 and failed at 1.
+        """
+        slow, usual = SlowConnection(self.clock, 20), SlowConnection(self.clock, 20)
+        emulated = sandbox_with(slow, sid="sbx-vm")
+        emulated.liveness_scale = 10.0
+        self.sandboxes += [emulated, sandbox_with(usual)]
+        self.run_for(60, step=0.1)
+        self.assertEqual([s.id for s, _ in self.failed], ["sbx-1"])
+        self.assertEqual(slow.timeouts[:4], [0.5, 2.0, 8.0, 32.0])
+
     def test_onlyHandedOut(self):
         """
         Warm, failed and destroying sandboxes, and lost connections, are not

@@ -105,6 +105,7 @@ class DemandAndAutoscalerTests(TestCase):
 class FakeSandbox:
     id = attr.ib()
     connection = attr.ib(factory=FakeConnection)
+    liveness_scale = attr.ib(default=1.0)
 
 
 class SimulationTests(TestCase):
@@ -243,6 +244,18 @@ class SimulationTests(TestCase):
         self.clock.advance(10)
         self.assertIn(slow, self.discarded)
         self.assertEqual(self.pools.status()["node"]["replaced"], 1)
+
+    def test_health_allows_slow_runtimes_longer(self):
+        """
+        A warm sandbox's ping waits its ``liveness_scale`` times longer (a
+        VM under software emulation).
+        """
+        self.clock.advance(self.BOOT_SECONDS)
+        usual, emulated = self.pools["python"]._ready[0], self.pools["node"]._ready[0]
+        emulated.liveness_scale = 10.0
+        self.clock.advance(10)
+        self.assertTrue(usual.connection.pings)
+        self.assertEqual(emulated.connection.pings[-1], usual.connection.pings[-1] * 10)
 
     def test_flush_replaces_all(self):
         """

@@ -43,6 +43,10 @@ class Started:
     #: under software emulation boots in seconds, a container in
     #: milliseconds).
     connect_deadline: float = 30.0
+    #: How many times ``pool.liveness_timeout`` its agent may take to answer
+    #: a PING (a VM under software emulation runs tens of times slower
+    #: than a container, and more so on a busy host).
+    liveness_scale: float = 1.0
 
 
 class IRuntime(Interface):

@@ -45,6 +45,10 @@ PREFIX = "qemu-"
 MACHINE = ["-M", "pc,acpi=off", "-bios", "qboot.rom"]
 #: Seconds a VM may take from start to an answering agent (TCG is slow).
 BOOT_DEADLINE = 120.0
+#: How much longer than a container's an emulated (TCG) VM's agent may take
+#: to answer the heartbeat (sandboxd/heartbeat.py): its guest runs tens of
+#: times slower, and it was seen starved for over 17 s on a busy host.
+TCG_LIVENESS_SCALE = 10.0
 AGENT_SOCKET = "agent.sock"
 #: The VM's QMP monitor (pause and resume: sandboxd/runtimes/qmp.py).
 MONITOR_SOCKET = "qmp.sock"
@@ -192,6 +196,7 @@ class QemuRuntime:
         return Started(
             spec.sandbox_id, container_id, f"vserial:{os.path.join(vm_dir, AGENT_SOCKET)}",
             address=None, connect_deadline=BOOT_DEADLINE,
+            liveness_scale=TCG_LIVENESS_SCALE if self._accel == "tcg" else 1.0,
         )
 
     def destroy(self, container_id):
