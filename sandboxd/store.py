@@ -227,7 +227,8 @@ class Store:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite may have rolled back itself
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
