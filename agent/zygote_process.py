@@ -31,6 +31,8 @@ import sys  # noqa: E402
 
 _PRISTINE_MODULES = set(sys.modules)
 
+import _imp  # noqa: E402
+import atexit  # noqa: E402
 import gc  # noqa: E402
 import marshal  # noqa: E402
 import os  # noqa: E402
@@ -41,6 +43,13 @@ import socket  # noqa: E402
 #: The largest request (code, arguments and environment).
 MAX_REQUEST = 4 << 20
 
+#: Where the standard library's extension modules are, and their suffixes.
+_STDLIB_EXTENSIONS = os.path.join(os.path.dirname(os.__file__), "lib-dynload", "")
+_EXTENSION_SUFFIXES = tuple(_imp.extension_suffixes())
+
+#: Compiled once before the first fork (see _serve).
+_WARM_UP = "import sys\nprint(f'{sys.argv!r}', [x * 2 for x in range(3)])\n"
+
 
 def _serve(fd):
     """
@@ -48,9 +57,11 @@ def _serve(fd):
     request and descriptors instead.
     """
     channel = socket.socket(fileno=fd)
+    # The first compile() of a process sets the parser up (milliseconds,
+    # and pages every child would copy): done once, here.
+    compile(_WARM_UP, "<string>", "exec", dont_inherit=True)
     # Objects made so far are shared with every child: kept out of the
-    # collector's reach, its passes (the last one at exit) do not touch,
-    # and so copy, their pages.
+    # collector's reach, its passes do not touch, and so copy, their pages.
     gc.freeze()
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
@@ -196,25 +207,100 @@ def _user_site():
 
 def _run(code, namespace):
     """
-    Run the snippet as the interpreter runs ``-c``: SystemExit leaves with
-    its status; any other uncaught exception is printed (without this
-    file's frames) and exits with 1, KeyboardInterrupt by SIGINT.
+    Run the snippet as the interpreter runs ``-c``: its exit status.  An
+    uncaught exception is printed (without this file's frames) and gives 1;
+    SystemExit gives its code as the interpreter reads it.  KeyboardInterrupt
+    gives None: the process is to end killed by SIGINT.
     """
     try:
         exec(compile(code, "<string>", "exec", dont_inherit=True), namespace)
-    except SystemExit:
-        raise
+    except SystemExit as e:
+        return _exit_status(e.code)
     except BaseException as e:
         tb = e.__traceback__
         while tb is not None and tb.tb_frame.f_globals is not namespace:
             tb = tb.tb_next
         sys.excepthook(type(e), e.with_traceback(tb), tb)
-        if isinstance(e, KeyboardInterrupt):
-            sys.stdout.flush()
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGINT)
-        sys.exit(1)
+        return None if isinstance(e, KeyboardInterrupt) else 1
+    return 0
+
+
+def _exit_status(code):
+    """
+    The exit status ``SystemExit(code)`` gives (CPython's handle_system_exit:
+    an int as the C exit() takes it, anything else printed to stderr and 1).
+    """
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF if -(1 << 63) <= code < 1 << 63 else 255
+    try:
+        sys.stderr.write(str(code))
+        sys.stderr.write("\n")
+    except Exception:
+        pass  # no stderr to tell: the status still says it
+    return 1
+
+
+def _finish(status):
+    """
+    End as the interpreter ends after ``-c`` (the parts of Py_FinalizeEx a
+    program can see), without tearing down what the zygote made at start-up,
+    which every child shares and would copy page by page only to free it:
+    wait for threads, run the atexit callbacks, flush the standard streams,
+    finalize what the snippet left in ``__main__`` and in the modules it
+    imported (unclosed files are flushed, ``__del__`` runs), exit.
+
+    The interpreter's own finalization (SystemExit) ends the child instead
+    when a standard stream cannot be flushed (it reports that as a fresh
+    interpreter does, status 120) and when the snippet loaded native code
+    of its own, whose C-level exit work (stdio buffers, destructors) only
+    the C exit() does.
+    """
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None and not getattr(stream, "closed", False):
+                stream.flush()
+    except BaseException:
+        raise SystemExit(130 if status is None else status)
+    native = _native_code_loaded()
+    for name in list(sys.modules):
+        if name not in _PRISTINE_MODULES or name == "__main__":
+            del sys.modules[name]
+    gc.collect()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except BaseException:
+            pass  # the interpreter ignores these as well
+    if status is None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        status = 130
+    if native:
+        raise SystemExit(status)
+    os._exit(status)
+
+
+def _native_code_loaded():
+    """
+    Whether an extension module from outside the standard library, or
+    ctypes, is loaded.
+    """
+    if "_ctypes" in sys.modules:
+        return True
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if (isinstance(path, str) and path.endswith(_EXTENSION_SUFFIXES)
+                and not path.startswith(_STDLIB_EXTENSIONS)):
+            return True
+    return False
 
 
 if __name__ == "__main__":
-    _run(*_become(*_serve(int(sys.argv[1]))))
+    _finish(_run(*_become(*_serve(int(sys.argv[1])))))

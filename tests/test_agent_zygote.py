@@ -8,11 +8,13 @@ must still run the usual way.  A real agent process on loopback.
 import os
 import signal
 import subprocess
+import sys
 import time
+import types
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from agent import zygote
+from agent import zygote, zygote_process
 
 from .agent_helpers import AGENT_PYTHON, AgentProcess, pids_in_group, wait_until
 from .test_agent import AgentTestCase
@@ -31,6 +33,24 @@ PROBES = [
     "raise KeyboardInterrupt",
     "import atexit, threading; atexit.register(print, 'at exit'); threading.Thread(target=print, args=('thread',)).start()",
     "import sys; print(sys.stdin.read().upper())",
+    # How it ends: exit statuses, finalizers, buffers, streams that fail.
+    "raise SystemExit(300)",
+    "raise SystemExit(2 ** 70)",
+    "raise SystemExit(True)",
+    "raise SystemExit([1])",
+    "import atexit; atexit.register(print, 'at exit'); raise KeyboardInterrupt",
+    "import atexit\nclass C:\n    def __call__(self): 1 / 0\n    def __repr__(self): return 'C'\n"
+    "atexit.register(C()); print('after')",
+    "class A:\n    def __del__(self): print('finalized', x)\nx = 5\na = A()",
+    "class A:\n    def __del__(self): print('cycle finalized')\na = A(); a.me = a; del a",
+    "import sys; sys.stdout.write('no newline')",
+    "import io, sys; sys.stdout = io.StringIO(); print('swapped'); sys.__stdout__.write('orig')",
+    "import sys; print('x'); sys.stdout = None",
+    "import os; print('lost?'); os.close(1)",
+    "import sys; print('x'); sys.stdout.close()",
+    "import threading, time; threading.Thread(target=time.sleep, args=(60,), daemon=True).start()",
+    "import ctypes; ctypes.CDLL(None).printf(b'c stdio %d\\n', 7)",
+    "import json, decimal; print(json.dumps([1]), decimal.Decimal('1.1'))",
 ]
 
 
@@ -235,3 +255,36 @@ class ZygoteMessageTests(SynchronousTestCase):
         self.assertFalse(z._same_interpreter(os.path.join(directory, "python"), ""))
         self.assertFalse(z._same_interpreter("./python", directory))
         self.assertFalse(z._same_interpreter("no-such-python", directory))
+
+
+class ZygoteEndTests(SynchronousTestCase):
+    """
+    How a forked child ends: without the interpreter's teardown, unless
+    native code of the snippet's own may need the C exit().
+    """
+
+    def test_native_code_loaded(self):
+        """
+        ctypes, or an extension module from outside the standard library's
+        directory, sends the child through the interpreter's finalization;
+        the standard library's extensions and pure Python modules do not.
+        """
+        def module(name, path):
+            m = types.ModuleType(name)
+            if path is not None:
+                m.__file__ = path
+            return m
+
+        suffix = zygote_process._EXTENSION_SUFFIXES[0]
+        stdlib = module("_json", zygote_process._STDLIB_EXTENSIONS + "_json" + suffix)
+        plain = {"_json": stdlib, "sys": sys, "pure": module("pure", "/srv/pure.py"),
+                 "builtin": module("builtin", None)}
+        cases = [
+            (plain, False),
+            ({**plain, "_ctypes": module("_ctypes", None)}, True),
+            ({**plain, "fast": module("fast", "/usr/lib/python3/dist-packages/fast" + suffix)}, True),
+            ({**plain, "lib": module("lib", "/opt/lib/lib-dynload/x.so")}, True),
+        ]
+        for modules, native in cases:
+            self.patch(sys, "modules", modules)
+            self.assertEqual(zygote_process._native_code_loaded(), native, sorted(modules))
