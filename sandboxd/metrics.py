@@ -135,9 +135,13 @@ class DaemonMetrics:
     def route(self, request):
         """
         The route template a request matched (``/sandboxes/<sandbox_id>``),
-        or ``unmatched``.  Tunnel requests (served before Klein's routing)
-        are labelled with their own templates.
+        or ``unmatched``: the one the API's routing noted, else (a request
+        answered before routing) matched here.  Tunnel requests (served
+        before Klein's routing) are labelled with their own templates.
         """
+        noted = getattr(request, "sandboxd_route", None)
+        if noted is not None:
+            return noted
         tunnel = route_of(request.method, request.path)
         if tunnel is not None:
             return tunnel

@@ -111,6 +111,25 @@ class MetricsTests(TestCase):
         self.assertEqual(self.metrics.route(_Request(b"PUT", b"/sandboxes/sbx-1")),
                          "unmatched")
 
+    async def test_routing_notes_the_template(self):
+        """
+        A request Klein routed is labelled with the template Klein matched,
+        without the metrics matching its path again (they have no routes
+        of their own here); each route has one template.
+        """
+        metrics = DaemonMetrics(self.clock)
+        api = SandboxAPI(NoManager(), Config(), self.clock, metrics=metrics)
+        treq = StubTreq(MeteredResource(api.resource(), metrics, self.clock))
+        response = await treq.get("http://localhost/ui/no-such-file")
+        self.assertEqual(response.code, 404)
+        await response.content()
+        self.assertIn(("sandboxd_http_requests_total",
+                       (("method", "GET"), ("route", "/ui/<name>"), ("status", "404"))),
+                      samples(metrics))
+        url_map = SandboxAPI.app.url_map
+        for rule in url_map.iter_rules():
+            self.assertEqual([r.rule for r in url_map.iter_rules(rule.endpoint)], [rule.rule])
+
     def test_tunnel_routes(self):
         """
         Tunnel requests, served before Klein's routing, are labelled with

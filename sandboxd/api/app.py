@@ -5,7 +5,6 @@ The HTTP routes of the daemon (docs/api.md).
 from urllib.parse import urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
-from klein import Klein
 from twisted.internet.address import UNIXAddress
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -24,6 +23,7 @@ from sandboxd.api.identity import (
     may_see,
 )
 from sandboxd.api.paths import PathGuard
+from sandboxd.api.routing import TemplateNotingKlein
 from sandboxd.api.requests import (
     MAX_EVENT_PAGE,
     event_json,
@@ -51,7 +51,7 @@ class SandboxAPI:
     Klein routes over a SandboxManager.
     """
 
-    app = Klein()
+    app = TemplateNotingKlein()
     # A path with doubled slashes matches no route (werkzeug would answer
     # it with a redirect to the merged path).
     app.url_map.merge_slashes = False
