@@ -11,10 +11,12 @@ over L{twisted.test.iosim}, with time on a L{Clock}.
 
 import itertools
 
+from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.twisted.websocket import (
     ConnectionDeny,
     WebSocketClientFactory,
     WebSocketClientProtocol,
+    WebSocketServerProtocol,
 )
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
@@ -794,6 +796,26 @@ class EndToEndTests(EndToEndBase):
         self.pump.flush()
         (result,) = self.clientFrames()
         self.assertEqual((result.type, result.stream), (FrameType.RESULT, 5))
+
+    def test_factoryOptions(self):
+        """
+        A session takes every option of its factory, as Autobahn's own copy
+        would, and Autobahn is left no options to pretty-print (its debug
+        dump, made on every connection whether logged or not).
+        """
+        printed = []
+        self.patch(autobahn_protocol, "pformat", lambda obj: printed.append(obj) or "")
+        self.connect()
+        self.assertTrue(self.client.opened)
+        self.assertEqual(
+            {name: getattr(self.server, name) for name in WebSocketServerProtocol.CONFIG_ATTRS},
+            {name: getattr(self.serverFactory, name)
+             for name in WebSocketServerProtocol.CONFIG_ATTRS})
+        self.assertEqual(self.server.maxFramePayloadSize, wire.MAX_PAYLOAD + wire.HEADER_SIZE)
+        # The client's connection still makes its dump; the server's made none.
+        dumped = [item[0] for obj in printed if isinstance(obj, list) for item in obj]
+        self.assertIn("maskClientFrames", dumped)
+        self.assertNotIn("requireMaskedClientFrames", dumped)
 
     def test_textMessageClose1002(self):
         """

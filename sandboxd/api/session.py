@@ -31,6 +31,7 @@ from agent import wire
 from sandboxd.api.detached import DetachedSession
 from sandboxd.api.registry import SessionRegistry
 from sandboxd.api.sentlog import SentLog
+from sandboxd.api.wsoptions import FactoryOptions
 from sandboxd.api import wsauth
 from sandboxd.protocols.agent import IStreamHandler
 from sandboxd.sandbox import State
@@ -84,7 +85,7 @@ def _received(values):
 
 
 @implementer(IStreamHandler)
-class SandboxSession(WebSocketServerProtocol):
+class SandboxSession(FactoryOptions, WebSocketServerProtocol):
     """
     One client's session with one sandbox.
     """
