@@ -252,11 +252,14 @@ def _finish(status):
     imported (unclosed files are flushed, ``__del__`` runs), exit.
 
     The interpreter's own finalization (SystemExit) ends the child instead
-    when a standard stream cannot be flushed (it reports that as a fresh
-    interpreter does, status 120) and when the snippet loaded native code
-    of its own, whose C-level exit work (stdio buffers, destructors) only
-    the C exit() does.
+    when the snippet loaded native code of its own, whose C-level exit work
+    (stdio buffers, library destructors) only the C exit() does, and when a
+    standard stream cannot be flushed (reported as a fresh interpreter
+    does, status 120).  (After KeyboardInterrupt the child ends killed by
+    SIGINT, which no SystemExit can say, so always the short way.)
     """
+    if status is not None and _native_code_loaded():
+        raise SystemExit(status)
     threading = sys.modules.get("threading")
     if threading is not None:
         threading._shutdown()
@@ -267,7 +270,6 @@ def _finish(status):
                 stream.flush()
     except BaseException:
         raise SystemExit(130 if status is None else status)
-    native = _native_code_loaded()
     for name in list(sys.modules):
         if name not in _PRISTINE_MODULES or name == "__main__":
             del sys.modules[name]
@@ -282,8 +284,6 @@ def _finish(status):
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
         status = 130
-    if native:
-        raise SystemExit(status)
     os._exit(status)
 
 
