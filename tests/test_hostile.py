@@ -393,10 +393,13 @@ class HostileTests(HostileTestCase):
             async with await connect_sandbox(target, endpoint=self.daemon.endpoint) as sbx:
                 result = await sbx.process.exec_(f"{stubborn} & {stubborn}", timeout=1)
                 # SIGKILLed processes may take a moment to be gone on a
-                # busy machine: wait (up to 30 s) for them to disappear.
+                # busy machine: wait (up to 30 s) for them to disappear,
+                # then list any still there (and only then: a loaded run
+                # once saw one still dying at the first look).
                 left = await sbx.process.exec_(
                     "for i in $(seq 150); do "
-                    "grep -l -a '[s]tubborn' /proc/[0-9]*/cmdline || exit 0; sleep 0.2; done"
+                    "grep -q -s -a '[s]tubborn' /proc/[0-9]*/cmdline || exit 0; sleep 0.2; done; "
+                    "grep -l -s -a '[s]tubborn' /proc/[0-9]*/cmdline"
                 )
                 await sbx.process.spawn(stubborn)
                 await sbx.process.exec_("sleep 0.5")
