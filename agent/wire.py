@@ -238,6 +238,11 @@ def decode_json(payload, stream=0):
     return obj
 
 
+#: The method a daemon's session answers itself rather than relay
+#: (docs/protocol.md): destroy the session's sandbox.
+DESTROY_METHOD = "sandbox.destroy"
+
+
 def request(stream, method, params=None):
     return encode_json(
         FrameType.REQUEST, stream, {"method": method, "params": params or {}}

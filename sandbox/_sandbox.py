@@ -141,10 +141,12 @@ class Sandbox:
 
     async def destroy(self):
         """
-        Destroy the sandbox (``DELETE /sandboxes/{id}``), then close.
+        Destroy the sandbox, then close: over the session when the daemon
+        can (one message), else with ``DELETE /sandboxes/{id}``.
         """
         try:
-            await self.client.destroy(self.id)
+            if not await self._session.destroy():
+                await self.client.destroy(self.id)
         finally:
             await self.close()
 

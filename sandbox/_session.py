@@ -20,7 +20,7 @@ from agent.e2e_codes import E2EError
 from agent.wire import FrameType
 from sandbox import _e2e
 from sandbox._stream import Stream, _fresh
-from sandbox.errors import ProtocolError, SandboxUnavailableError
+from sandbox.errors import ProtocolError, SandboxError, SandboxUnavailableError
 
 _DATA = FrameType.DATA
 _WINDOW = FrameType.WINDOW
@@ -222,6 +222,25 @@ class Session:
         stream = await self.open(method, params)
         async with stream:
             return await stream.result()
+
+    async def destroy(self):
+        """
+        Destroy the sandbox over this session (``sandbox.destroy``, which
+        the daemon answers itself: no HTTP request).  False when it cannot:
+        the session is encrypted (the daemon reads no sealed request) or
+        gone, or the daemon is older and relays the method to the agent.
+        """
+        if self._sealing is not None or self._failure is not None:
+            return False
+        try:
+            await self.call(wire.DESTROY_METHOD)
+        except SandboxUnavailableError:
+            return False
+        except SandboxError as e:
+            if e.code == wire.Code.UNKNOWN_METHOD:
+                return False
+            raise
+        return True
 
     def _forget(self, stream):
         if self._streams.pop(stream.id, None) is not None:

@@ -5,8 +5,10 @@ It answers the REST routes of docs/api.md from an in-memory table and runs a
 tiny in-process fake agent behind ``/sandboxes/{id}/ws`` that speaks the real
 wire protocol (agent/wire.py): ping, process.exec/stream with canned output,
 fs.write/read/list/stat on an in-memory file table, flow-control windows in
-both directions, CANCEL.  It is NOT the daemon: integration tests against the
-real daemon belong to the daemon's author.
+both directions, CANCEL; and the daemon's own ``sandbox.destroy`` (unless
+``session_destroy`` is False, as with an older daemon).  It is NOT the
+daemon: integration tests against the real daemon belong to the daemon's
+author.
 
 Canned commands (``cmd`` a string, or an argv list joined by spaces):
 ``echo TEXT``, ``exit N``, ``barrier N TEXT`` (answers once N barrier
@@ -73,6 +75,7 @@ class FakeDaemon:
         self.send_stalls = 0  # times the fake agent waited for client credit
         self.max_open_streams = 0
         self.reject_ws = False  # answer WebSocket upgrades as plain routes
+        self.session_destroy = True  # answer sandbox.destroy on sessions, as sandboxd does
         self._counter = 0
         self._ports = []
         self._trackers = []
@@ -492,6 +495,14 @@ class FakeSession(WebSocketServerProtocol):
 
     def do_ping(self, stream):
         self.run(stream, [("result", {})])
+
+    def do_sandbox_destroy(self, stream):
+        # The daemon's own method (an older daemon relays it: UNKNOWN_METHOD).
+        if not self.daemon.session_destroy:
+            self.finish(stream, wire.error(stream.id, "UNKNOWN_METHOD", stream.method))
+            return
+        self.finish(stream, wire.result(stream.id, {"id": self.sandbox_id}))
+        self.daemon.destroy(self.sandbox_id)
 
     def do_process_exec(self, stream):
         self.daemon.exec_params.append(stream.params)

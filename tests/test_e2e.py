@@ -248,6 +248,40 @@ class SDKTests(E2ETestCase):
 
         run(scenario())
 
+    def test_destroy_over_session(self):
+        """
+        ``destroy()`` goes over the session, not HTTP (the client's DELETE
+        is made to fail): the sandbox is gone from the API with a
+        ``sandbox.destroyed`` event (reason ``DELETE``), and another
+        session's pending call fails at once.
+        """
+        from sandbox import Client, connect_sandbox
+
+        async def scenario():
+            async with Client(self.daemon.endpoint) as client:
+                async def no_delete(sandbox_id):
+                    raise AssertionError("destroy() sent DELETE")
+
+                sbx = await create_sandbox(client=client, ttl=60)
+                client.destroy = no_delete
+                other = await connect_sandbox(sbx.id, endpoint=self.daemon.endpoint)
+                pending = asyncio.ensure_future(other.process.exec_("sleep 30"))
+                await until_running(other, "sleep 30")
+                await sbx.destroy()
+                with self.assertRaises(SandboxUnavailableError):
+                    await asyncio.wait_for(pending, 5)
+                await other.close()
+                return sbx.id, sbx.closed
+
+        sandbox_id, closed = run(scenario())
+        self.assertTrue(closed)
+        status, _ = self.daemon.request("GET", f"/sandboxes/{sandbox_id}")
+        self.assertEqual(status, 404)
+        status, events = self.daemon.request("GET", f"/events/history?sandbox={sandbox_id}")
+        self.assertEqual(status, 200, events)
+        destroyed = [e for e in events if e["type"] == "sandbox.destroyed"]
+        self.assertEqual([e["data"].get("reason") for e in destroyed], ["DELETE"], events)
+
     def test_errors_are_typed(self):
         """
         Unknown sandboxes, missing files and an absent daemon raise the SDK's

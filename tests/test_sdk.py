@@ -425,6 +425,29 @@ class SessionTests(FakeDaemonTestCase):
         ws = [r for r in self.daemon.requests if r[1].endswith("/ws")]
         self.assertEqual(ws[0][2]["authorization"], "Bearer tok")
 
+    async def test_destroy_over_session(self):
+        """
+        ``destroy()`` asks over the session (``sandbox.destroy``): no HTTP
+        request; with a daemon that relays the method to the agent (an
+        older one: UNKNOWN_METHOD) it sends ``DELETE`` instead.  The
+        sandbox is gone and the session closed either way.
+        """
+        async def scenario():
+            async with Client(self.unix) as client:
+                sbx = await create_sandbox(client=client)
+                await sbx.destroy()
+                return sbx.id, sbx.closed
+
+        for over_session in (True, False):
+            self.daemon.session_destroy = over_session
+            del self.daemon.requests[:]
+            sid, closed = await self.client(scenario)
+            self.assertTrue(closed)
+            self.assertNotIn(sid, self.daemon.sandboxes)
+            deletes = [r[:2] for r in self.daemon.requests if r[0] == "DELETE"]
+            self.assertEqual(deletes, [] if over_session else [("DELETE", f"/sandboxes/{sid}")])
+            self.assertIn((wire.DESTROY_METHOD, {}), self.daemon.calls)
+
     async def test_session_refused_destroys(self):
         """
         When the WebSocket is refused after a create, the error is typed and

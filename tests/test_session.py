@@ -114,6 +114,9 @@ class FakeSandbox:
         self.alive = True
         self.state = State.RUNNING
 
+    def moveTo(self, state):
+        self.state = state
+
 
 class FakeManager:
     """
@@ -126,9 +129,22 @@ class FakeManager:
         self.lifecycle = Lifecycle()
         self.used = []
         self.idled = []
+        self.destroyed = []
 
     def get(self, sandbox_id):
         return self.sandboxes.get(sandbox_id)
+
+    def destroy(self, sandbox_id, reason="DELETE"):
+        """
+        Forget the sandbox and move it to destroying, as the manager does
+        (its sessions close through the registry).
+        """
+        sandbox = self.sandboxes.pop(sandbox_id, None)
+        if sandbox is None:
+            return False
+        self.destroyed.append((sandbox_id, reason))
+        self.lifecycle.move(sandbox, State.DESTROYING, reason)
+        return True
 
     def inUse(self, sandbox):
         self.used.append(sandbox)
@@ -734,6 +750,84 @@ class RecordingClient(WebSocketClientProtocol):
         self.closed = code
 
 
+class DestroyTests(SessionTestCase):
+    """
+    ``sandbox.destroy``: the one method the session answers itself.
+    """
+
+    def test_destroys(self):
+        """
+        The daemon destroys the sandbox as DELETE would, answers RESULT on
+        the request's stream before failing the other open streams, and
+        closes with 1000; the request never reaches the agent.
+        """
+        self.session.onOpen()
+        self.openStream(1)
+        self.fromClient(wire.request(3, wire.DESTROY_METHOD))
+        self.assertEqual(self.manager.destroyed, [("sb-1", "DELETE")])
+        frames = self.toClient()
+        self.assertEqual([(f.type, f.stream) for f in frames],
+                         [(FrameType.RESULT, 3), (FrameType.ERROR, 1)])
+        self.assertEqual(frames[0].json(), {"id": "sb-1"})
+        self.assertEqual(frames[1].json()["code"], Code.SANDBOX_UNAVAILABLE)
+        self.assertEqual(self.closes, [CLOSE_NORMAL])
+        self.assertEqual(self.toAgent(), [])
+
+    def test_params(self):
+        """
+        Parameters are BAD_PARAMS, as the agent answers unknown ones; the
+        sandbox stays.
+        """
+        self.fromClient(wire.request(3, wire.DESTROY_METHOD, {"force": True}))
+        (error,) = self.toClient()
+        self.assertEqual((error.type, error.stream, error.json()["code"]),
+                         (FrameType.ERROR, 3, Code.BAD_PARAMS))
+        self.assertEqual(self.manager.destroyed, [])
+        self.assertEqual(self.closes, [])
+
+    def test_streamInUse(self):
+        """
+        On a stream already open it is STREAM_IN_USE; the sandbox stays.
+        """
+        self.openStream(3)
+        self.fromClient(wire.request(3, wire.DESTROY_METHOD))
+        (error,) = self.toClient()
+        self.assertEqual(error.json()["code"], Code.STREAM_IN_USE)
+        self.assertEqual(self.manager.destroyed, [])
+
+    def test_alreadyGone(self):
+        """
+        A sandbox the manager no longer has (destroyed meanwhile) is
+        SANDBOX_NOT_FOUND, as DELETE would answer.
+        """
+        self.manager.sandboxes.clear()
+        self.fromClient(wire.request(3, wire.DESTROY_METHOD))
+        (error,) = self.toClient()
+        self.assertEqual((error.stream, error.json()["code"]), (3, "SANDBOX_NOT_FOUND"))
+        self.assertEqual(self.manager.destroyed, [])
+
+    def test_sealedRelayed(self):
+        """
+        A sealed request naming the method belongs to the agent (the
+        daemon cannot answer inside an encrypted session): relayed.
+        """
+        name = wire.DESTROY_METHOD.encode()
+        sealed = wire.encode(FrameType.REQUEST, 3, b"\x01" + b"s" * 16 + bytes([len(name)]) + name,
+                             wire.SEALED)
+        self.fromClient(sealed)
+        (relayed,) = self.toAgent()
+        self.assertEqual(relayed.type, FrameType.REQUEST)
+        self.assertEqual(self.manager.destroyed, [])
+
+    def test_otherMethodsRelayed(self):
+        """
+        Only the method itself is answered: a request that merely mentions
+        it (a command echoing the name) goes to the agent.
+        """
+        self.openStream(3, params={"cmd": ["echo", wire.DESTROY_METHOD]})
+        self.assertEqual(self.manager.destroyed, [])
+
+
 class EndToEndBase(TestCase):
     """
     A real autobahn client talks to a session over an in-memory connection.
@@ -854,6 +948,19 @@ class EndToEndTests(EndToEndBase):
         self.pump.flush()
         self.assertEqual(self.client.closed, CLOSE_NORMAL)
         self.assertNotIn(self.server, self.manager.registry.sessionsOf(self.sandbox))
+
+    def test_destroyOverSession(self):
+        """
+        Over a real WebSocket: ``sandbox.destroy`` gets its RESULT, then the
+        WebSocket closes with 1000.
+        """
+        self.connect()
+        self.client.sendMessage(wire.request(1, wire.DESTROY_METHOD), isBinary=True)
+        self.pump.flush()
+        (result,) = self.clientFrames()
+        self.assertEqual((result.type, result.stream), (FrameType.RESULT, 1))
+        self.assertEqual(self.client.closed, CLOSE_NORMAL)
+        self.assertEqual(self.manager.destroyed, [("sb-1", "DELETE")])
 
     def test_clientCloseCancels(self):
         """

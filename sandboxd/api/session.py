@@ -13,6 +13,9 @@ meanwhile (sandboxd.api.detached).  With ``&received=<n>`` (the messages it
 read) it first gets again those the dropped connection lost in flight
 (sandboxd.api.sentlog).  Resuming a session whose old connection is still
 open takes the streams over and closes the old one with 4000.
+
+One request is the daemon's own, never relayed: ``sandbox.destroy``
+(``DELETE /sandboxes/{id}`` without an HTTP request, docs/api.md).
 """
 
 import json
@@ -38,6 +41,8 @@ from sandboxd.sandbox import State
 
 _FT = wire.FrameType
 _RELAYED = frozenset({_FT.DATA, _FT.END, _FT.CANCEL, _FT.WINDOW})
+#: What a REQUEST for the daemon's own method holds (looked for before parsing).
+_DESTROY_NAME = wire.DESTROY_METHOD.encode()
 
 #: Bytes of client messages held while the agent reconnects; beyond, they
 #: go on at once (and fail with SANDBOX_UNAVAILABLE).
@@ -69,6 +74,21 @@ def _method_of(frame):
         return frame.json().get("method")
     except wire.ProtocolError:
         return None
+
+
+def _destroy_request(frame):
+    """
+    The body of a REQUEST if it is a clear ``sandbox.destroy``, else None
+    (a sealed one is the agent's: the daemon cannot answer inside an
+    encrypted session).
+    """
+    if frame.flags & wire.SEALED:
+        return None
+    try:
+        body = frame.json()
+    except wire.ProtocolError:
+        return None
+    return body if body.get("method") == wire.DESTROY_METHOD else None
 
 
 def _received(values):
@@ -235,7 +255,11 @@ class SandboxSession(FactoryOptions, WebSocketServerProtocol):
             return
         frame_type = frame.type
         if frame_type is _FT.REQUEST:
-            self._open(frame, payload)
+            asked = _destroy_request(frame) if _DESTROY_NAME in payload else None
+            if asked is not None:
+                self._destroy(frame.stream, asked.get("params"))
+            else:
+                self._open(frame, payload)
         elif frame_type in _RELAYED:
             stream = self._to_agent.get(frame.stream)
             if stream is None:
@@ -307,6 +331,26 @@ class SandboxSession(FactoryOptions, WebSocketServerProtocol):
         self._connection.send(wire.restream(payload, stream))
         if self.factory.meter is not None and self._calls is not None:
             self._calls[stream] = self.factory.meter.callStarted(_method_of(frame))
+
+    def _destroy(self, client_stream, params):
+        """
+        ``sandbox.destroy``: what ``DELETE /sandboxes/{id}`` does, on the
+        credentials that opened the session.  The RESULT goes before the
+        sandbox's sessions close (with 1000), this one among them.
+        """
+        manager = self.factory.manager
+        if client_stream in self._to_agent:
+            self._sendToClient(
+                wire.error(client_stream, wire.Code.STREAM_IN_USE, "stream is open"))
+        elif params not in (None, {}):
+            self._sendToClient(wire.error(
+                client_stream, wire.Code.BAD_PARAMS, f"{wire.DESTROY_METHOD} takes no params"))
+        elif self._closing or manager.get(self.sandbox.id) is not self.sandbox:
+            self._sendToClient(wire.error(
+                client_stream, "SANDBOX_NOT_FOUND", f"sandbox {self.sandbox.id} not found"))
+        else:
+            self._sendToClient(wire.result(client_stream, {"id": self.sandbox.id}))
+            manager.destroy(self.sandbox.id, reason="DELETE")
 
     # IStreamHandler: frames from the agent
 
