@@ -84,12 +84,15 @@ class State:
         return sbx
 
     async def destroy(self, sandbox_id):
+        """
+        Destroy the sandbox: over its kept session when there is one open
+        (no HTTP request), else with ``DELETE``.
+        """
         sbx = self._sandboxes.pop(sandbox_id, None)
-        try:
+        if sbx is None or sbx.closed:
             await self.client.destroy(sandbox_id)
-        finally:
-            if sbx is not None:
-                await sbx.close()
+        else:
+            await sbx.destroy()
 
     async def close(self):
         """
