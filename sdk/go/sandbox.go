@@ -149,9 +149,13 @@ func (b *Sandbox) Close() error {
 	return err
 }
 
-// Destroy deletes the sandbox, then closes the session.
+// Destroy destroys the sandbox, then closes the session: over the session when the daemon can
+// (sandbox.destroy), else with DELETE /sandboxes/{id}.
 func (b *Sandbox) Destroy(ctx context.Context) error {
-	err := b.client.Destroy(ctx, b.ID)
+	done, err := b.s.destroySandbox(ctx)
+	if !done && err == nil {
+		err = b.client.Destroy(ctx, b.ID)
+	}
 	b.s.close()
 	closeOwn(b.client, b.ownClient)
 	return err

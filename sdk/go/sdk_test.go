@@ -53,6 +53,30 @@ func liveSandbox(t *testing.T) *Sandbox {
 	return sbx
 }
 
+// TestLiveDestroyOverSession: Destroy goes over the session, not DELETE (the sandbox's client is
+// given an endpoint that answers nothing); the sandbox is gone from the API after.
+func TestLiveDestroyOverSession(t *testing.T) {
+	ctx := context.Background()
+	ep := endpoint(t)
+	sbx, err := Create(ctx, &Options{Endpoint: ep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nowhere, err := NewClient(&Options{Endpoint: "unix:///nonexistent/sandboxd.sock"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := sbx.client
+	defer closeOwn(api, sbx.ownClient)
+	sbx.client, sbx.ownClient = nowhere, false
+	if err := sbx.Destroy(ctx); err != nil {
+		t.Fatalf("Destroy: %v", err)
+	}
+	if _, err := api.Get(ctx, sbx.ID); !IsKind(err, KindNotFound) {
+		t.Fatalf("after Destroy: %v", err)
+	}
+}
+
 // TestLiveConcurrentExec: 50 commands at once on one session, each with its own output and exact exit code.
 func TestLiveConcurrentExec(t *testing.T) {
 	sbx := liveSandbox(t)

@@ -147,6 +147,20 @@ func (s *session) call(ctx context.Context, method string, params map[string]int
 	return st.result(ctx)
 }
 
+// destroySandbox destroys the sandbox over this session (sandbox.destroy, which the daemon answers
+// itself: no HTTP request). False when it cannot: the session is encrypted or gone, or an older
+// daemon relays the method to the agent (UNKNOWN_METHOD).
+func (s *session) destroySandbox(ctx context.Context) (bool, error) {
+	if s.sealed.Load() != nil || s.failure() != nil {
+		return false, nil
+	}
+	_, err := s.call(ctx, "sandbox.destroy", nil)
+	if e, ok := err.(*Error); ok && (e.Kind == KindSandboxUnavailable || e.Code == "UNKNOWN_METHOD") {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 func (s *session) release(st *stream) {
 	s.mu.Lock()
 	if s.streams[st.id] == st {

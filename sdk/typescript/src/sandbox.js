@@ -31,9 +31,11 @@ export class Sandbox {
     await this.session.close();
     if (this.ownsClient) this.client.close();
   }
-  /** DELETE the sandbox, then close. */
+  /** Destroy the sandbox, then close: over the session when the daemon can, else DELETE. */
   async destroy() {
-    try { await this.client.destroy(this.id); } finally { await this.close(); }
+    try {
+      if (!(await this.session.destroySandbox())) await this.client.destroy(this.id);
+    } finally { await this.close(); }
   }
   async [Symbol.asyncDispose]() { await this.close(); }
 }

@@ -85,6 +85,22 @@ export class Session {
     return stream.result();
   }
 
+  /**
+   * Destroy the sandbox over this session (`sandbox.destroy`, which the daemon answers itself: no HTTP
+   * request); false when it cannot: the session is encrypted or gone, or an older daemon relays the
+   * method to the agent (UNKNOWN_METHOD).
+   */
+  async destroySandbox() {
+    if (this.sealing || this.error) return false;
+    try {
+      await this.call("sandbox.destroy");
+      return true;
+    } catch (e) {
+      if (e instanceof SandboxUnavailableError || e?.code === "UNKNOWN_METHOD") return false;
+      throw e;
+    }
+  }
+
   /** Agree keys with the agent and seal every later frame (docs/security.md); `pin` refuses other keys. */
   async encrypt(pin = null) {
     if (this.sealing) return;

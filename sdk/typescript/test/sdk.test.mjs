@@ -124,6 +124,14 @@ live("against a daemon", () => {
     } finally { await other.close(); }
   });
 
+  test("destroy goes over the session, not DELETE", async () => {
+    const other = await createSandbox({ endpoint });
+    other.client = Object.create(other.client, { destroy: { value: () => { throw new Error("destroy() sent DELETE"); } } });
+    await other.destroy();
+    assert.ok(other.closed);
+    await assert.rejects(sbx.client.get(other.id), NotFoundError);
+  });
+
   test("after destroy every call fails with SandboxUnavailableError", async () => {
     const other = await createSandbox({ endpoint });
     await other.destroy();
