@@ -52,6 +52,8 @@ class Session:
         self._slots = asyncio.Semaphore(wire.MAX_STREAMS)
         self._failure = None
         self._closing = False
+        #: The sandbox was destroyed through this session.
+        self._destroyed = False
         self._connection_error = None
         self._background = set()
         #: The encrypted session's frames (agent.e2e_frames.Sealing), once
@@ -240,6 +242,13 @@ class Session:
             if e.code == wire.Code.UNKNOWN_METHOD:
                 return False
             raise
+        self._destroyed = self._closing = True
+        # The daemon closes every session of the sandbox now: end this
+        # connection at once instead of waiting out the closing handshake
+        # (a round trip through both ends: ~1.3 ms of a task at rest).
+        transport = getattr(self._ws, "transport", None)
+        if transport is not None:
+            transport.close()
         return True
 
     def _forget(self, stream):
@@ -363,7 +372,9 @@ class Session:
         close = getattr(exc, "rcvd", None)
         code = getattr(close, "code", None)
         reason = getattr(close, "reason", "") or ""
-        if self._closing and code in (None, 1000):
+        if self._destroyed:
+            why = "the sandbox was destroyed"
+        elif self._closing and code in (None, 1000):
             why = "the session was closed"
         elif code == 1000:
             why = "the daemon closed the session (the sandbox was destroyed)"

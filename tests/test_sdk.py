@@ -806,12 +806,15 @@ class SessionLossTests(FakeDaemonTestCase):
 
     async def test_destroyed(self):
         """
-        sbx.destroy() deletes the sandbox; pending calls fail, nothing hangs.
+        sbx.destroy() deletes the sandbox; pending calls fail, nothing hangs,
+        and a later call says the sandbox was destroyed.
         """
         async def lose(sbx):
             await sbx.destroy()
 
-        self._check(await self.client(self._pending, lose), "")
+        result = await self.client(self._pending, lose)
+        self._check(result, "")
+        self.assertIn("the sandbox was destroyed", result[1].message)
         self.assertEqual(self.daemon.sandboxes, {})
 
     async def test_closed(self):

@@ -94,11 +94,15 @@ export class Session {
     if (this.sealing || this.error) return false;
     try {
       await this.call("sandbox.destroy");
-      return true;
     } catch (e) {
       if (e instanceof SandboxUnavailableError || e?.code === "UNKNOWN_METHOD") return false;
       throw e;
     }
+    // The daemon closes every session of the sandbox now: end this connection at once instead of
+    // waiting out the closing handshake.
+    this._fail(new SandboxUnavailableError("SANDBOX_UNAVAILABLE", `sandbox ${this.sandboxId}: the sandbox was destroyed`));
+    this.ws.terminate();
+    return true;
   }
 
   /** Agree keys with the agent and seal every later frame (docs/security.md); `pin` refuses other keys. */

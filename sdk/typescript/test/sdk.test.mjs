@@ -129,6 +129,7 @@ live("against a daemon", () => {
     other.client = Object.create(other.client, { destroy: { value: () => { throw new Error("destroy() sent DELETE"); } } });
     await other.destroy();
     assert.ok(other.closed);
+    await assert.rejects(other.ping(), /the sandbox was destroyed/);
     await assert.rejects(sbx.client.get(other.id), NotFoundError);
   });
 
