@@ -806,6 +806,19 @@ class DestroyTests(SessionTestCase):
         self.assertEqual((error.stream, error.json()["code"]), (3, "SANDBOX_NOT_FOUND"))
         self.assertEqual(self.manager.destroyed, [])
 
+    def test_closing(self):
+        """
+        On a session already closing (its sandbox failed) it is
+        SANDBOX_UNAVAILABLE, on which the SDKs ask DELETE instead; nothing
+        is destroyed.
+        """
+        self.session.sandboxUnavailable("the sandbox failed: gone")
+        self.toClient()
+        self.fromClient(wire.request(3, wire.DESTROY_METHOD))
+        (error,) = self.toClient()
+        self.assertEqual((error.stream, error.json()["code"]), (3, Code.SANDBOX_UNAVAILABLE))
+        self.assertEqual(self.manager.destroyed, [])
+
     def test_sealedRelayed(self):
         """
         A sealed request naming the method belongs to the agent (the

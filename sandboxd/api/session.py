@@ -345,7 +345,12 @@ class SandboxSession(FactoryOptions, WebSocketServerProtocol):
         elif params not in (None, {}):
             self._sendToClient(wire.error(
                 client_stream, wire.Code.BAD_PARAMS, f"{wire.DESTROY_METHOD} takes no params"))
-        elif self._closing or manager.get(self.sandbox.id) is not self.sandbox:
+        elif self._closing:
+            # Failed or going: DELETE is the one to say which (the SDKs fall
+            # back to it on this code).
+            self._sendToClient(wire.error(
+                client_stream, wire.Code.SANDBOX_UNAVAILABLE, "the session is closing"))
+        elif manager.get(self.sandbox.id) is not self.sandbox:
             self._sendToClient(wire.error(
                 client_stream, "SANDBOX_NOT_FOUND", f"sandbox {self.sandbox.id} not found"))
         else:
