@@ -202,6 +202,8 @@ class FakeNode(Resource):
         self.seen = []
         self.hanging = []
         self.streams = []
+        #: Creates read, then the connection dropped (no answer).
+        self.drop_creates = False
 
     def render(self, request):
         body = request.content.read()
@@ -210,6 +212,9 @@ class FakeNode(Resource):
                           request.getHeader(b"last-event-id")))
         path = request.path
         request.setHeader(b"content-type", b"application/json")
+        if path == b"/sandboxes" and request.method == b"POST" and self.drop_creates:
+            request.transport.abortConnection()
+            return NOT_DONE_YET
         if path == b"/sandboxes" and request.method == b"POST":
             request.setResponseCode(201)
             return json.dumps({"id": f"sbx-{self.node_id}-0000000{len(self.seen)}",
@@ -286,6 +291,29 @@ class RouterTests(TestCase):
         self.assertEqual((status, created["id"][:7]), (201, "sbx-n1-"))
         text = self.metrics.render().decode()
         self.assertIn('sandboxd_router_placements_total{node="n2",warm="yes"} 1.0', text)
+
+    async def test_create_not_sent_twice(self):
+        """
+        A node that read a create and dropped the connection may have made
+        the sandbox: 503 CLUSTER_UNAVAILABLE, and no other node is asked
+        (it would make a second one).
+        """
+        self.nodes["n2"].drop_creates = True
+        status, body = await self.call("POST", "/sandboxes", b"{}")
+        self.assertEqual((status, body["error"]["code"]), (503, "CLUSTER_UNAVAILABLE"))
+        self.assertIn("may have made the sandbox", body["error"]["message"])
+        self.assertEqual([s for s in self.nodes["n1"].seen if s[0] == b"POST"], [])
+
+    async def test_create_skips_refusing_node(self):
+        """
+        A node that refuses the connection never got the create: the next
+        node in rank takes it.
+        """
+        await self.etcd.put("/sandboxd/nodes/n3", record(
+            "n3", f"http://127.0.0.1:{free_port()}", warm={"default": 5}))
+        await self.directory.refresh()
+        status, created = await self.call("POST", "/sandboxes", b"{}")
+        self.assertEqual((status, created["id"][:7]), (201, "sbx-n2-"))
 
     async def test_quota_across_nodes(self):
         """

@@ -3,7 +3,9 @@ The router's one resource: which node answers what (docs/deploy.md "The
 router").
 
 - ``POST /sandboxes`` and ``GET /sandboxes/new/ws``: placed by
-  placement.rank; a node that cannot be reached is skipped for the next.
+  placement.rank; a node that cannot be connected to is skipped for the
+  next, but one that failed after the request may have reached it is not
+  (503: a second node would make a second sandbox).
 - ``/sandboxes/{id}`` and everything under it (HTTP, the WebSocket session,
   the tunnels' path proxy ``/sandboxes/{id}/ports/...``): forwarded to the
   node named in the id (``sbx-<node_id>-<hex>``); a node that is not live,
@@ -176,6 +178,12 @@ class Router(Resource):
                                                          request.content)
             except NodeUnreachable as e:
                 reasons.append(str(e))
+                if e.sent:
+                    # It may have made the sandbox: never a second one elsewhere.
+                    return self._finish(request, error_body(
+                        request, 503, "CLUSTER_UNAVAILABLE",
+                        f"{e}; it may have made the sandbox (reaped after its ttl if "
+                        "nobody opens a session on it)"))
                 continue
             if response.code == 201:
                 self._directory.reserve(node.node_id, profile, _quota(request)[0])

@@ -16,6 +16,7 @@ import json
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
@@ -101,8 +102,20 @@ def body_producer(body):
     return FileBodyProducer(body)
 
 
+#: Failures that mean no connection was made: the request never left.
+_NOT_CONNECTED = (ConnectError, ConnectingCancelledError, DNSLookupError)
+
+
 class NodeUnreachable(Exception):
-    """The node did not take the request (refused, timed out, dropped, lost)."""
+    """
+    The node did not answer the request (refused, timed out, dropped,
+    lost).  ``sent``: whether the request may have reached it (False only
+    when no connection was made).
+    """
+
+    def __init__(self, message, sent=True):
+        super().__init__(message)
+        self.sent = sent
 
 
 def error_body(request, status, code, message, headers=()):
@@ -183,7 +196,8 @@ class Forwarder:
             if failure.check(CancelledError):
                 raise NodeUnreachable(f"node {node.node_id} was lost")
             raise NodeUnreachable(f"node {node.node_id} did not answer: "
-                                  f"{failure.getErrorMessage()}")
+                                  f"{failure.getErrorMessage()}",
+                                  sent=not failure.check(*_NOT_CONNECTED))
         return answer.addErrback(unreachable)
 
     async def fetch_json(self, node, method, uri, headers):
