@@ -8,6 +8,10 @@ Scenarios:
 
 - ``llm-sandbox-snippet``: ``SandboxSession(...)`` open -> ``run(SNIPPET)``
   -> close, per iteration.
+- ``llm-sandbox-pooled-snippet``: the same through llm-sandbox's own
+  container pool (``create_pool_manager`` with 2 containers kept warm,
+  ``PooledSandboxSession`` open -> ``run(SNIPPET)`` -> close, which hands
+  the container back for the next session).
 - ``llm-sandbox-exec``: ``execute_command("echo hello")`` on one open session.
 - ``llm-sandbox-copy``: ``copy_to_runtime`` / ``copy_from_runtime`` of
   100 MiB (``samples`` are the writes, ``read_samples`` the reads).
@@ -37,6 +41,15 @@ from peers import EXPECTED, LABEL, SNIPPET, random_file  # standard library only
 MiB = 1 << 20
 
 
+#: How llm-sandbox's containers run (see the module docstring).
+LLM_RUNTIME = {
+    "entrypoint": ["sleep", "infinity"],
+    "init": True,
+    "network_disabled": True,
+    "labels": dict([LABEL.split("=", 1)]),
+}
+
+
 def llm_session(image):
     from llm_sandbox import SandboxSession
 
@@ -45,15 +58,43 @@ def llm_session(image):
         image=image,
         skip_environment_setup=True,
         keep_template=True,
-        runtime_configs={
-            "entrypoint": ["sleep", "infinity"],
-            "init": True,
-            "network_disabled": True,
-            "labels": dict([LABEL.split("=", 1)]),
-        },
+        runtime_configs=LLM_RUNTIME,
     )
     session.language_handler.config.execution_commands = ["python3 {file}"]
     return session
+
+
+def llm_pooled_snippet(image, n, warm=2):
+    """
+    The one-snippet task through llm-sandbox's pool of ``warm`` containers,
+    after as many untimed tasks (the pool's containers made and set up).
+    """
+    from llm_sandbox.pool import PoolConfig, PooledSandboxSession, create_pool_manager
+
+    # A pooled session runs Python from the virtualenv its pool's set-up
+    # would make (/sandbox/.sandbox-venv, pip upgraded over the network);
+    # the container makes that path a link to the image's python3 instead.
+    venv = "/sandbox/.sandbox-venv/bin"
+    runtime = dict(LLM_RUNTIME, entrypoint=[
+        "sh", "-c", f"mkdir -p {venv} && ln -s /usr/bin/python3 {venv}/python && exec sleep infinity"])
+    pool = create_pool_manager(
+        backend="docker", config=PoolConfig(max_pool_size=warm, min_pool_size=warm),
+        lang="python", image=image, runtime_configs=runtime,
+        skip_environment_setup=True, keep_template=True,
+    )
+    samples = []
+    try:
+        for i in range(warm + n):
+            start = time.perf_counter()
+            with PooledSandboxSession(pool_manager=pool) as session:
+                result = session.run(SNIPPET)
+            if i >= warm:
+                samples.append(time.perf_counter() - start)
+            if result.stdout != EXPECTED:
+                raise RuntimeError(f"llm-sandbox (pooled) ran {SNIPPET!r}: {result!r}")
+    finally:
+        pool.close()
+    return {"samples": samples}
 
 
 def llm_snippet(image, n):
@@ -138,7 +179,8 @@ def quiet_logs():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("scenario", choices=[
-        "llm-sandbox-snippet", "llm-sandbox-exec", "llm-sandbox-copy",
+        "llm-sandbox-snippet", "llm-sandbox-pooled-snippet", "llm-sandbox-exec",
+        "llm-sandbox-copy",
         "epicbox-snippet",
     ])
     parser.add_argument("--iterations", type=int, default=20)
@@ -149,6 +191,8 @@ def main(argv=None):
     n, image = options.iterations, options.image
     if options.scenario == "llm-sandbox-snippet":
         out = llm_snippet(image, n)
+    elif options.scenario == "llm-sandbox-pooled-snippet":
+        out = llm_pooled_snippet(image, n)
     elif options.scenario == "llm-sandbox-exec":
         out = llm_exec(image, n)
     elif options.scenario == "llm-sandbox-copy":

@@ -156,6 +156,10 @@ def llm_sandbox_snippet(n):
     return summary(library("llm-sandbox-snippet", n)["samples"])
 
 
+def llm_sandbox_pooled_snippet(n):
+    return summary(library("llm-sandbox-pooled-snippet", n)["samples"])
+
+
 def llm_sandbox_exec(n):
     return summary(library("llm-sandbox-exec", n)["samples"])
 

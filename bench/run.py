@@ -114,8 +114,9 @@ def run_peers(options, say):
         return out
     say(f"epicbox: snippet x{p}")
     out["epicbox_snippet"] = peers.epicbox_snippet(p)
-    say(f"llm-sandbox: snippet x{p}, exec x{n}, 100 MiB copy x{t}")
+    say(f"llm-sandbox: snippet x{p}, pooled snippet x{p}, exec x{n}, 100 MiB copy x{t}")
     out["llm_snippet"] = peers.llm_sandbox_snippet(p)
+    out["llm_pooled_snippet"] = peers.llm_sandbox_pooled_snippet(p)
     out["llm_exec"] = peers.llm_sandbox_exec(n)
     out["llm_copy"] = peers.llm_sandbox_copy(t)
     return out
@@ -139,6 +140,7 @@ def assemble(o, p):
                  summary(o["csd"]),
                  {"docker run --rm python3 -c": get("docker_run_snippet"),
                   "llm-sandbox open/run/close": get("llm_snippet"),
+                  "llm-sandbox pooled open/run/close": get("llm_pooled_snippet"),
                   "epicbox.run": get("epicbox_snippet")},
                  pool_hit_rate=o["csd_hits"]),
         scenario("at_rest_create_snippet_destroy",
@@ -146,6 +148,7 @@ def assemble(o, p):
                  summary(o["snippet_at_rest"][0]),
                  {"docker run --rm python3 -c": get("docker_run_snippet"),
                   "llm-sandbox open/run/close": get("llm_snippet"),
+                  "llm-sandbox pooled open/run/close": get("llm_pooled_snippet"),
                   "epicbox.run": get("epicbox_snippet")}),
         scenario("create_echo_destroy", "create -> echo hello -> destroy (SDK)",
                  summary(o["ced"]),

@@ -134,7 +134,8 @@ class CommittedResultsTests(TestCase):
         expected = {
             "warm_create": {"docker run --rm echo"},
             "create_snippet_destroy": {
-                "docker run --rm python3 -c", "llm-sandbox open/run/close", "epicbox.run"},
+                "docker run --rm python3 -c", "llm-sandbox open/run/close",
+                "llm-sandbox pooled open/run/close", "epicbox.run"},
             "exec_rtt": {"docker exec", "llm-sandbox execute_command"},
             "write_100mib": {"docker cp in", "llm-sandbox copy_to_runtime"},
             "read_100mib": {"docker cp out", "llm-sandbox copy_from_runtime"},
