@@ -127,6 +127,13 @@ class FakeDaemon:
             yield port.stopListening()
         for tracker in self._trackers:
             yield tracker.drop_all()
+        # Autobahn's closing-handshake timers of sessions a client dropped
+        # (the SDKs do after sandbox.destroy) are the fake's, not the test's.
+        buckets = self.ws_factory._batched_timer._buckets
+        for delayed, _ in list(buckets.values()):
+            if delayed.active():
+                delayed.cancel()
+        buckets.clear()
 
     # Sandbox table.
 
