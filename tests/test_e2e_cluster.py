@@ -15,6 +15,7 @@ import concurrent.futures
 import http.client
 import json
 import shutil
+import sys
 import tempfile
 import time
 
@@ -88,10 +89,10 @@ class ClusterTests(SynchronousTestCase):
 
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="sandboxd-cluster-")
-        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.passed, self.nodes = False, {}
+        self.addCleanup(self.remove_dir_unless_failed)
         self.etcd = Etcd(self.dir)
         self.addCleanup(self.etcd.stop)
-        self.nodes = {}
         for node_id in ("n1", "n2", "n3"):
             self.nodes[node_id] = node = cluster_node(node_id, self.etcd.url,
                                                       lease_ttl=f"{LEASE}s")
@@ -115,6 +116,18 @@ class ClusterTests(SynchronousTestCase):
         self.spread()
         self.through_a_router()
         self.node_lost_and_back()
+        self.passed = True
+
+    def remove_dir_unless_failed(self):
+        """
+        Remove the cluster's directory, or keep it (etcd's and the routers'
+        logs; the nodes' are in their own directories) when the test failed.
+        """
+        if self.passed:
+            shutil.rmtree(self.dir, True)
+            return
+        node_logs = " ".join(node.log for node in self.nodes.values())
+        sys.stderr.write(f"test_cluster failed: logs kept in {self.dir} and {node_logs}\n")
 
     def create(self, router, **body):
         status, sandbox = router.request("POST", "/sandboxes", {"ttl": 300, **body}, timeout=60)
