@@ -30,7 +30,14 @@ def main():
             sys.exit(2)
     init.set_non_dumpable()
     if os.getpid() == 1:
-        status = init.run_as_init(lambda: _serve(config, shielded=True))
+        try:
+            back_to_root = init.leave_root()
+        except OSError as e:
+            print(f"sandbox-agent: cannot leave root: {e}", file=sys.stderr)
+            sys.exit(2)
+        status = init.run_as_init(
+            lambda: _serve(config, shielded=True, back_to_root=back_to_root)
+        )
     else:
         status = _serve(config)
     sys.exit(status)
@@ -58,7 +65,9 @@ def _load_server():
     return asyncio, server
 
 
-def _serve(config, shielded=False):
+def _serve(config, shielded=False, back_to_root=None):
+    if back_to_root is not None:
+        back_to_root()
     if shielded:
         init.shield_from_stop_signals()
         prefer_as_oom_victim()

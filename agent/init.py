@@ -142,12 +142,42 @@ def set_non_dumpable():
         pass
 
 
+_PR_SET_KEEPCAPS = 8
 _PR_SET_NO_NEW_PRIVS = 38
 _PR_CAPBSET_DROP = 24
 _PR_CAP_AMBIENT = 47
 _PR_CAP_AMBIENT_CLEAR_ALL = 4
 _CAP_VERSION_3 = 0x20080522
 _LAST_CAP = 63
+_CAP_KILL, _CAP_SETGID, _CAP_SETUID, _CAP_SETPCAP = 5, 6, 7, 8
+#: What PID 1 needs to leave root, give its server root back and still
+#: signal it (see leave_root): the runtime grants exactly these to gVisor's
+#: sandboxes.
+INIT_CAPABILITIES = sum(1 << cap for cap in (_CAP_KILL, _CAP_SETGID, _CAP_SETUID, _CAP_SETPCAP))
+#: The uid and gid PID 1 moves to: not root's, nor nobody's.
+INIT_UID = 65533
+
+
+def _libc():
+    import ctypes
+
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+def _check(ctypes, result, what):
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def _capset(ctypes, libc, capabilities):
+    """
+    Make ``capabilities`` (a mask of the first 32) this process's effective
+    and permitted sets; the inheritable set empty.
+    """
+    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)(capabilities, capabilities, 0, 0, 0, 0)
+    _check(ctypes, libc.capset(header, data), "capset")
 
 
 def drop_privileges():
@@ -158,23 +188,62 @@ def drop_privileges():
     inheritable sets, so that root in the sandbox has none (and no setuid
     binary gives any back).  Raises OSError if the kernel refuses.
     """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def check(result, what):
-        if result != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"{what}: {os.strerror(errno)}")
-
-    check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
+    ctypes, libc = _libc()
+    _check(ctypes, libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
     for cap in range(_LAST_CAP + 1):
         if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
-            check(-1, f"PR_CAPBSET_DROP {cap}")
+            _check(ctypes, -1, f"PR_CAPBSET_DROP {cap}")
     libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
-    data = (ctypes.c_uint32 * 6)()
-    check(libc.capset(header, data), "capset")
+    _capset(ctypes, libc, 0)
+
+
+def effective_capabilities(status="/proc/self/status"):
+    """
+    The effective capability mask in ``status`` (0 if it has none).
+    """
+    with open(status) as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def leave_root(uid=INIT_UID, status="/proc/self/status"):
+    """
+    In PID 1, when it holds CAP_KILL, CAP_SETGID, CAP_SETUID and
+    CAP_SETPCAP (under gVisor, whose Sentry, unlike Linux, lets the
+    sandbox's processes SIGKILL and SIGSTOP PID 1): move to ``uid`` (uid and
+    gid), keeping those four capabilities only.  The sandbox's processes are
+    root without CAP_KILL, so the kernel refuses them any signal to PID 1.
+
+    Returns the function the server calls, in PID 1's child, to become root
+    again with no capability at all; or None when PID 1 lacks any of them
+    (runc, where Linux keeps SIGKILL and SIGSTOP from PID 1 itself; a VM's
+    agent).  Raises OSError if the kernel refuses a step.
+    """
+    try:
+        if effective_capabilities(status) & INIT_CAPABILITIES != INIT_CAPABILITIES:
+            return None
+    except OSError:
+        return None
+    ctypes, libc = _libc()
+    groups = os.getgroups()
+    _check(ctypes, libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "PR_SET_KEEPCAPS")
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    # Leaving root emptied the effective set; the permitted one was kept.
+    _capset(ctypes, libc, INIT_CAPABILITIES)
+    set_non_dumpable()
+
+    def back_to_root():
+        os.setresuid(0, 0, 0)
+        os.setresgid(0, 0, 0)
+        os.setgroups(groups)
+        drop_privileges()
+        set_non_dumpable()
+
+    return back_to_root
 
 
 def run_as_init(child_main, sleep=time.sleep, clock=time.monotonic):
@@ -184,9 +253,9 @@ def run_as_init(child_main, sleep=time.sleep, clock=time.monotonic):
     wake a child that was stopped.  A stop signal (SIGTERM, SIGINT, SIGHUP,
     SIGQUIT) sent from outside the sandbox (the engine: ``si_pid`` 0, the
     sender is in no pid namespace the sandbox sees) kills the server and
-    ends PID 1 with status 0, and with it the sandbox; one sent from inside (user code: ``kill -TERM 1``) is
-    ignored.  The kernel already keeps SIGKILL and SIGSTOP from inside away
-    from PID 1.
+    ends PID 1 with status 0, and with it the sandbox; one sent from inside
+    (user code: ``kill -TERM 1``) is ignored.  Linux keeps SIGKILL and
+    SIGSTOP from inside away from PID 1; under gVisor, leave_root does.
     """
     watched = {signal.SIGCHLD, *_STOP_SIGNALS}
     signal.pthread_sigmask(signal.SIG_BLOCK, watched)

@@ -29,7 +29,11 @@ INIT = textwrap.dedent(
     sys.path.insert(0, {root!r})
     from agent import init
 
+    back_to_root = init.leave_root() if {leave_root!r} else None
+
     def server():
+        if back_to_root is not None:
+            back_to_root()
         init.shield_from_stop_signals()
         signal.signal(signal.SIGCONT, lambda *_: open({marker!r}, "w").close())
         open({ready!r}, "w").close()
@@ -58,13 +62,17 @@ def state(pid):
 
 
 class NamespaceInitTests(SynchronousTestCase):
+    #: Whether PID 1 leaves root first (init.leave_root, as under gVisor).
+    leave_root = False
+
     def setUp(self):
         if os.geteuid() != 0:
             missing("unshare --pid needs root")
         script = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
         self.marker = self.mktemp()
         ready = self.mktemp()
-        script.write(INIT.format(root=ROOT, marker=self.marker, ready=ready))
+        script.write(INIT.format(root=ROOT, marker=self.marker, ready=ready,
+                                 leave_root=self.leave_root))
         script.close()
         self.addCleanup(os.unlink, script.name)
         self.unshare = subprocess.Popen(
@@ -143,6 +151,79 @@ class NamespaceInitTests(SynchronousTestCase):
         """
         os.kill(self.init, signal.SIGTERM)
         self.assertEqual(self.unshare.wait(timeout=10), 0)
+
+
+def status_fields(pid, *names):
+    """
+    The values of ``names`` in /proc/``pid``/status, stripped.
+    """
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.rstrip("\n").split(":\t", 1) for line in f)
+    return [fields[name].strip() for name in names]
+
+
+class OwnUidInitTests(NamespaceInitTests):
+    """
+    The same, with PID 1 holding the four capabilities gVisor's sandboxes
+    get (it has them all here): it moves to a uid of its own, and the
+    processes of the namespace, root without capabilities as every command
+    is, cannot signal it.
+    """
+
+    leave_root = True
+
+    def test_credentials(self):
+        """
+        PID 1 runs as INIT_UID with CAP_KILL, CAP_SETGID, CAP_SETUID and
+        CAP_SETPCAP only; its server as root with no capability, none to
+        gain, and no new privileges.
+        """
+        uid = str(init.INIT_UID)
+        self.assertEqual(
+            status_fields(self.init, "Uid", "Gid", "CapEff", "CapPrm", "Groups"),
+            ["\t".join([uid] * 4), "\t".join([uid] * 4), "00000000000001e0",
+             "00000000000001e0", ""],
+        )
+        self.assertEqual(
+            status_fields(self.server, "Uid", "CapEff", "CapPrm", "CapBnd", "NoNewPrivs"),
+            ["0\t0\t0\t0", "0" * 16, "0" * 16, "0" * 16, "1"],
+        )
+
+    def test_rootCannotSignalInit(self):
+        """
+        A process of the namespace that is root without capabilities (as
+        every command is) gets EPERM for any signal to PID 1, SIGKILL
+        included; PID 1 and its server live on.
+        """
+        self.insideNamespace(
+            f"import os, sys\nsys.path.insert(0, {ROOT!r})\n"
+            "from agent import init\n"
+            "init.drop_privileges()\n"
+            "for s in (9, 19, 15):\n"
+            "    try:\n"
+            "        os.kill(1, s)\n"
+            "    except PermissionError:\n"
+            "        continue\n"
+            "    raise SystemExit(f'signal {s} reached PID 1')\n"
+        )
+        self.assertIsNone(self.unshare.poll())
+        self.assertEqual(children(self.init), [self.server])
+        self.assertEqual(state(self.init), "S")
+
+
+class LeaveRootTests(SynchronousTestCase):
+    def test_withoutTheCapabilities(self):
+        """
+        A PID 1 that lacks any of the four (runc, a VM's agent) stays root:
+        leave_root returns None and changes nothing.
+        """
+        status = self.mktemp()
+        for held in ("0000000000000000", "00000000000001c0", "00000000000000e0"):
+            with open(status, "w") as f:
+                f.write(f"Name:\tpython3\nCapEff:\t{held}\n")
+            self.assertIsNone(init.leave_root(status=status))
+        self.assertIsNone(init.leave_root(status=self.mktemp()))
+        self.assertEqual(os.getuid(), os.geteuid())
 
 
 class RestartSpacingTests(SynchronousTestCase):

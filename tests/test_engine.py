@@ -671,6 +671,9 @@ class RuntimeTests(TestCase):
                     "/root": "rw,exec,nosuid,nodev,size=67108864,mode=0700",
                 },
                 "CapDrop": ["ALL"],
+                # gVisor: for the agent's PID 1 alone (agent/init.py
+                # leave_root); its server drops them for good.
+                "CapAdd": ["KILL", "SETGID", "SETUID", "SETPCAP"],
                 "SecurityOpt": ["no-new-privileges"],
                 # gVisor: the process cap is enforced inside the Sentry;
                 # the host cgroup leaves room for its threads.

@@ -451,6 +451,7 @@ class StartTests(DockerTestCase):
         self.assertEqual(3072, host["PidsLimit"])
         self.assertTrue(host["ReadonlyRootfs"])
         self.assertEqual(["ALL"], host["CapDrop"])
+        self.assertEqual(["KILL", "SETGID", "SETUID", "SETPCAP"], host["CapAdd"])
         self.assertEqual(["no-new-privileges"], host["SecurityOpt"])
         self.assertEqual(MEMORY, host["Memory"])
 

@@ -53,6 +53,12 @@ PIDS_LIMIT = 256
 # it to root as well), and the host cgroup gets room for that many tasks'
 # threads and the Sentry's, still bounded.
 GVISOR_HOST_PIDS_LIMIT = 12 * PIDS_LIMIT
+# gVisor's Sentry, unlike Linux, lets the sandbox's processes SIGKILL and
+# SIGSTOP its PID 1, and the sandbox ends with it.  The agent's PID 1 uses
+# these to move to a uid of its own, out of reach of root without CAP_KILL,
+# and still signal its server; the server (and so every command) gets root
+# back with no capability at all (agent/init.py leave_root).
+GVISOR_INIT_CAPABILITIES = ("KILL", "SETGID", "SETUID", "SETPCAP")
 TMP_TMPFS = "rw,noexec,nosuid,nodev,size=100m"
 # Container starts in flight at once; more wait their turn.
 MAX_STARTING = 4
@@ -66,8 +72,9 @@ MAX_REMOVAL_DELAY = 30.0
 def container_config(spec, network, agent_port):
     """
     The body of C{POST /containers/create} for C{spec}'s sandbox on
-    C{network}: read-only root, private tmpfs mounts, no capabilities, no
-    new privileges, bounded pids, memory without swap and CPU.
+    C{network}: read-only root, private tmpfs mounts, no capabilities (under
+    gVisor, four for the agent's PID 1 alone), no new privileges, bounded
+    pids, memory without swap and CPU.
     """
     labels = {
         MANAGED_LABEL: "1",
@@ -105,6 +112,7 @@ def container_config(spec, network, agent_port):
     if oci is not None:
         host_config["Runtime"] = oci
     if oci == "runsc":
+        host_config["CapAdd"] = list(GVISOR_INIT_CAPABILITIES)
         host_config["PidsLimit"] = GVISOR_HOST_PIDS_LIMIT
         host_config["Ulimits"] = [{"Name": "nproc", "Soft": PIDS_LIMIT, "Hard": PIDS_LIMIT}]
     return {
