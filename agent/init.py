@@ -4,13 +4,13 @@ process, and when the agent is PID 1 run a tiny init beside it that keeps
 the server alive whatever the sandbox's own code does to it.
 """
 
+import errno
 import os
 import signal
 import sys
 import time
 
 from . import listeners
-from .reaper import exit_code
 
 ENV_PREFIX = "SANDBOX_AGENT_"
 DEFAULT_HOST = "0.0.0.0"
@@ -161,23 +161,32 @@ INIT_UID = 65533
 def _libc():
     import ctypes
 
-    return ctypes, ctypes.CDLL(None, use_errno=True)
+    return ctypes.CDLL(None, use_errno=True)
 
 
-def _check(ctypes, result, what):
+def _check(result, what, tolerated=()):
+    """
+    Raise OSError for a libc call that returned ``result`` other than 0,
+    unless its errno is one of ``tolerated``.
+    """
     if result != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+        import ctypes
+
+        code = ctypes.get_errno()
+        if code not in tolerated:
+            raise OSError(code, f"{what}: {os.strerror(code)}")
 
 
-def _capset(ctypes, libc, capabilities):
+def _capset(libc, capabilities):
     """
     Make ``capabilities`` (a mask of the first 32) this process's effective
     and permitted sets; the inheritable set empty.
     """
+    import ctypes
+
     header = (ctypes.c_uint32 * 2)(_CAP_VERSION_3, 0)
     data = (ctypes.c_uint32 * 6)(capabilities, capabilities, 0, 0, 0, 0)
-    _check(ctypes, libc.capset(header, data), "capset")
+    _check(libc.capset(header, data), "capset")
 
 
 def drop_privileges():
@@ -188,13 +197,14 @@ def drop_privileges():
     inheritable sets, so that root in the sandbox has none (and no setuid
     binary gives any back).  Raises OSError if the kernel refuses.
     """
-    ctypes, libc = _libc()
-    _check(ctypes, libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
+    libc = _libc()
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "PR_SET_NO_NEW_PRIVS")
     for cap in range(_LAST_CAP + 1):
-        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
-            _check(ctypes, -1, f"PR_CAPBSET_DROP {cap}")
+        # EINVAL: a capability this kernel does not have.
+        _check(libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0), f"PR_CAPBSET_DROP {cap}",
+               tolerated=(errno.EINVAL,))
     libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    _capset(ctypes, libc, 0)
+    _capset(libc, 0)
 
 
 def effective_capabilities(status="/proc/self/status"):
@@ -226,14 +236,14 @@ def leave_root(uid=INIT_UID, status="/proc/self/status"):
             return None
     except OSError:
         return None
-    ctypes, libc = _libc()
+    libc = _libc()
     groups = os.getgroups()
-    _check(ctypes, libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "PR_SET_KEEPCAPS")
+    _check(libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "PR_SET_KEEPCAPS")
     os.setgroups([])
     os.setresgid(uid, uid, uid)
     os.setresuid(uid, uid, uid)
     # Leaving root emptied the effective set; the permitted one was kept.
-    _capset(ctypes, libc, INIT_CAPABILITIES)
+    _capset(libc, INIT_CAPABILITIES)
     set_non_dumpable()
 
     def back_to_root():

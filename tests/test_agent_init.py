@@ -132,7 +132,11 @@ class NamespaceInitTests(SynchronousTestCase):
             "    os.kill(1, s)\n"
             "    os.kill(2, s)\n"
         )
-        time.sleep(0.3)
+        # PID 1 takes pending signals lowest number first, SIGCHLD (17)
+        # after these: once it has woken a stopped server, it had taken
+        # them all, and the server had run its handlers.
+        os.kill(self.server, signal.SIGSTOP)
+        self.waitFor(lambda: os.path.exists(self.marker), "SIGCONT")
         self.assertIsNone(self.unshare.poll())
         self.assertEqual(children(self.init), [self.server])
 

@@ -96,7 +96,6 @@ class SurvivalTests(SynchronousTestCase):
         self.assertEqual(body["state"], "disconnected")
         self.daemon.request("DELETE", f"/sandboxes/{sandbox_id}")
 
-
     def test_user_processes_die_first(self):
         """
         Processes the agent starts, shell or zygote-forked Python, have
@@ -105,16 +104,23 @@ class SurvivalTests(SynchronousTestCase):
         read = "cat /proc/self/oom_score_adj /proc/1/oom_score_adj"
         py = "print(open('/proc/self/oom_score_adj').read().strip())"
 
+        shell, snippet = self.outputs(read, ["python3", "-c", py])
+        self.assertEqual((shell.split(), snippet.strip()), (["1000", "0"], "1000"))
+
+    def outputs(self, *commands):
+        """
+        The standard output of each of ``commands``, run one after the other
+        on one session of a new sandbox (destroyed after).
+        """
         async def scenario():
             status, created = self.daemon.request("POST", "/sandboxes", {"ttl": 60})
+            self.assertEqual(status, 201, created)
             async with await connect_sandbox(created["id"], endpoint=self.daemon.endpoint) as sbx:
-                shell = await sbx.process.exec_(read)
-                snippet = await sbx.process.exec_(["python3", "-c", py])
+                results = [await sbx.process.exec_(command) for command in commands]
             self.daemon.request("DELETE", f"/sandboxes/{created['id']}")
-            return shell.stdout.split(), snippet.stdout.strip()
+            return [result.stdout for result in results]
 
-        shell, snippet = asyncio.run(scenario())
-        self.assertEqual((shell, snippet), (["1000", "0"], "1000"))
+        return asyncio.run(scenario())
 
 
 class GVisorSurvivalTests(SurvivalTests):
@@ -136,13 +142,5 @@ class GVisorSurvivalTests(SurvivalTests):
             "grep -E '^Uid' /proc/1/status | cut -f2; id -u; "
             "kill -9 1 || echo refused; kill -STOP 1 || echo refused"
         )
-
-        async def scenario():
-            status, created = self.daemon.request("POST", "/sandboxes", {"ttl": 60})
-            self.assertEqual(status, 201, created)
-            async with await connect_sandbox(created["id"], endpoint=self.daemon.endpoint) as sbx:
-                result = await sbx.process.exec_(script)
-            self.daemon.request("DELETE", f"/sandboxes/{created['id']}")
-            return result.stdout.split()
-
-        self.assertEqual(asyncio.run(scenario()), ["65533", "0", "refused", "refused"])
+        [output] = self.outputs(script)
+        self.assertEqual(output.split(), ["65533", "0", "refused", "refused"])
