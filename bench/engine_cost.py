@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from sandboxd.runtimes.docker import ICC_OPTION, container_config  # noqa: E402
+from sandboxd.runtimes._container import container_config  # noqa: E402
+from sandboxd.runtimes.docker import ICC_OPTION  # noqa: E402
 from sandboxd.runtimes.interface import SandboxSpec  # noqa: E402
 from tests.daemon import UnixHTTPConnection  # noqa: E402
 
